@@ -1,0 +1,244 @@
+//! Typed, validated configuration from the environment.
+//!
+//! Two sets of variables are read at start-up, from the process environment
+//! and an optional `.env` file (the real environment wins):
+//!
+//! * the library's own [`Settings`], using standard names where they exist
+//!   (`OTEL_*`, `RUST_LOG`, `PORT`, `HOST`) and `OPSKIT_*` otherwise — every
+//!   one is listed in [`VARS`];
+//! * the application's own `#[derive(Deserialize)]` struct, read with `envy`
+//!   under a prefix (`APP_` by default) — see [`AppConfig`].
+//!
+//! Every problem of both is collected into one [`ConfigReport`], one line per
+//! variable, naming the variable, what was expected and what was wrong. Values
+//! are never echoed, so a secret cannot leak through the report.
+//!
+//! ```
+//! use opskit::config::{Env, Settings};
+//! let env = Env::from_pairs([("PORT", "abc"), ("OPSKIT_SHUTDOWN_TIMEOUT", "forever")]);
+//! let report = Settings::from_env(&env).unwrap_err();
+//! let text = report.to_string();
+//! assert!(text.contains("PORT: expected a TCP port"));
+//! assert!(text.contains("OPSKIT_SHUTDOWN_TIMEOUT: expected a duration"));
+//! assert!(!text.contains("forever"));
+//! ```
+
+mod app;
+mod parse;
+mod reference;
+mod settings;
+
+pub use app::{field_names, AppConfig, NoAppConfig, Validator};
+pub use parse::FromVar;
+pub use reference::{env_example, markdown_reference};
+pub use settings::{LogFormat, Settings, VARS};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+/// A snapshot of the environment variables opskit reads.
+///
+/// Empty values count as unset, as the OpenTelemetry specification asks.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The process environment, over the variables of a `.env` file at `dotenv`
+    /// if that file exists (the process environment wins).
+    pub fn from_process(dotenv: Option<&Path>) -> Result<Self, ConfigReport> {
+        let mut vars = BTreeMap::new();
+        if let Some(path) = dotenv.filter(|p| p.exists()) {
+            match dotenvy::from_path_iter(path) {
+                Ok(iter) => {
+                    for (i, item) in iter.enumerate() {
+                        match item {
+                            Ok((k, v)) => {
+                                vars.insert(k, v);
+                            }
+                            Err(_) => {
+                                return Err(ConfigReport::single(
+                                    path.display().to_string(),
+                                    "a .env file of KEY=value lines",
+                                    format!("line {} cannot be parsed", i + 1),
+                                ))
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(ConfigReport::single(
+                        path.display().to_string(),
+                        "a readable .env file",
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
+        for (k, v) in std::env::vars_os() {
+            if let (Ok(k), Ok(v)) = (k.into_string(), v.into_string()) {
+                vars.insert(k, v);
+            }
+        }
+        Ok(Self { vars })
+    }
+
+    /// An environment made of the given pairs only (for tests and embedding).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Sets a variable (settings in code override the environment).
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.vars.insert(name.into(), value.into());
+    }
+
+    /// The value of `name`, `None` when unset or empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Non-empty variables whose name starts with `prefix`, with the prefix removed.
+    pub(crate) fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.vars
+            .range(prefix.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .filter(|(_, v)| !v.is_empty())
+            .map(move |(k, v)| (&k[prefix.len()..], v.as_str()))
+    }
+}
+
+/// One documented environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VarSpec {
+    /// The variable's name, e.g. `OPSKIT_SHUTDOWN_TIMEOUT`.
+    pub name: &'static str,
+    /// What a valid value looks like, e.g. `a duration such as 30s or 500ms`.
+    pub expected: &'static str,
+    /// The default, as it would be written in the environment; `None` when unset means off or absent.
+    pub default: Option<&'static str>,
+    /// What it does.
+    pub description: &'static str,
+    /// Whether the value is a secret (never printed, masked in `.env.example`).
+    pub secret: bool,
+}
+
+impl VarSpec {
+    /// A non-secret variable.
+    pub const fn new(
+        name: &'static str,
+        expected: &'static str,
+        default: Option<&'static str>,
+        description: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            expected,
+            default,
+            description,
+            secret: false,
+        }
+    }
+
+    /// Marks the variable as a secret.
+    pub const fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+}
+
+/// One invalid variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The variable's name.
+    pub var: String,
+    /// What a valid value looks like.
+    pub expected: String,
+    /// What is wrong with the value given (never the value itself).
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: expected {}; {}",
+            self.var, self.expected, self.problem
+        )
+    }
+}
+
+/// Every configuration problem found at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigReport {
+    /// The problems, in the order found.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigReport {
+    fn single(
+        var: impl Into<String>,
+        expected: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        let mut r = Self::default();
+        r.push(var, expected, problem);
+        r
+    }
+
+    /// Adds a problem.
+    pub fn push(
+        &mut self,
+        var: impl Into<String>,
+        expected: impl Into<String>,
+        problem: impl Into<String>,
+    ) {
+        self.problems.push(ConfigProblem {
+            var: var.into(),
+            expected: expected.into(),
+            problem: problem.into(),
+        });
+    }
+
+    /// Whether no problem was found.
+    pub fn is_empty(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Moves the problems of `other` into this report.
+    pub fn merge(&mut self, other: ConfigReport) {
+        self.problems.extend(other.problems);
+    }
+}
+
+impl fmt::Display for ConfigReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "configuration is invalid ({n} problem{}); fix these environment variables and start again:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigReport {}

@@ -1,0 +1,129 @@
+//! Parsers for variable values. Each returns what was wrong without echoing the value.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A type that can be read from one environment variable.
+pub trait FromVar: Sized {
+    /// Parses `value`; the error says what is wrong and never contains the value.
+    fn from_var(value: &str) -> Result<Self, String>;
+}
+
+impl FromVar for String {
+    fn from_var(value: &str) -> Result<Self, String> {
+        Ok(value.to_owned())
+    }
+}
+
+impl FromVar for u16 {
+    fn from_var(value: &str) -> Result<Self, String> {
+        value
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| "the value is not a whole number".to_owned())
+            .and_then(|n| {
+                u16::try_from(n).map_err(|_| "the number is larger than 65535".to_owned())
+            })
+    }
+}
+
+impl FromVar for u64 {
+    fn from_var(value: &str) -> Result<Self, String> {
+        value
+            .trim()
+            .parse()
+            .map_err(|_| "the value is not a whole number".to_owned())
+    }
+}
+
+impl FromVar for bool {
+    /// `true`/`false` in any case, as the OpenTelemetry specification reads booleans,
+    /// plus `1`/`0`, `yes`/`no`, `on`/`off`.
+    fn from_var(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err("the value is not true or false".to_owned()),
+        }
+    }
+}
+
+impl FromVar for IpAddr {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "localhost" => Ok(IpAddr::from([127, 0, 0, 1])),
+            v => v
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| "the value is not an IP address (or localhost)".to_owned()),
+        }
+    }
+}
+
+impl FromVar for Duration {
+    /// A number with a unit: `ms`, `s`, `m`, `h` (e.g. `30s`, `500ms`, `2m`), or `0`.
+    ///
+    /// Written by hand (a dozen lines) rather than through `humantime` so that
+    /// error messages never repeat the value and say exactly what is accepted.
+    fn from_var(value: &str) -> Result<Self, String> {
+        let v = value.trim();
+        if v == "0" {
+            return Ok(Duration::ZERO);
+        }
+        let split = v
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| "the number has no unit (ms, s, m or h)".to_owned())?;
+        let (num, unit) = v.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| "the value is not a number followed by a unit".to_owned())?;
+        let ms = match unit.trim() {
+            "ms" => Some(n),
+            "s" => n.checked_mul(1_000),
+            "m" | "min" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            _ => return Err("the unit is not one of ms, s, m, h".to_owned()),
+        };
+        ms.map(Duration::from_millis)
+            .ok_or_else(|| "the duration is too large".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(Duration::from_var("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(Duration::from_var("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(Duration::from_var("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(Duration::from_var("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(Duration::from_var("0"), Ok(Duration::ZERO));
+        for bad in ["forever", "30", "30 years", "-1s", "99999999999999999999h"] {
+            let e = Duration::from_var(bad).unwrap_err();
+            assert!(!e.contains(bad), "{e} echoes {bad}");
+        }
+    }
+
+    #[test]
+    fn ports_and_hosts() {
+        assert_eq!(u16::from_var("8080"), Ok(8080));
+        assert!(u16::from_var("abc").is_err());
+        assert!(u16::from_var("70000").unwrap_err().contains("65535"));
+        assert_eq!(
+            IpAddr::from_var("localhost"),
+            Ok(IpAddr::from([127, 0, 0, 1]))
+        );
+        assert!(IpAddr::from_var("[::1]").is_ok());
+        assert!(IpAddr::from_var("example.com").is_err());
+    }
+
+    #[test]
+    fn booleans() {
+        assert_eq!(bool::from_var("TRUE"), Ok(true));
+        assert_eq!(bool::from_var("off"), Ok(false));
+        assert!(bool::from_var("maybe").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod config;
+pub mod health;
+pub mod layer;
+mod logging;
+mod ops;
+pub mod problem;
+mod secret;
+mod shutdown;
+
+#[cfg(feature = "actix")]
+mod actix_adapter;
+#[cfg(feature = "axum")]
+mod axum_adapter;
+
+#[cfg(feature = "actix")]
+pub use actix_adapter::{OpsActixService, OpsMiddleware};
+#[cfg(feature = "axum")]
+pub use axum_adapter::ServeError;
+pub use config::AppConfig;
+pub use ops::{init, Builder, InitError, Ops, ServiceInfo, EXIT_CONFIG, EXIT_SOFTWARE};
+pub use problem::Problem;
+pub use secret::Secret;
+pub use shutdown::Shutdown;
+/// The URL type for configuration fields (`url::Url`, with serde).
+pub use url::Url;

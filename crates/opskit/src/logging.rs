@@ -1,0 +1,40 @@
+//! Installs the process' log subscriber: JSON lines (or pretty text) on stdout
+//! through a bounded, non-blocking writer.
+
+use crate::config::{LogFormat, Settings};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Lines buffered between the application and stdout; past this, lines are
+/// dropped (and counted) rather than blocking a request.
+const BUFFERED_LINES: usize = 16_384;
+
+/// Installs the global subscriber; the guard flushes buffered lines on drop.
+pub(crate) fn install(settings: &Settings) -> Result<WorkerGuard, String> {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(BUFFERED_LINES)
+        .lossy(true)
+        .thread_name("opskit-log")
+        .finish(std::io::stdout());
+    let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| e.to_string())?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match settings.log_format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(writer),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(writer))
+            .try_init(),
+    };
+    result.map_err(|e| e.to_string())?;
+    Ok(guard)
+}

@@ -1,0 +1,289 @@
+//! Start-up: [`init`], [`Builder`] and the [`Ops`] handle.
+
+use crate::config::{AppConfig, ConfigReport, Env, NoAppConfig, Settings};
+use crate::health::Health;
+use crate::Shutdown;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Exit code for an invalid configuration (`EX_CONFIG` from `sysexits.h`).
+pub const EXIT_CONFIG: i32 = 78;
+/// Exit code for any other start-up failure (`EX_SOFTWARE`).
+pub const EXIT_SOFTWARE: i32 = 70;
+
+/// Why start-up failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// One or more variables are invalid; every one is listed.
+    #[error("{0}")]
+    Config(ConfigReport),
+    /// The log subscriber could not be installed (another one is already global).
+    #[error("cannot install the log subscriber: {0}; call Builder::install_logging(false) if the application installs its own")]
+    Logging(String),
+}
+
+impl InitError {
+    /// The documented exit code: [`EXIT_CONFIG`] (78) for configuration problems,
+    /// [`EXIT_SOFTWARE`] (70) otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) => EXIT_CONFIG,
+            Self::Logging(_) => EXIT_SOFTWARE,
+        }
+    }
+
+    /// Prints the error to stderr and exits with [`InitError::exit_code`].
+    pub fn exit(self) -> ! {
+        eprintln!("opskit: {self}");
+        std::process::exit(self.exit_code())
+    }
+}
+
+/// The service's identity, as shown in logs, traces and health output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// `OTEL_SERVICE_NAME`, else the name given in code, else `unknown_service:<exe>`.
+    pub name: String,
+    /// The version given in code, else `unknown`.
+    pub version: String,
+    /// `OPSKIT_ENVIRONMENT`.
+    pub environment: String,
+}
+
+/// Reads config from the environment, validates it, installs logging and
+/// returns the [`Ops`] handle. Same as `Builder::new().init()`.
+///
+/// On an invalid configuration the error lists every problem; most `main`s
+/// end start-up with `.unwrap_or_else(|e| e.exit())`.
+pub fn init<C: AppConfig>() -> Result<Ops<C>, InitError> {
+    Builder::new().init()
+}
+
+/// Start-up options; ends in [`Builder::init`].
+///
+/// ```
+/// use opskit::config::{Env, NoAppConfig};
+/// let ops = opskit::Builder::new()
+///     .service("billing", "1.4.2")
+///     .env(Env::from_pairs([("PORT", "9000")]))
+///     .install_logging(false)
+///     .init::<NoAppConfig>()
+///     .unwrap();
+/// assert_eq!(ops.settings().port, 9000);
+/// assert_eq!(ops.service().name, "billing");
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Builder {
+    env: Option<Env>,
+    overrides: Vec<(String, String)>,
+    dotenv: Option<PathBuf>,
+    name: Option<String>,
+    version: Option<String>,
+    no_logging: bool,
+}
+
+impl Builder {
+    /// Defaults: the process environment over `./.env` if it exists, logging installed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The service's name and version (usually `env!("CARGO_PKG_NAME")`,
+    /// `env!("CARGO_PKG_VERSION")`). `OTEL_SERVICE_NAME` still wins for the name.
+    pub fn service(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Reads this environment instead of the process's (tests, embedding).
+    pub fn env(mut self, env: Env) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    /// Sets a variable in code; it overrides the environment.
+    pub fn set(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.overrides.push((name.into(), value.into()));
+        self
+    }
+
+    /// The `.env` file read under the process environment (default `./.env`).
+    pub fn dotenv(mut self, path: impl Into<PathBuf>) -> Self {
+        self.dotenv = Some(path.into());
+        self
+    }
+
+    /// Whether to install the global log subscriber (default true).
+    pub fn install_logging(mut self, install: bool) -> Self {
+        self.no_logging = !install;
+        self
+    }
+
+    /// Reads and validates the library's and the application's variables,
+    /// reporting every problem at once, then installs the global parts.
+    pub fn init<C: AppConfig>(self) -> Result<Ops<C>, InitError> {
+        let mut env = match self.env {
+            Some(env) => env,
+            None => {
+                let dotenv = self.dotenv.unwrap_or_else(|| PathBuf::from(".env"));
+                Env::from_process(Some(&dotenv)).map_err(InitError::Config)?
+            }
+        };
+        for (k, v) in self.overrides {
+            env.set(k, v);
+        }
+        let settings = Settings::from_env(&env);
+        let app = C::from_env(&env);
+        let (settings, app) = match (settings, app) {
+            (Ok(s), Ok(a)) => (s, a),
+            (s, a) => {
+                let mut report = ConfigReport::default();
+                if let Err(r) = s {
+                    report.merge(r);
+                }
+                if let Err(r) = a {
+                    report.merge(r);
+                }
+                return Err(InitError::Config(report));
+            }
+        };
+        let log_guard = if self.no_logging {
+            None
+        } else {
+            let guard = crate::logging::install(&settings).map_err(InitError::Logging)?;
+            crate::layer::install_panic_hook();
+            Some(guard)
+        };
+        let service = ServiceInfo {
+            name: settings
+                .service_name
+                .clone()
+                .or(self.name)
+                .unwrap_or_else(unknown_service),
+            version: self.version.unwrap_or_else(|| "unknown".to_owned()),
+            environment: settings.environment.clone(),
+        };
+        let shutdown = Shutdown::new();
+        Ok(Ops {
+            inner: Arc::new(Inner {
+                health: Health::new(shutdown.clone()),
+                shutdown,
+                settings,
+                service,
+                _log_guard: log_guard,
+            }),
+            app: Arc::new(app),
+        })
+    }
+}
+
+fn unknown_service() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    format!("unknown_service:{exe}")
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    service: ServiceInfo,
+    shutdown: Shutdown,
+    health: Health,
+    // Dropped last, when the final `Ops` clone goes: flushes buffered log lines.
+    _log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// The handle returned by [`init`]: owns every guard, hands out the layers,
+/// the operational routes and the graceful server. Cheap to clone.
+#[derive(Debug)]
+pub struct Ops<C = NoAppConfig> {
+    inner: Arc<Inner>,
+    app: Arc<C>,
+}
+
+impl<C> Clone for Ops<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            app: self.app.clone(),
+        }
+    }
+}
+
+impl<C> Ops<C> {
+    /// The application's validated configuration.
+    pub fn app(&self) -> &C {
+        &self.app
+    }
+
+    /// The library's validated settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The service's identity.
+    pub fn service(&self) -> &ServiceInfo {
+        &self.inner.service
+    }
+
+    /// The shutdown coordinator (trigger it to shut down from code).
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.inner.shutdown
+    }
+
+    /// The health state behind the probe routes.
+    pub fn health(&self) -> &Health {
+        &self.inner.health
+    }
+
+    /// The tower layer with the whole per-request stack, in the right order.
+    pub fn layer(&self) -> crate::layer::OpsLayer {
+        crate::layer::OpsLayer::new()
+    }
+
+    /// Binds `HOST:PORT` (a tokio listener, for [`Ops::serve`]).
+    pub async fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(self.settings().listen_addr()).await
+    }
+
+    /// Binds `HOST:PORT` (a std listener, for Actix).
+    pub fn bind_std(&self) -> std::io::Result<std::net::TcpListener> {
+        std::net::TcpListener::bind(self.settings().listen_addr())
+    }
+
+    /// The drain sequence shared by both servers: wait for the shutdown,
+    /// keep serving for `OPSKIT_SHUTDOWN_DELAY`, then let the caller stop accepting.
+    pub(crate) async fn stop_accepting(&self) {
+        self.shutdown().triggered().await;
+        let delay = self.settings().shutdown_delay;
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "shutdown delay: still serving while load balancers notice"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!(
+            timeout_ms = self.settings().shutdown_timeout.as_millis() as u64,
+            "no longer accepting connections; draining in-flight requests"
+        );
+    }
+
+    /// Logs that the server listens and marks start-up as done.
+    pub(crate) fn announce(&self, addr: Option<std::net::SocketAddr>, framework: &'static str) {
+        self.health().mark_started();
+        tracing::info!(
+            address = addr.map(|a| a.to_string()).unwrap_or_default(),
+            service = %self.service().name,
+            version = %self.service().version,
+            environment = %self.service().environment,
+            framework,
+            "listening"
+        );
+    }
+}

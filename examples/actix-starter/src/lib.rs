@@ -1,0 +1,66 @@
+//! A complete small Actix-web service on opskit: copy it and grow it.
+//!
+//! Routes: `GET /`, `GET /users/{id}`, and demo routes `GET /demo/error`
+//! (500), `GET /demo/panic` (panics), `GET /demo/slow?ms=N` (sleeps N ms,
+//! at most `APP_SLOW_MAX_MS`), plus opskit's operational routes.
+
+mod config;
+
+pub use config::Config;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use opskit::{Ops, Problem};
+use serde_json::json;
+use std::time::Duration;
+
+/// The service's own routes; `main` adds opskit's routes and middleware.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/users/{id}", web::get().to(user))
+        .route("/demo/error", web::get().to(demo_error))
+        .route("/demo/panic", web::get().to(demo_panic))
+        .route("/demo/slow", web::get().to(demo_slow));
+}
+
+async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "service": ops.service().name, "message": ops.app().greeting }))
+}
+
+async fn user(id: web::Path<String>) -> Result<HttpResponse, Problem> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| Problem::new(400).detail("the user id must be a whole number"))?;
+    Ok(HttpResponse::Ok().json(json!({ "id": id, "name": format!("user-{id}") })))
+}
+
+async fn demo_error() -> Problem {
+    Problem::new(500).detail("this route always fails, to show error handling")
+}
+
+async fn demo_panic() -> HttpResponse {
+    panic!("demo panic: this handler always panics");
+}
+
+async fn demo_slow(ops: web::Data<Ops<Config>>, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let ms = slow_ms(Some(req.query_string()), ops.app().slow_max_ms)?;
+    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+    Ok(HttpResponse::Ok().json(json!({ "slept_ms": ms })))
+}
+
+/// `ms` from the query string: a whole number up to `max`, 100 when absent.
+fn slow_ms(query: Option<&str>, max: u64) -> Result<u64, Problem> {
+    let raw = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ms="));
+    let ms = match raw {
+        None => 100,
+        Some(v) => v
+            .parse()
+            .map_err(|_| Problem::new(400).detail("ms must be a whole number of milliseconds"))?,
+    };
+    if ms > max {
+        return Err(Problem::new(400).detail(format!("ms must be at most {max}")));
+    }
+    Ok(ms)
+}

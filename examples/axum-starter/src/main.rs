@@ -1,0 +1,24 @@
+//! `cargo run -p axum-starter`: the Axum starter with embedded defaults.
+
+use axum_starter::Config;
+
+#[tokio::main]
+async fn main() {
+    let ops = opskit::Builder::new()
+        .service(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+        .init::<Config>()
+        .unwrap_or_else(|e| e.exit());
+    let app = axum_starter::app(&ops);
+    let listener = match ops.bind().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, address = %ops.settings().listen_addr(), "cannot listen");
+            drop(ops);
+            std::process::exit(opskit::EXIT_SOFTWARE);
+        }
+    };
+    if let Err(e) = ops.serve(listener, app).await {
+        tracing::error!(error = %e, "server failed");
+        std::process::exit(opskit::EXIT_SOFTWARE);
+    }
+}
