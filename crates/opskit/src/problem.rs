@@ -18,8 +18,14 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 ///
 /// `detail` is for the client: never put a stack trace, a panic message or a
 /// secret in it.
+///
+/// Boxed inside, so that `Result<T, Problem>` stays one pointer wide.
 #[derive(Debug, Clone, Serialize)]
-pub struct Problem {
+#[serde(transparent)]
+pub struct Problem(Box<Body>);
+
+#[derive(Debug, Clone, Serialize)]
+struct Body {
     #[serde(rename = "type")]
     kind: String,
     title: String,
@@ -40,54 +46,54 @@ impl Problem {
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error")
             .to_owned();
-        Self {
+        Self(Box::new(Body {
             kind: "about:blank".to_owned(),
             title,
             status,
             detail: None,
             instance: None,
             extensions: Map::new(),
-        }
+        }))
     }
 
     /// Sets the `type` URI.
     #[must_use]
     pub fn with_type(mut self, uri: impl Into<String>) -> Self {
-        self.kind = uri.into();
+        self.0.kind = uri.into();
         self
     }
 
     /// Sets the `title`.
     #[must_use]
     pub fn title(mut self, title: impl Into<String>) -> Self {
-        self.title = title.into();
+        self.0.title = title.into();
         self
     }
 
     /// Sets the `detail` shown to the client.
     #[must_use]
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.0.detail = Some(detail.into());
         self
     }
 
     /// Sets the `instance` URI.
     #[must_use]
     pub fn instance(mut self, instance: impl Into<String>) -> Self {
-        self.instance = Some(instance.into());
+        self.0.instance = Some(instance.into());
         self
     }
 
     /// Adds an extension member.
     #[must_use]
     pub fn extension(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.extensions.insert(key.into(), value.into());
+        self.0.extensions.insert(key.into(), value.into());
         self
     }
 
     /// The HTTP status.
     pub fn status(&self) -> u16 {
-        self.status
+        self.0.status
     }
 
     /// The serialized body.
@@ -100,7 +106,7 @@ impl Problem {
     pub fn to_response<B: From<Vec<u8>>>(&self) -> http::Response<B> {
         let mut res = http::Response::new(B::from(self.to_json()));
         *res.status_mut() =
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         res
@@ -117,7 +123,7 @@ impl axum::response::IntoResponse for Problem {
 #[cfg(feature = "actix")]
 impl actix_web::ResponseError for Problem {
     fn status_code(&self) -> actix_web::http::StatusCode {
-        actix_web::http::StatusCode::from_u16(self.status)
+        actix_web::http::StatusCode::from_u16(self.0.status)
             .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
     }
 
@@ -131,7 +137,7 @@ impl actix_web::ResponseError for Problem {
 #[cfg(feature = "actix")]
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, self.title)
+        write!(f, "{} {}", self.0.status, self.0.title)
     }
 }
 

@@ -1,0 +1,211 @@
+//! Foundation conformance: routes, start-up validation, graceful shutdown.
+//! Every case runs against both starters and must give the same results.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use opskit_conformance::{run_to_exit, Kind, Starter};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generates one `#[test]` per starter for each case.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod axum {
+            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Axum) } )*
+        }
+        mod actix {
+            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Actix) } )*
+        }
+    };
+}
+
+conformance!(
+    serves_the_starter_routes,
+    panics_become_problem_responses_and_the_service_keeps_serving,
+    invalid_config_reports_every_variable_without_secrets,
+    sigterm_lets_the_request_in_flight_finish,
+    readiness_drops_at_once_during_the_shutdown_delay,
+    drain_stops_at_the_shutdown_timeout,
+    starts_with_no_environment_at_all,
+);
+
+fn serves_the_starter_routes(kind: Kind) {
+    let s = Starter::spawn(kind, &[("APP_GREETING", "hi there")]);
+    let r = s.get("/").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["message"], "hi there");
+    assert_eq!(r.json()["service"], kind.bin_name());
+
+    let r = s.get("/users/7").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"id": 7, "name": "user-7"}));
+
+    let r = s.get("/users/seven").unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.json()["status"], 400);
+
+    let r = s.get("/demo/error").unwrap();
+    assert_eq!(r.status, 500);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.json()["title"], "Internal Server Error");
+
+    let r = s.get("/demo/slow?ms=20").unwrap();
+    assert_eq!((r.status, r.json()["slept_ms"].as_u64()), (200, Some(20)));
+    let r = s.get("/demo/slow?ms=999999999").unwrap();
+    assert_eq!(r.status, 400, "sleep beyond APP_SLOW_MAX_MS is refused");
+
+    for probe in ["/livez", "/readyz", "/startupz"] {
+        let r = s.get(probe).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok\n"), "{probe}");
+    }
+    assert_eq!(s.get("/no/such/route").unwrap().status, 404);
+}
+
+fn panics_become_problem_responses_and_the_service_keeps_serving(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    for _ in 0..3 {
+        let r = s.get("/demo/panic").unwrap();
+        assert_eq!(r.status, 500);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        let body = r.text();
+        assert!(!body.contains("demo panic"), "panic message leaked to the client: {body}");
+        assert_eq!(r.json()["status"], 500);
+        assert_eq!(s.get("/users/1").unwrap().status, 200);
+    }
+    // The panic is logged once per request as one JSON line, with its message.
+    thread::sleep(Duration::from_millis(200));
+    let panics: Vec<_> = s
+        .output()
+        .into_iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter(|v| v["message"] == "panicked")
+        .collect();
+    assert_eq!(panics.len(), 3, "{:?}", s.output());
+    assert_eq!(panics[0]["level"], "ERROR");
+    assert!(panics[0]["panic.message"]
+        .as_str()
+        .unwrap()
+        .contains("demo panic"));
+}
+
+fn invalid_config_reports_every_variable_without_secrets(kind: Kind) {
+    let (status, out, err) = run_to_exit(
+        kind,
+        &[
+            ("PORT", "abc"),
+            ("OPSKIT_SHUTDOWN_TIMEOUT", "forever"),
+            ("APP_SECRET", "tooshort"),
+            ("APP_DATABASE_URL", "notaurl"),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(opskit::EXIT_CONFIG), "stderr: {err}");
+    for var in ["PORT", "OPSKIT_SHUTDOWN_TIMEOUT", "APP_SECRET", "APP_DATABASE_URL"] {
+        assert!(
+            err.lines().any(|l| l.trim_start().starts_with(&format!("{var}:"))),
+            "{var} not named in: {err}"
+        );
+    }
+    assert!(err.contains("(4 problems)"), "{err}");
+    for value in ["tooshort", "notaurl", "forever"] {
+        assert!(!err.contains(value) && !out.contains(value), "{value} printed: {err}{out}");
+    }
+}
+
+fn sigterm_lets_the_request_in_flight_finish(kind: Kind) {
+    let mut s = Starter::spawn(kind, &[]);
+    let addr = s.addr;
+    let inflight = thread::spawn(move || {
+        opskit_conformance::request(addr, "GET", "/demo/slow?ms=1500", &[], b"")
+    });
+    // Let the request reach the handler before the signal.
+    thread::sleep(Duration::from_millis(400));
+    s.signal("TERM");
+    let r = inflight.join().unwrap().expect("the in-flight request got a response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["slept_ms"], 1500);
+    let status = s.wait_exit(Duration::from_secs(10)).expect("exited after draining");
+    assert_eq!(status.code(), Some(0));
+    // New connections are refused once draining has begun.
+    assert!(s.get("/livez").is_err());
+}
+
+fn readiness_drops_at_once_during_the_shutdown_delay(kind: Kind) {
+    let mut s = Starter::spawn(kind, &[("OPSKIT_SHUTDOWN_DELAY", "1500ms")]);
+    assert_eq!(s.get("/readyz").unwrap().status, 200);
+    let signalled = Instant::now();
+    s.signal("TERM");
+    // Poll until readiness turns; it must be well inside the delay.
+    let mut ready_status = 200;
+    while signalled.elapsed() < Duration::from_millis(1000) {
+        ready_status = s.get("/readyz").unwrap().status;
+        if ready_status == 503 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(ready_status, 503, "readiness did not turn during the delay");
+    // Liveness and the application still answer during the delay.
+    assert_eq!(s.get("/livez").unwrap().status, 200);
+    assert_eq!(s.get("/users/3").unwrap().status, 200);
+    let status = s.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+}
+
+fn drain_stops_at_the_shutdown_timeout(kind: Kind) {
+    let mut s = Starter::spawn(kind, &[("OPSKIT_SHUTDOWN_TIMEOUT", "1s")]);
+    let addr = s.addr;
+    let slow = thread::spawn(move || {
+        opskit_conformance::request(addr, "GET", "/demo/slow?ms=20000", &[], b"")
+    });
+    thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    s.signal("TERM");
+    let status = s.wait_exit(Duration::from_secs(15)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the 20 s request held the process past a 1 s shutdown timeout"
+    );
+    assert!(slow.join().unwrap().is_err(), "the cut request cannot have a full response");
+}
+
+fn starts_with_no_environment_at_all(kind: Kind) {
+    let mut cmd = opskit_conformance::command(kind, &[]);
+    cmd.env_clear().env("PORT", "0").env("HOST", "127.0.0.1");
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "exited with an empty environment");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The same requests to both starters get the same status, content type and body.
+#[test]
+fn both_starters_answer_identically() {
+    let axum = Starter::spawn(Kind::Axum, &[]);
+    let actix = Starter::spawn(Kind::Actix, &[]);
+    for path in [
+        "/users/42",
+        "/users/abc",
+        "/demo/error",
+        "/demo/panic",
+        "/demo/slow?ms=1",
+        "/demo/slow?ms=x",
+        "/livez",
+        "/readyz",
+        "/startupz",
+        "/nope",
+    ] {
+        let a = axum.get(path).unwrap();
+        let b = actix.get(path).unwrap();
+        assert_eq!(a.status, b.status, "{path}");
+        assert_eq!(a.header("content-type"), b.header("content-type"), "{path}");
+        assert_eq!(a.body, b.body, "{path}: {} vs {}", a.text(), b.text());
+    }
+}

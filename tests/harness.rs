@@ -1,0 +1,354 @@
+//! Test harness: starts a starter binary on an ephemeral loopback port with a
+//! clean environment, captures its output, and talks raw HTTP/1.1 to it.
+//!
+//! The HTTP client is written by hand (a few dozen lines over `TcpStream`) so
+//! that tests control every byte: malformed or duplicated headers, spoofed
+//! `X-Forwarded-For`, requests cut mid-way.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which starter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `examples/axum-starter`.
+    Axum,
+    /// `examples/actix-starter`.
+    Actix,
+}
+
+impl Kind {
+    /// Both starters.
+    pub const ALL: [Kind; 2] = [Kind::Axum, Kind::Actix];
+
+    /// The binary's name.
+    pub fn bin_name(self) -> &'static str {
+        match self {
+            Kind::Axum => "axum-starter",
+            Kind::Actix => "actix-starter",
+        }
+    }
+
+    /// The built binary (`cargo build --workspace --bins` makes it).
+    pub fn bin_path(self) -> PathBuf {
+        let dir = std::env::var_os("OPSKIT_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                // target/<profile>/deps/<test-binary> → target/<profile>
+                let exe = std::env::current_exe().expect("current_exe");
+                exe.parent()
+                    .and_then(|p| p.parent())
+                    .expect("test binary lives in target/<profile>/deps")
+                    .to_path_buf()
+            });
+        let path = dir.join(self.bin_name());
+        assert!(
+            path.exists(),
+            "{} is missing: build the starters first (`cargo build --workspace --bins`, which scripts/test does)",
+            path.display()
+        );
+        path
+    }
+}
+
+/// Variables removed from the inherited environment so that tests are hermetic.
+const SCRUBBED_PREFIXES: &[&str] = &["OPSKIT_", "OTEL_", "APP_", "SENTRY_", "RUST_LOG", "PORT", "HOST"];
+
+/// A command for the starter with a clean environment, in an empty working
+/// directory (so no `.env` is read), listening on `127.0.0.1:0`.
+pub fn command(kind: Kind, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(kind.bin_path());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if SCRUBBED_PREFIXES.iter().any(|p| k.starts_with(p)) {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("opskit-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    cmd.current_dir(dir)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RUST_BACKTRACE", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs the starter until it exits (for start-up failures).
+pub fn run_to_exit(kind: Kind, env: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String, String) {
+    let mut child = command(kind, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn starter");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} did not exit within {timeout:?}", kind.bin_name());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    (status, out, err)
+}
+
+/// A running starter; killed on drop.
+#[derive(Debug)]
+pub struct Starter {
+    /// Which starter.
+    pub kind: Kind,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Starter {
+    /// Starts `kind` with `env` and waits until it listens and `/livez` answers.
+    pub fn spawn(kind: Kind, env: &[(&str, &str)]) -> Starter {
+        let mut child = command(kind, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn starter");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let lines = lines.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("TEST_LOG").is_some() {
+                        eprintln!("[starter] {line}");
+                    }
+                    lines.lock().expect("lines").push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if v["message"] == "listening" {
+                            let a = v["address"].as_str().expect("address field");
+                            break a.parse::<SocketAddr>().expect("socket address");
+                        }
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "{} did not log `listening` within 30 s; output:\n{}",
+                        kind.bin_name(),
+                        lines.lock().expect("lines").join("\n")
+                    );
+                }
+            }
+        };
+        let starter = Starter {
+            kind,
+            addr,
+            child,
+            lines,
+        };
+        let ready = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < ready {
+            if starter.get("/livez").map(|r| r.status == 200).unwrap_or(false) {
+                return starter;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} never answered /livez", kind.bin_name());
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> std::io::Result<Response> {
+        request(self.addr, "GET", path, &[], b"")
+    }
+
+    /// Any request.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        request(self.addr, method, path, headers, body)
+    }
+
+    /// Every line the process wrote so far (stdout and stderr).
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Starter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response as received.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request on a new connection (`Connection: close`) and reads the
+/// whole response.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn invalid(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned())
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| invalid("no end of headers (connection closed early?)"))?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| invalid("head is not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| invalid("no status line"))?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| invalid("bad chunk size line"))?;
+        let size_hex = std::str::from_utf8(&data[..eol]).map_err(|_| invalid("chunk size"))?;
+        let size = usize::from_str_radix(size_hex.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| invalid("chunk size"))?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            return Err(invalid("truncated chunk"));
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
