@@ -75,10 +75,17 @@ fn every_starter_field_is_documented_and_both_starters_agree() {
     assert_eq!(axum_starter::Config::vars(), actix_starter::Config::vars());
     let documented = names(axum_starter::Config::vars());
     for field in field_names::<axum_starter::Config>() {
-        let var = format!("{}{}", axum_starter::Config::PREFIX, field.to_ascii_uppercase());
+        let var = format!(
+            "{}{}",
+            axum_starter::Config::PREFIX,
+            field.to_ascii_uppercase()
+        );
         assert!(documented.contains(&var.as_str()), "{var} has no VarSpec");
     }
-    assert_eq!(field_names::<axum_starter::Config>(), field_names::<actix_starter::Config>());
+    assert_eq!(
+        field_names::<axum_starter::Config>(),
+        field_names::<actix_starter::Config>()
+    );
 }
 
 #[test]
@@ -88,8 +95,7 @@ fn library_variables_are_unique_and_defaults_are_valid() {
         assert!(seen.insert(v.name), "{} listed twice", v.name);
     }
     // Every default, written into the environment, is accepted.
-    let env = opskit::config::Env::from_pairs(
-        VARS.iter().filter_map(|v| v.default.map(|d| (v.name, d))),
-    );
+    let env =
+        opskit::config::Env::from_pairs(VARS.iter().filter_map(|v| v.default.map(|d| (v.name, d))));
     opskit::config::Settings::from_env(&env).expect("defaults are valid");
 }

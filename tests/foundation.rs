@@ -69,7 +69,10 @@ fn panics_become_problem_responses_and_the_service_keeps_serving(kind: Kind) {
         assert_eq!(r.status, 500);
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
         let body = r.text();
-        assert!(!body.contains("demo panic"), "panic message leaked to the client: {body}");
+        assert!(
+            !body.contains("demo panic"),
+            "panic message leaked to the client: {body}"
+        );
         assert_eq!(r.json()["status"], 500);
         assert_eq!(s.get("/users/1").unwrap().status, 200);
     }
@@ -101,15 +104,24 @@ fn invalid_config_reports_every_variable_without_secrets(kind: Kind) {
         Duration::from_secs(20),
     );
     assert_eq!(status.code(), Some(opskit::EXIT_CONFIG), "stderr: {err}");
-    for var in ["PORT", "OPSKIT_SHUTDOWN_TIMEOUT", "APP_SECRET", "APP_DATABASE_URL"] {
+    for var in [
+        "PORT",
+        "OPSKIT_SHUTDOWN_TIMEOUT",
+        "APP_SECRET",
+        "APP_DATABASE_URL",
+    ] {
         assert!(
-            err.lines().any(|l| l.trim_start().starts_with(&format!("{var}:"))),
+            err.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{var}:"))),
             "{var} not named in: {err}"
         );
     }
     assert!(err.contains("(4 problems)"), "{err}");
     for value in ["tooshort", "notaurl", "forever"] {
-        assert!(!err.contains(value) && !out.contains(value), "{value} printed: {err}{out}");
+        assert!(
+            !err.contains(value) && !out.contains(value),
+            "{value} printed: {err}{out}"
+        );
     }
 }
 
@@ -122,10 +134,15 @@ fn sigterm_lets_the_request_in_flight_finish(kind: Kind) {
     // Let the request reach the handler before the signal.
     thread::sleep(Duration::from_millis(400));
     s.signal("TERM");
-    let r = inflight.join().unwrap().expect("the in-flight request got a response");
+    let r = inflight
+        .join()
+        .unwrap()
+        .expect("the in-flight request got a response");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["slept_ms"], 1500);
-    let status = s.wait_exit(Duration::from_secs(10)).expect("exited after draining");
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited after draining");
     assert_eq!(status.code(), Some(0));
     // New connections are refused once draining has begun.
     assert!(s.get("/livez").is_err());
@@ -168,7 +185,10 @@ fn drain_stops_at_the_shutdown_timeout(kind: Kind) {
         signalled.elapsed() < Duration::from_secs(10),
         "the 20 s request held the process past a 1 s shutdown timeout"
     );
-    assert!(slow.join().unwrap().is_err(), "the cut request cannot have a full response");
+    assert!(
+        slow.join().unwrap().is_err(),
+        "the cut request cannot have a full response"
+    );
 }
 
 fn starts_with_no_environment_at_all(kind: Kind) {
@@ -180,7 +200,10 @@ fn starts_with_no_environment_at_all(kind: Kind) {
         .spawn()
         .unwrap();
     thread::sleep(Duration::from_millis(500));
-    assert!(child.try_wait().unwrap().is_none(), "exited with an empty environment");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited with an empty environment"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -56,7 +56,9 @@ impl Kind {
 }
 
 /// Variables removed from the inherited environment so that tests are hermetic.
-const SCRUBBED_PREFIXES: &[&str] = &["OPSKIT_", "OTEL_", "APP_", "SENTRY_", "RUST_LOG", "PORT", "HOST"];
+const SCRUBBED_PREFIXES: &[&str] = &[
+    "OPSKIT_", "OTEL_", "APP_", "SENTRY_", "RUST_LOG", "PORT", "HOST",
+];
 
 /// A command for the starter with a clean environment, in an empty working
 /// directory (so no `.env` is read), listening on `127.0.0.1:0`.
@@ -81,7 +83,11 @@ pub fn command(kind: Kind, env: &[(&str, &str)]) -> Command {
 }
 
 /// Runs the starter until it exits (for start-up failures).
-pub fn run_to_exit(kind: Kind, env: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String, String) {
+pub fn run_to_exit(
+    kind: Kind,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (ExitStatus, String, String) {
     let mut child = command(kind, env)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -100,8 +106,18 @@ pub fn run_to_exit(kind: Kind, env: &[(&str, &str)], timeout: Duration) -> (Exit
     };
     let mut out = String::new();
     let mut err = String::new();
-    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
     (status, out, err)
 }
 
@@ -172,7 +188,11 @@ impl Starter {
         };
         let ready = Instant::now() + Duration::from_secs(10);
         while Instant::now() < ready {
-            if starter.get("/livez").map(|r| r.status == 200).unwrap_or(false) {
+            if starter
+                .get("/livez")
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
+            {
                 return starter;
             }
             std::thread::sleep(Duration::from_millis(20));
