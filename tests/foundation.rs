@@ -38,7 +38,8 @@ fn serves_the_starter_routes(kind: Kind) {
 
     let r = s.get("/users/7").unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), serde_json::json!({"id": 7, "name": "user-7"}));
+    assert_eq!(r.json()["id"], 7);
+    assert_eq!(r.json()["name"], "user-7");
 
     let r = s.get("/users/seven").unwrap();
     assert_eq!(r.status, 400);
@@ -225,8 +226,9 @@ fn both_starters_answer_identically() {
         "/startupz",
         "/nope",
     ] {
-        let a = axum.get(path).unwrap();
-        let b = actix.get(path).unwrap();
+        let id = [("x-request-id", "conformance-1")];
+        let a = axum.request("GET", path, &id, b"").unwrap();
+        let b = actix.request("GET", path, &id, b"").unwrap();
         assert_eq!(a.status, b.status, "{path}");
         assert_eq!(a.header("content-type"), b.header("content-type"), "{path}");
         assert_eq!(a.body, b.body, "{path}: {} vs {}", a.text(), b.text());

@@ -121,6 +121,28 @@ pub fn run_to_exit(
     (status, out, err)
 }
 
+/// The address in the `listening` line, JSON (`"address":"…"`) or pretty (`address=…`).
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        if v["message"] == "listening" {
+            return v["address"].as_str()?.parse().ok();
+        }
+        return None;
+    }
+    if !line.contains("listening") {
+        return None;
+    }
+    let rest = &line[line.find("address=")? + "address=".len()..];
+    // Strip ANSI colour codes a terminal-oriented format may add.
+    let token: String = rest
+        .split_whitespace()
+        .next()?
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '.' || *c == ':' || *c == '[' || *c == ']')
+        .collect();
+    token.parse().ok()
+}
+
 /// A running starter; killed on drop.
 #[derive(Debug)]
 pub struct Starter {
@@ -163,11 +185,8 @@ impl Starter {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        if v["message"] == "listening" {
-                            let a = v["address"].as_str().expect("address field");
-                            break a.parse::<SocketAddr>().expect("socket address");
-                        }
+                    if let Some(addr) = listening_address(&line) {
+                        break addr;
                     }
                 }
                 Err(_) => {

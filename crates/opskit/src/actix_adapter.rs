@@ -1,19 +1,25 @@
 //! Actix-web adapter: middleware, operational routes and the graceful server.
 
 use crate::health::{Health, Probe};
+use crate::recorder::{Outcome, Recorder, Started};
 use crate::Ops;
 use actix_web::body::MessageBody;
 use actix_web::dev::{
     forward_ready, Service, ServiceFactory, ServiceRequest, ServiceResponse, Transform,
 };
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::http::{Method, Uri};
+use actix_web::{web, HttpMessage, HttpResponse};
 use futures_util::future::{ready, Ready};
 use futures_util::FutureExt;
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::rc::Rc;
+use tracing::Instrument;
 
 fn probe_response(health: &Health, probe: Probe) -> HttpResponse {
     let p = health.probe(probe);
@@ -46,7 +52,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
 
     /// The middleware with the whole per-request stack, for `App::wrap`.
     pub fn actix_middleware(&self) -> OpsMiddleware {
-        OpsMiddleware {}
+        OpsMiddleware::new(self.recorder().clone())
     }
 
     /// Runs an Actix server for `factory` on `listener` until SIGTERM/SIGINT,
@@ -93,9 +99,31 @@ impl<C: Send + Sync + 'static> Ops<C> {
     }
 }
 
+#[derive(Debug)]
+struct Shared {
+    recorder: Recorder,
+    request_id_header: HeaderName,
+}
+
 /// The Actix middleware; get it from [`Ops::actix_middleware`].
-#[derive(Debug, Clone, Default)]
-pub struct OpsMiddleware {}
+#[derive(Debug, Clone)]
+pub struct OpsMiddleware {
+    shared: Rc<Shared>,
+}
+
+impl OpsMiddleware {
+    /// The middleware around this recorder.
+    pub fn new(recorder: Recorder) -> Self {
+        let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
+            .unwrap_or(HeaderName::from_static("x-request-id"));
+        Self {
+            shared: Rc::new(Shared {
+                recorder,
+                request_id_header,
+            }),
+        }
+    }
+}
 
 impl<S, B> Transform<S, ServiceRequest> for OpsMiddleware
 where
@@ -109,7 +137,10 @@ where
     type Future = Ready<Result<Self::Transform, ()>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(OpsActixService { service }))
+        ready(Ok(OpsActixService {
+            service,
+            shared: self.shared.clone(),
+        }))
     }
 }
 
@@ -117,9 +148,51 @@ where
 #[derive(Debug)]
 pub struct OpsActixService<S> {
     service: S,
+    shared: Rc<Shared>,
 }
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
+
+/// What the access log needs from the request (Actix's request moves into the
+/// handler, and is gone if the handler panics).
+struct Captured {
+    method: Method,
+    uri: Uri,
+    route: Option<String>,
+    user_agent: Option<HeaderValue>,
+    client: Option<IpAddr>,
+}
+
+impl Captured {
+    fn outcome(&self, status: u16, aborted: bool) -> Outcome<'_> {
+        Outcome {
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            route: self.route.as_deref(),
+            status,
+            client: self.client,
+            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            aborted,
+        }
+    }
+}
+
+/// Writes the aborted line if the request future is dropped before finishing.
+struct Guard {
+    shared: Rc<Shared>,
+    started: Started,
+    captured: Captured,
+    done: bool,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            let outcome = self.captured.outcome(499, true);
+            self.shared.recorder.finish(&self.started, &outcome);
+        }
+    }
+}
 
 impl<S, B> Service<ServiceRequest> for OpsActixService<S>
 where
@@ -133,20 +206,76 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        let shared = self.shared.clone();
+        let started = shared.recorder.start(
+            req.headers()
+                .get(&shared.request_id_header)
+                .map(HeaderValue::as_bytes),
+        );
+        req.extensions_mut().insert(started.request_id.clone());
+        let captured = Captured {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            // Matched against the app's resource map without routing, so that
+            // the route is known even if the handler panics.
+            route: req.resource_map().match_pattern(req.path()),
+            user_agent: req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .cloned(),
+            client: req.peer_addr().map(|a| a.ip()),
+        };
         // A panic becomes an `Err` holding the problem: Actix renders it through
         // `ResponseError`. (Keeping a clone of the `HttpRequest` to build a
         // `ServiceResponse` here would break Actix's router, which needs the
         // request uniquely owned while it matches.)
-        let fut = std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req)));
-        Box::pin(async move {
-            let outcome = match fut {
-                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-                Err(payload) => Err(payload),
-            };
-            match outcome {
-                Ok(result) => result,
-                Err(_payload) => Err(crate::layer::panic_problem().into()),
+        let fut = {
+            let _entered = started.span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req)))
+        };
+        let span = started.span.clone();
+        let mut guard = Guard {
+            shared,
+            started,
+            captured,
+            done: false,
+        };
+        Box::pin(
+            async move {
+                let outcome = match fut {
+                    Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+                    Err(payload) => Err(payload),
+                };
+                let result = match outcome {
+                    Ok(result) => result,
+                    Err(_payload) => Err(crate::layer::panic_problem().into()),
+                };
+                guard.done = true;
+                let status = match &result {
+                    Ok(res) => res.status().as_u16(),
+                    Err(e) => e.as_response_error().status_code().as_u16(),
+                };
+                let header =
+                    HeaderValue::from_maybe_shared(guard.started.request_id.to_bytes()).ok();
+                let result = match (result, header) {
+                    (Ok(mut res), Some(v)) => {
+                        res.headers_mut()
+                            .insert(guard.shared.request_id_header.clone(), v);
+                        Ok(res)
+                    }
+                    (Err(e), Some(v)) => {
+                        let mut res = e.error_response();
+                        res.headers_mut()
+                            .insert(guard.shared.request_id_header.clone(), v);
+                        Err(actix_web::error::InternalError::from_response(e, res).into())
+                    }
+                    (r, None) => r,
+                };
+                let outcome = guard.captured.outcome(status, false);
+                guard.shared.recorder.finish(&guard.started, &outcome);
+                result
             }
-        })
+            .instrument(span),
+        )
     }
 }

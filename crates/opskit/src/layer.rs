@@ -10,45 +10,78 @@
 //!     if true { panic!("boom") }
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 //! });
-//! let res = opskit::layer::OpsLayer::new()
+//! let res = opskit::layer::OpsLayer::default()
 //!     .layer(svc)
 //!     .oneshot(http::Request::new(String::new()))
 //!     .await
 //!     .unwrap();
 //! assert_eq!(res.status(), 500);
 //! assert_eq!(res.headers()["content-type"], "application/problem+json");
+//! assert_eq!(res.headers()["x-request-id"].len(), 36); // a new UUID, echoed
 //! # }
 //! ```
 
+use crate::recorder::{Outcome, Recorder, Started};
 use crate::Problem;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::any::Any;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// Applies [`OpsService`]. Get it from [`Ops::layer`](crate::Ops::layer).
-#[derive(Debug, Clone, Default)]
+/// The route template type the layer can read from request extensions.
+#[cfg(feature = "axum")]
+type Route = axum::extract::MatchedPath;
+
+#[derive(Debug)]
+struct Shared {
+    recorder: Recorder,
+    request_id_header: HeaderName,
+}
+
+/// Applies [`OpsService`]. Get it from [`Ops::layer`](crate::Ops::layer);
+/// `OpsLayer::default()` gives the default policy without [`init`](crate::init).
+#[derive(Debug, Clone)]
 #[must_use]
-pub struct OpsLayer {}
+pub struct OpsLayer {
+    shared: Arc<Shared>,
+}
+
+impl Default for OpsLayer {
+    fn default() -> Self {
+        Self::new(Recorder::default())
+    }
+}
 
 impl OpsLayer {
-    /// The layer with default behaviour.
-    pub fn new() -> Self {
-        Self {}
+    /// The layer around this recorder.
+    pub fn new(recorder: Recorder) -> Self {
+        let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
+            .unwrap_or(HeaderName::from_static("x-request-id"));
+        Self {
+            shared: Arc::new(Shared {
+                recorder,
+                request_id_header,
+            }),
+        }
     }
 }
 
 impl<S> Layer<S> for OpsLayer {
     type Service = OpsService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        OpsService { inner }
+        OpsService {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -56,6 +89,50 @@ impl<S> Layer<S> for OpsLayer {
 #[derive(Debug, Clone)]
 pub struct OpsService<S> {
     inner: S,
+    shared: Arc<Shared>,
+}
+
+/// What the access log needs from the request, kept for the end of the
+/// request. Every field is a reference-counted clone: no allocation.
+#[derive(Debug)]
+struct Captured {
+    method: Method,
+    uri: Uri,
+    #[cfg(feature = "axum")]
+    route: Option<Route>,
+    user_agent: Option<HeaderValue>,
+    client: Option<IpAddr>,
+}
+
+impl Captured {
+    fn outcome(&self, status: u16, aborted: bool) -> Outcome<'_> {
+        #[cfg(feature = "axum")]
+        let route = self.route.as_ref().map(Route::as_str);
+        #[cfg(not(feature = "axum"))]
+        let route = None;
+        Outcome {
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            route,
+            status,
+            client: self.client,
+            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            aborted,
+        }
+    }
+}
+
+fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(ci) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(ci.0.ip());
+    }
+    req.extensions()
+        .get::<std::net::SocketAddr>()
+        .map(std::net::SocketAddr::ip)
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for OpsService<S>
@@ -71,14 +148,58 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let kind = match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-            Ok(future) => Kind::Running { future },
-            Err(payload) => Kind::Panicked {
-                payload: Some(payload),
-            },
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let shared = &self.shared;
+        let started = shared.recorder.start(
+            req.headers()
+                .get(&shared.request_id_header)
+                .map(HeaderValue::as_bytes),
+        );
+        req.extensions_mut().insert(started.request_id.clone());
+        let captured = Captured {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            #[cfg(feature = "axum")]
+            route: req.extensions().get::<Route>().cloned(),
+            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+            client: client_ip(&req),
         };
-        ResponseFuture { kind }
+        let kind = {
+            let _entered = started.span.enter();
+            match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+                Ok(future) => Kind::Running { future },
+                Err(payload) => Kind::Panicked {
+                    payload: Some(payload),
+                },
+            }
+        };
+        ResponseFuture {
+            kind,
+            state: Some(State {
+                shared: shared.clone(),
+                started,
+                captured,
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    shared: Arc<Shared>,
+    started: Started,
+    captured: Captured,
+}
+
+impl State {
+    /// Echoes the request id and writes the access-log line.
+    fn finish<B>(self, res: &mut Response<B>) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(self.started.request_id.to_bytes()) {
+            res.headers_mut()
+                .insert(self.shared.request_id_header.clone(), v);
+        }
+        let outcome = self.captured.outcome(res.status().as_u16(), false);
+        self.shared.recorder.finish(&self.started, &outcome);
     }
 }
 
@@ -87,6 +208,18 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
+        state: Option<State>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before a response: the client went away (or the server
+            // gave up on the request at the shutdown deadline).
+            if let Some(state) = this.project().state.take() {
+                let outcome = state.captured.outcome(499, true);
+                state.shared.recorder.finish(&state.started, &outcome);
+            }
+        }
     }
 }
 
@@ -112,19 +245,42 @@ where
     type Output = Result<Response<OpsBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let payload = match self.project().kind.project() {
+        let this = self.project();
+        let polled = match this.kind.project() {
             KindProj::Running { future } => {
+                let _entered = this.state.as_ref().map(|s| s.started.span.enter());
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(Ok(res))) => return Poll::Ready(Ok(res.map(OpsBody::inner))),
-                    Ok(Poll::Ready(Err(e))) => return Poll::Ready(Err(e)),
-                    Err(payload) => payload,
+                    Ok(Poll::Ready(Ok(res))) => Ok(res.map(OpsBody::inner)),
+                    Ok(Poll::Ready(Err(e))) => Err(e),
+                    Err(payload) => {
+                        drop(payload);
+                        Ok(panic_response())
+                    }
                 }
             }
-            KindProj::Panicked { payload } => payload.take().unwrap_or_else(|| Box::new(())),
+            KindProj::Panicked { payload } => {
+                drop(payload.take());
+                Ok(panic_response())
+            }
         };
-        drop(payload);
-        Poll::Ready(Ok(panic_response()))
+        match polled {
+            Ok(mut res) => {
+                if let Some(state) = this.state.take() {
+                    state.finish(&mut res);
+                }
+                Poll::Ready(Ok(res))
+            }
+            Err(e) => {
+                // The service failed without a response (the connection will
+                // be closed); log it as a 500 so that it is not silent.
+                if let Some(state) = this.state.take() {
+                    let outcome = state.captured.outcome(500, false);
+                    state.shared.recorder.finish(&state.started, &outcome);
+                }
+                Poll::Ready(Err(e))
+            }
+        }
     }
 }
 

@@ -7,6 +7,8 @@ pub mod layer;
 mod logging;
 mod ops;
 pub mod problem;
+pub mod recorder;
+pub mod request_id;
 mod secret;
 mod shutdown;
 
@@ -22,6 +24,7 @@ pub use axum_adapter::ServeError;
 pub use config::AppConfig;
 pub use ops::{init, Builder, InitError, Ops, ServiceInfo, EXIT_CONFIG, EXIT_SOFTWARE};
 pub use problem::Problem;
+pub use request_id::RequestId;
 pub use secret::Secret;
 pub use shutdown::Shutdown;
 /// The URL type for configuration fields (`url::Url`, with serde).

@@ -153,10 +153,18 @@ impl Builder {
         let log_guard = if self.no_logging {
             None
         } else {
-            let guard = crate::logging::install(&settings).map_err(InitError::Logging)?;
+            let installed = crate::logging::install(&settings).map_err(InitError::Logging)?;
             crate::layer::install_panic_hook();
-            Some(guard)
+            Some(installed)
         };
+        let (log_guard, dropped_log_lines) = match log_guard {
+            Some((guard, counter)) => (Some(guard), Some(counter)),
+            None => (None, None),
+        };
+        let recorder = crate::recorder::Recorder::new(
+            settings.access_log.clone(),
+            &settings.request_id_header,
+        );
         let service = ServiceInfo {
             name: settings
                 .service_name
@@ -171,6 +179,9 @@ impl Builder {
             inner: Arc::new(Inner {
                 health: Health::new(shutdown.clone()),
                 shutdown,
+                layer: crate::layer::OpsLayer::new(recorder.clone()),
+                recorder,
+                dropped_log_lines,
                 settings,
                 service,
                 _log_guard: log_guard,
@@ -194,6 +205,9 @@ struct Inner {
     service: ServiceInfo,
     shutdown: Shutdown,
     health: Health,
+    recorder: crate::recorder::Recorder,
+    layer: crate::layer::OpsLayer,
+    dropped_log_lines: Option<tracing_appender::non_blocking::ErrorCounter>,
     // Dropped last, when the final `Ops` clone goes: flushes buffered log lines.
     _log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
@@ -243,7 +257,21 @@ impl<C> Ops<C> {
 
     /// The tower layer with the whole per-request stack, in the right order.
     pub fn layer(&self) -> crate::layer::OpsLayer {
-        crate::layer::OpsLayer::new()
+        self.inner.layer.clone()
+    }
+
+    /// The framework-neutral request recorder behind the layer and the middleware.
+    pub fn recorder(&self) -> &crate::recorder::Recorder {
+        &self.inner.recorder
+    }
+
+    /// Log lines dropped so far because stdout could not keep up (the writer
+    /// never blocks a request; it drops and counts instead).
+    pub fn dropped_log_lines(&self) -> u64 {
+        self.inner
+            .dropped_log_lines
+            .as_ref()
+            .map_or(0, |c| c.dropped_lines() as u64)
     }
 
     /// Binds `HOST:PORT` (a tokio listener, for [`Ops::serve`]).
@@ -256,6 +284,7 @@ impl<C> Ops<C> {
         std::net::TcpListener::bind(self.settings().listen_addr())
     }
 
+    #[cfg(any(feature = "axum", feature = "actix"))]
     /// The drain sequence shared by both servers: wait for the shutdown,
     /// keep serving for `OPSKIT_SHUTDOWN_DELAY`, then let the caller stop accepting.
     pub(crate) async fn stop_accepting(&self) {
@@ -274,6 +303,7 @@ impl<C> Ops<C> {
         );
     }
 
+    #[cfg(any(feature = "axum", feature = "actix"))]
     /// Logs that the server listens and marks start-up as done.
     pub(crate) fn announce(&self, addr: Option<std::net::SocketAddr>, framework: &'static str) {
         self.health().mark_started();

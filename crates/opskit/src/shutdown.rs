@@ -55,6 +55,7 @@ impl Shutdown {
         let _ = rx.wait_for(|v| *v).await;
     }
 
+    #[cfg(any(feature = "axum", feature = "actix"))]
     /// Triggers this coordinator on the first SIGTERM or SIGINT (Ctrl-C).
     pub(crate) fn listen_for_signals(&self) -> std::io::Result<()> {
         #[cfg(unix)]

@@ -9,7 +9,7 @@ mod config;
 pub use config::Config;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use opskit::{Ops, Problem};
+use opskit::{Ops, Problem, RequestId};
 use serde_json::json;
 use std::time::Duration;
 
@@ -26,11 +26,14 @@ async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "service": ops.service().name, "message": ops.app().greeting }))
 }
 
-async fn user(id: web::Path<String>) -> Result<HttpResponse, Problem> {
+async fn user(id: web::Path<String>, request_id: RequestId) -> Result<HttpResponse, Problem> {
     let id: u64 = id
         .parse()
         .map_err(|_| Problem::new(400).detail("the user id must be a whole number"))?;
-    Ok(HttpResponse::Ok().json(json!({ "id": id, "name": format!("user-{id}") })))
+    // Inside the request: this line carries `request_id` too.
+    tracing::info!(user.id = id, "user looked up");
+    Ok(HttpResponse::Ok()
+        .json(json!({ "id": id, "name": format!("user-{id}"), "request_id": request_id.as_str() })))
 }
 
 async fn demo_error() -> Problem {

@@ -11,7 +11,7 @@ pub use config::Config;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use opskit::{Ops, Problem};
+use opskit::{Ops, Problem, RequestId};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -32,11 +32,15 @@ async fn index(State(ops): State<Ops<Config>>) -> Json<Value> {
     Json(json!({ "service": ops.service().name, "message": ops.app().greeting }))
 }
 
-async fn user(Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+async fn user(Path(id): Path<String>, request_id: RequestId) -> Result<Json<Value>, Problem> {
     let id: u64 = id
         .parse()
         .map_err(|_| Problem::new(400).detail("the user id must be a whole number"))?;
-    Ok(Json(json!({ "id": id, "name": format!("user-{id}") })))
+    // Inside the request: this line carries `request_id` too.
+    tracing::info!(user.id = id, "user looked up");
+    Ok(Json(
+        json!({ "id": id, "name": format!("user-{id}"), "request_id": request_id.as_str() }),
+    ))
 }
 
 async fn demo_error() -> Problem {

@@ -31,7 +31,9 @@ mod settings;
 pub use app::{field_names, AppConfig, NoAppConfig, Validator};
 pub use parse::FromVar;
 pub use reference::{env_example, markdown_reference};
-pub use settings::{LogFormat, Settings, VARS};
+pub use settings::{
+    AccessLogLevels, AccessLogSettings, HeaderName, List, LogFormat, Ratio, Settings, VARS,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -54,6 +54,37 @@ const SHUTDOWN_DELAY: VarSpec = VarSpec::new(
     "After SIGTERM/SIGINT, how long to keep accepting requests while readiness reports 503, so load balancers stop routing here first.",
 );
 
+const ACCESS_LOG: VarSpec = VarSpec::new(
+    "OPSKIT_ACCESS_LOG",
+    "true or false",
+    Some("true"),
+    "Whether one JSON line is written per finished request (target `opskit::access`).",
+);
+const ACCESS_LOG_LEVELS: VarSpec = VarSpec::new(
+    "OPSKIT_ACCESS_LOG_LEVELS",
+    "three levels (error, warn, info, debug, trace or off) for 1xx-3xx, 4xx and 5xx",
+    Some("info,warn,error"),
+    "Level of the access-log line by outcome: successes, client errors, server errors.",
+);
+const ACCESS_LOG_SKIP_PATHS: VarSpec = VarSpec::new(
+    "OPSKIT_ACCESS_LOG_SKIP_PATHS",
+    "a comma-separated list of paths",
+    Some("/livez,/readyz,/startupz,/metrics"),
+    "Paths whose successful requests are not logged (probes, scrapes). Failures are always logged.",
+);
+const ACCESS_LOG_SAMPLE_RATE: VarSpec = VarSpec::new(
+    "OPSKIT_ACCESS_LOG_SAMPLE_RATE",
+    "a number from 0 to 1",
+    Some("1"),
+    "Share of successful requests that are logged; 4xx and 5xx are always logged.",
+);
+const REQUEST_ID_HEADER: VarSpec = VarSpec::new(
+    "OPSKIT_REQUEST_ID_HEADER",
+    "an HTTP header name",
+    Some("x-request-id"),
+    "Header read for an incoming request id (1-128 characters of `[A-Za-z0-9._:@+=/-]`, else a UUID is made) and echoed on the response.",
+);
+
 /// Every variable of [`Settings`], in the order of the reference.
 pub static VARS: &[VarSpec] = &[
     HOST,
@@ -64,6 +95,11 @@ pub static VARS: &[VarSpec] = &[
     LOG_FORMAT,
     SHUTDOWN_TIMEOUT,
     SHUTDOWN_DELAY,
+    ACCESS_LOG,
+    ACCESS_LOG_LEVELS,
+    ACCESS_LOG_SKIP_PATHS,
+    ACCESS_LOG_SAMPLE_RATE,
+    REQUEST_ID_HEADER,
 ];
 
 /// How log lines are written.
@@ -81,6 +117,113 @@ impl FromVar for LogFormat {
             "json" => Ok(Self::Json),
             "pretty" | "text" => Ok(Self::Pretty),
             _ => Err("the value is neither json nor pretty".to_owned()),
+        }
+    }
+}
+
+/// Log levels of the access-log line for successes, 4xx and 5xx (`None`: not logged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessLogLevels {
+    /// 1xx to 3xx.
+    pub success: Option<tracing::Level>,
+    /// 4xx.
+    pub client_error: Option<tracing::Level>,
+    /// 5xx.
+    pub server_error: Option<tracing::Level>,
+}
+
+impl FromVar for AccessLogLevels {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        let [a, b, c] = parts.as_slice() else {
+            return Err("there are not exactly three comma-separated levels".to_owned());
+        };
+        let level = |s: &str| -> Result<Option<tracing::Level>, String> {
+            match s.to_ascii_lowercase().as_str() {
+                "off" => Ok(None),
+                other => other.parse::<tracing::Level>().map(Some).map_err(|_| {
+                    "a level is not one of error, warn, info, debug, trace, off".to_owned()
+                }),
+            }
+        };
+        Ok(Self {
+            success: level(a)?,
+            client_error: level(b)?,
+            server_error: level(c)?,
+        })
+    }
+}
+
+/// A ratio from 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratio(pub f64);
+
+impl FromVar for Ratio {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match value.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(Self(r)),
+            Ok(_) => Err("the number is not between 0 and 1".to_owned()),
+            Err(_) => Err("the value is not a number".to_owned()),
+        }
+    }
+}
+
+/// A comma-separated list; empty items are dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct List(pub Vec<String>);
+
+impl FromVar for List {
+    fn from_var(value: &str) -> Result<Self, String> {
+        Ok(Self(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
+}
+
+/// A lower-case HTTP header name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderName(pub String);
+
+impl FromVar for HeaderName {
+    fn from_var(value: &str) -> Result<Self, String> {
+        http::HeaderName::from_bytes(value.trim().as_bytes())
+            .map(|h| Self(h.as_str().to_owned()))
+            .map_err(|_| "the value is not a valid header name".to_owned())
+    }
+}
+
+/// Access-log settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AccessLogSettings {
+    /// `OPSKIT_ACCESS_LOG`.
+    pub enabled: bool,
+    /// `OPSKIT_ACCESS_LOG_LEVELS`.
+    pub levels: AccessLogLevels,
+    /// `OPSKIT_ACCESS_LOG_SKIP_PATHS`.
+    pub skip_paths: Vec<String>,
+    /// `OPSKIT_ACCESS_LOG_SAMPLE_RATE`.
+    pub sample_rate: f64,
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            levels: AccessLogLevels {
+                success: Some(tracing::Level::INFO),
+                client_error: Some(tracing::Level::WARN),
+                server_error: Some(tracing::Level::ERROR),
+            },
+            skip_paths: ["/livez", "/readyz", "/startupz", "/metrics"]
+                .map(str::to_owned)
+                .to_vec(),
+            sample_rate: 1.0,
         }
     }
 }
@@ -105,6 +248,10 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `OPSKIT_SHUTDOWN_DELAY`.
     pub shutdown_delay: Duration,
+    /// `OPSKIT_ACCESS_LOG*`.
+    pub access_log: AccessLogSettings,
+    /// `OPSKIT_REQUEST_ID_HEADER` (lower case).
+    pub request_id_header: String,
 }
 
 /// Reads variables and collects every problem.
@@ -156,6 +303,20 @@ impl Settings {
         let log_format = r.read(&LOG_FORMAT);
         let shutdown_timeout = r.read(&SHUTDOWN_TIMEOUT);
         let shutdown_delay = r.read(&SHUTDOWN_DELAY);
+        let access_enabled = r.read(&ACCESS_LOG);
+        let access_levels = r.read(&ACCESS_LOG_LEVELS);
+        let skip: Option<List> = r.read(&ACCESS_LOG_SKIP_PATHS);
+        let sample: Option<Ratio> = r.read(&ACCESS_LOG_SAMPLE_RATE);
+        let request_id_header: Option<HeaderName> = r.read(&REQUEST_ID_HEADER);
+        let access_log = match (access_enabled, access_levels, skip, sample) {
+            (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
+                enabled,
+                levels,
+                skip_paths: skip.0,
+                sample_rate: sample.0,
+            }),
+            _ => None,
+        };
         match (
             host,
             port,
@@ -164,6 +325,8 @@ impl Settings {
             log_format,
             shutdown_timeout,
             shutdown_delay,
+            access_log,
+            request_id_header,
         ) {
             (
                 Some(host),
@@ -173,6 +336,8 @@ impl Settings {
                 Some(log_format),
                 Some(shutdown_timeout),
                 Some(shutdown_delay),
+                Some(access_log),
+                Some(request_id_header),
             ) if r.report.is_empty() => Ok(Self {
                 host,
                 port,
@@ -182,6 +347,8 @@ impl Settings {
                 log_format,
                 shutdown_timeout,
                 shutdown_delay,
+                access_log,
+                request_id_header: request_id_header.0,
             }),
             _ => Err(r.report),
         }
@@ -205,6 +372,10 @@ mod tests {
         assert_eq!(s.shutdown_delay, Duration::ZERO);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.listen_addr().to_string(), "0.0.0.0:8080");
+        let d = AccessLogSettings::default();
+        assert_eq!(s.access_log.levels, d.levels);
+        assert_eq!(s.access_log.skip_paths, d.skip_paths);
+        assert_eq!(s.request_id_header, "x-request-id");
     }
 
     #[test]
@@ -215,6 +386,9 @@ mod tests {
             ("OPSKIT_SHUTDOWN_TIMEOUT", "forever"),
             ("OPSKIT_LOG_FORMAT", "xml"),
             ("RUST_LOG", "info,[[["),
+            ("OPSKIT_ACCESS_LOG_LEVELS", "info,warn"),
+            ("OPSKIT_ACCESS_LOG_SAMPLE_RATE", "2"),
+            ("OPSKIT_REQUEST_ID_HEADER", "bad header"),
         ]);
         let report = Settings::from_env(&env).unwrap_err();
         let vars: Vec<_> = report.problems.iter().map(|p| p.var.as_str()).collect();

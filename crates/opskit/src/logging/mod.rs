@@ -1,8 +1,10 @@
 //! Installs the process' log subscriber: JSON lines (or pretty text) on stdout
 //! through a bounded, non-blocking writer.
 
+mod json;
+
 use crate::config::{LogFormat, Settings};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -11,30 +13,40 @@ use tracing_subscriber::EnvFilter;
 /// dropped (and counted) rather than blocking a request.
 const BUFFERED_LINES: usize = 16_384;
 
-/// Installs the global subscriber; the guard flushes buffered lines on drop.
-pub(crate) fn install(settings: &Settings) -> Result<WorkerGuard, String> {
+/// Installs the global subscriber; the guard flushes buffered lines on drop,
+/// the counter counts lines dropped because the writer fell behind.
+pub(crate) fn install(settings: &Settings) -> Result<(WorkerGuard, ErrorCounter), String> {
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(BUFFERED_LINES)
         .lossy(true)
         .thread_name("opskit-log")
         .finish(std::io::stdout());
+    let dropped = writer.error_counter();
     let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| e.to_string())?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.log_format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
+                    .fmt_fields(json::FlatJsonFields)
+                    .event_format(json::FlatJson)
                     .with_writer(writer),
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(writer))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour())
+                    .with_writer(writer),
+            )
             .try_init(),
     };
     result.map_err(|e| e.to_string())?;
-    Ok(guard)
+    Ok((guard, dropped))
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

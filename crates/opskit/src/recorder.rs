@@ -1,0 +1,221 @@
+//! The framework-neutral request recorder: request id and log context at the
+//! start of a request, one access-log line at its end.
+//!
+//! Adapters call [`Recorder::start`] with the incoming request-id header and
+//! [`Recorder::finish`] with an [`Outcome`] built from their own request and
+//! response types; the policy (id validation, levels, skipping, sampling,
+//! field names) lives here, so Axum and Actix log identical lines.
+//!
+//! ```
+//! use opskit::recorder::{Outcome, Recorder};
+//! let rec = Recorder::new(Default::default(), "x-request-id");
+//! let start = rec.start(Some(b"abc-123"));
+//! assert_eq!(start.request_id.as_str(), "abc-123");
+//! rec.finish(&start, &Outcome { status: 200, ..Outcome::new("GET", "/users/7") });
+//! ```
+
+use crate::config::AccessLogSettings;
+use crate::RequestId;
+use std::net::IpAddr;
+use std::time::Instant;
+use tracing::{Level, Span};
+
+/// Bounds on what one access-log line may carry from the request.
+const MAX_PATH: usize = 2048;
+const MAX_USER_AGENT: usize = 512;
+
+/// The per-request policy shared by every adapter. Built once at start-up.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    access: AccessLogSettings,
+    request_id_header: String,
+}
+
+/// What [`Recorder::start`] hands back to the adapter.
+#[derive(Debug)]
+pub struct Started {
+    /// The request's id (incoming if well-formed, else new).
+    pub request_id: RequestId,
+    /// The request's log span: every event inside it carries `request_id`.
+    pub span: Span,
+    /// When the request started.
+    pub at: Instant,
+}
+
+/// What an adapter knows once the response is decided.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    /// The request method as received.
+    pub method: &'a str,
+    /// The path, without the query string.
+    pub path: &'a str,
+    /// The route template that matched (`/users/{id}`), if any.
+    pub route: Option<&'a str>,
+    /// The response status (499 when the client went away first).
+    pub status: u16,
+    /// The client's address.
+    pub client: Option<IpAddr>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<&'a str>,
+    /// The client closed the connection before the response was ready.
+    pub aborted: bool,
+}
+
+impl<'a> Outcome<'a> {
+    /// An outcome with status 200 and nothing else known.
+    pub fn new(method: &'a str, path: &'a str) -> Self {
+        Self {
+            method,
+            path,
+            route: None,
+            status: 200,
+            client: None,
+            user_agent: None,
+            aborted: false,
+        }
+    }
+}
+
+/// The methods of RFC 9110 and PATCH: anything else is `_OTHER`, as the
+/// OpenTelemetry semantic conventions ask (bounded label values and keys).
+pub fn known_method(method: &str) -> Option<&'static str> {
+    Some(match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => return None,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+macro_rules! access_event {
+    ($level:expr, $($rest:tt)*) => {
+        match $level {
+            Level::ERROR => tracing::event!(target: "opskit::access", Level::ERROR, $($rest)*),
+            Level::WARN => tracing::event!(target: "opskit::access", Level::WARN, $($rest)*),
+            Level::INFO => tracing::event!(target: "opskit::access", Level::INFO, $($rest)*),
+            Level::DEBUG => tracing::event!(target: "opskit::access", Level::DEBUG, $($rest)*),
+            Level::TRACE => tracing::event!(target: "opskit::access", Level::TRACE, $($rest)*),
+        }
+    };
+}
+
+impl Recorder {
+    /// A recorder with these access-log settings, reading request ids from
+    /// `request_id_header`.
+    pub fn new(access: AccessLogSettings, request_id_header: &str) -> Self {
+        Self {
+            access,
+            request_id_header: request_id_header.to_ascii_lowercase(),
+        }
+    }
+
+    /// The request-id header name, lower case.
+    pub fn request_id_header(&self) -> &str {
+        &self.request_id_header
+    }
+
+    /// Starts a request: validates or makes its id and opens its span.
+    pub fn start(&self, incoming_request_id: Option<&[u8]>) -> Started {
+        let request_id = RequestId::from_incoming_or_generate(incoming_request_id);
+        // ERROR level so that the span exists under any filter but `off`:
+        // its only job is to put `request_id` on every line inside it.
+        let span = tracing::error_span!(
+            target: "opskit::request",
+            "request",
+            request_id = request_id.as_str()
+        );
+        Started {
+            request_id,
+            span,
+            at: Instant::now(),
+        }
+    }
+
+    /// Writes the access-log line for a finished (or aborted) request.
+    pub fn finish(&self, started: &Started, outcome: &Outcome<'_>) {
+        let a = &self.access;
+        if !a.enabled {
+            return;
+        }
+        let level = match outcome.status {
+            500.. => a.levels.server_error,
+            400..=499 => a.levels.client_error,
+            _ => a.levels.success,
+        };
+        let Some(level) = level else { return };
+        if outcome.status < 400 {
+            if a.skip_paths.iter().any(|p| p == outcome.path) {
+                return;
+            }
+            if a.sample_rate < 1.0 && fastrand::f64() >= a.sample_rate {
+                return;
+            }
+        }
+        let duration_ms = started.at.elapsed().as_secs_f64() * 1000.0;
+        let (method, method_original) = match known_method(outcome.method) {
+            Some(m) => (m, None),
+            None => ("_OTHER", Some(truncate(outcome.method, 32))),
+        };
+        let message = if outcome.aborted {
+            "request aborted by the client"
+        } else {
+            "request completed"
+        };
+        let _entered = started.span.enter();
+        access_event!(
+            level,
+            http.request.method = method,
+            http.request.method_original = method_original,
+            url.path = truncate(outcome.path, MAX_PATH),
+            http.route = outcome.route,
+            http.response.status_code = u64::from(outcome.status),
+            client.address = outcome.client.map(tracing::field::display),
+            user_agent.original = outcome.user_agent.map(|u| truncate(u, MAX_USER_AGENT)),
+            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+            "{}",
+            message
+        );
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new(AccessLogSettings::default(), "x-request-id")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_set_are_other() {
+        assert_eq!(known_method("GET"), Some("GET"));
+        assert_eq!(known_method("PATCH"), Some("PATCH"));
+        assert_eq!(known_method("get"), None);
+        assert_eq!(known_method("PROPFIND"), None);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}

@@ -1,0 +1,284 @@
+//! Logging conformance: request ids, one access-log line per request, secrets
+//! never logged, panics logged with the request id — the same in both starters.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use opskit_conformance::{Kind, Starter};
+use serde_json::Value;
+use std::thread;
+use std::time::{Duration, Instant};
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod axum {
+            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Axum) } )*
+        }
+        mod actix {
+            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Actix) } )*
+        }
+    };
+}
+
+conformance!(
+    access_log_line_carries_the_request_id_route_and_status,
+    malformed_request_ids_are_replaced,
+    exactly_one_line_per_request_at_the_level_of_its_outcome,
+    secrets_never_reach_the_log,
+    panic_is_logged_with_its_request_id,
+    successful_probes_are_not_logged,
+    pretty_format_for_development,
+);
+
+/// The JSON lines the starter wrote, waiting up to 2 s for `pred` to hold.
+fn json_lines(s: &Starter, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let lines: Vec<Value> = s
+            .output()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if pred(&lines) || Instant::now() > deadline {
+            return lines;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn access_lines_for(lines: &[Value], request_id: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["target"] == "opskit::access" && v["request_id"] == request_id)
+        .cloned()
+        .collect()
+}
+
+fn access_log_line_carries_the_request_id_route_and_status(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let r = s
+        .request(
+            "GET",
+            "/users/7",
+            &[("x-request-id", "abc-123"), ("user-agent", "conformance/1")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    assert_eq!(
+        r.json()["request_id"],
+        "abc-123",
+        "handlers see the request id"
+    );
+    let lines = json_lines(&s, |l| !access_lines_for(l, "abc-123").is_empty());
+    let access = access_lines_for(&lines, "abc-123");
+    assert_eq!(access.len(), 1, "{access:?}");
+    let a = &access[0];
+    assert_eq!(a["message"], "request completed");
+    assert_eq!(a["level"], "INFO");
+    assert_eq!(a["http.request.method"], "GET");
+    assert_eq!(a["url.path"], "/users/7");
+    assert_eq!(a["http.route"], "/users/{id}");
+    assert_eq!(a["http.response.status_code"], 200);
+    assert_eq!(a["client.address"], "127.0.0.1");
+    assert_eq!(a["user_agent.original"], "conformance/1");
+    assert!(a["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(a["timestamp"].as_str().unwrap().ends_with('Z'));
+    // A line the handler wrote inside the request carries the same id.
+    let handler_line = lines
+        .iter()
+        .find(|v| v["message"] == "user looked up")
+        .expect("the handler's own log line");
+    assert_eq!(handler_line["request_id"], "abc-123");
+    assert_eq!(handler_line["user.id"], 7);
+}
+
+fn malformed_request_ids_are_replaced(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let long = "a".repeat(129);
+    for bad in [
+        "<script>alert(1)</script>",
+        long.as_str(),
+        "has space",
+        "quote\"d",
+    ] {
+        let r = s
+            .request("GET", "/users/1", &[("x-request-id", bad)], b"")
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let echoed = r.header("x-request-id").unwrap();
+        assert_ne!(echoed, bad);
+        assert_eq!(echoed.len(), 36, "a fresh UUID: {echoed}");
+    }
+    // Without one, a fresh id is made and echoed.
+    let r = s.get("/users/1").unwrap();
+    assert_eq!(r.header("x-request-id").unwrap().len(), 36);
+}
+
+fn exactly_one_line_per_request_at_the_level_of_its_outcome(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let cases = [
+        ("/users/1", "lvl-info", "INFO", 200),
+        ("/users/x", "lvl-warn", "WARN", 400),
+        ("/no/such/route", "lvl-404", "WARN", 404),
+        ("/demo/error", "lvl-error", "ERROR", 500),
+    ];
+    for (path, id, _, status) in cases {
+        let r = s
+            .request("GET", path, &[("x-request-id", id)], b"")
+            .unwrap();
+        assert_eq!(r.status, status, "{path}");
+    }
+    let lines = json_lines(&s, |l| !access_lines_for(l, "lvl-error").is_empty());
+    for (path, id, level, status) in cases {
+        let access = access_lines_for(&lines, id);
+        assert_eq!(access.len(), 1, "{path}: {access:?}");
+        assert_eq!(access[0]["level"], level, "{path}");
+        assert_eq!(access[0]["http.response.status_code"], status);
+    }
+    // Unmatched routes have no route key (the raw path never becomes a route).
+    assert!(access_lines_for(&lines, "lvl-404")[0]
+        .get("http.route")
+        .is_none());
+}
+
+fn secrets_never_reach_the_log(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let r = s
+        .request(
+            "GET",
+            "/users/9?token=s3cr3t&api_key=s3cr3t",
+            &[
+                ("Authorization", "Bearer s3cr3t"),
+                ("Cookie", "sid=s3cr3t"),
+                ("Proxy-Authorization", "Basic s3cr3t"),
+                ("x-request-id", "secret-check"),
+            ],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let lines = json_lines(&s, |l| !access_lines_for(l, "secret-check").is_empty());
+    let a = &access_lines_for(&lines, "secret-check")[0];
+    assert_eq!(a["url.path"], "/users/9", "no query string");
+    for line in s.output() {
+        assert!(!line.contains("s3cr3t"), "secret logged: {line}");
+    }
+}
+
+fn panic_is_logged_with_its_request_id(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let r = s
+        .request("GET", "/demo/panic", &[("x-request-id", "panic-1")], b"")
+        .unwrap();
+    assert_eq!(r.status, 500);
+    assert_eq!(r.header("x-request-id"), Some("panic-1"));
+    let lines = json_lines(&s, |l| !access_lines_for(l, "panic-1").is_empty());
+    let panic = lines
+        .iter()
+        .find(|v| v["message"] == "panicked")
+        .expect("a panic line");
+    assert_eq!(panic["level"], "ERROR");
+    assert_eq!(panic["request_id"], "panic-1");
+    assert!(panic["panic.message"]
+        .as_str()
+        .unwrap()
+        .contains("demo panic"));
+    let access = access_lines_for(&lines, "panic-1");
+    assert_eq!(access.len(), 1);
+    assert_eq!(access[0]["http.response.status_code"], 500);
+    assert_eq!(access[0]["http.route"], "/demo/panic");
+    assert_eq!(s.get("/users/2").unwrap().status, 200, "still serving");
+}
+
+fn successful_probes_are_not_logged(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    for p in ["/livez", "/readyz", "/startupz"] {
+        s.request("GET", p, &[("x-request-id", "probe")], b"")
+            .unwrap();
+    }
+    s.request("GET", "/users/1", &[("x-request-id", "after-probes")], b"")
+        .unwrap();
+    let lines = json_lines(&s, |l| !access_lines_for(l, "after-probes").is_empty());
+    assert!(access_lines_for(&lines, "probe").is_empty());
+    // Configurable: with no skip list, probes are logged.
+    let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG_SKIP_PATHS", ",")]);
+    s.request("GET", "/livez", &[("x-request-id", "probe")], b"")
+        .unwrap();
+    let lines = json_lines(&s, |l| !access_lines_for(l, "probe").is_empty());
+    assert_eq!(access_lines_for(&lines, "probe").len(), 1);
+}
+
+fn pretty_format_for_development(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[("OPSKIT_LOG_FORMAT", "pretty"), ("RUST_LOG", "info")],
+    );
+    // The harness finds the address in JSON; in pretty mode it cannot, so it
+    // falls back on the `address=` field: see `Starter::spawn`.
+    s.get("/users/5").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && !s.output().iter().any(|l| l.contains("request completed")) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let line = s
+        .output()
+        .into_iter()
+        .find(|l| l.contains("request completed"))
+        .expect("an access line");
+    assert!(
+        serde_json::from_str::<Value>(&line).is_err(),
+        "not JSON: {line}"
+    );
+    assert!(
+        line.contains("INFO") && line.contains("/users/{id}"),
+        "{line}"
+    );
+}
+
+/// The access-log line of the same request has the same keys and values in
+/// both starters (timing, timestamps and thread-dependent values aside).
+#[test]
+fn access_log_lines_are_identical_between_frameworks() {
+    let mut lines = Vec::new();
+    for kind in Kind::ALL {
+        let s = Starter::spawn(kind, &[]);
+        for (path, id) in [
+            ("/users/3", "same-1"),
+            ("/users/x", "same-2"),
+            ("/demo/panic", "same-3"),
+            ("/nope", "same-4"),
+        ] {
+            s.request(
+                "GET",
+                path,
+                &[("x-request-id", id), ("user-agent", "same/1")],
+                b"",
+            )
+            .unwrap();
+        }
+        let all = json_lines(&s, |l| !access_lines_for(l, "same-4").is_empty());
+        let mut mine = Vec::new();
+        for id in ["same-1", "same-2", "same-3", "same-4"] {
+            let mut v = access_lines_for(&all, id).pop().unwrap();
+            let o = v.as_object_mut().unwrap();
+            assert!(o.remove("duration_ms").is_some());
+            assert!(o.remove("timestamp").is_some());
+            mine.push(v);
+        }
+        lines.push(mine);
+    }
+    assert_eq!(lines[0], lines[1]);
+}
+
+/// `log` records of dependencies are captured into the JSON log (actix-server
+/// logs through the `log` crate).
+#[test]
+fn log_crate_records_are_captured() {
+    let s = Starter::spawn(Kind::Actix, &[]);
+    let lines = json_lines(&s, |l| {
+        l.iter().any(|v| v["target"] == "actix_server::builder")
+    });
+    assert!(lines
+        .iter()
+        .any(|v| v["target"] == "actix_server::builder" && v["level"] == "INFO"));
+}
