@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -389,5 +389,221 @@ fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
         }
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
+    }
+}
+
+/// A free loopback port (bound and released; fine for tests that start a
+/// server on it right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One POST the Sentry receiver got.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The request path (`/api/<project>/envelope/`).
+    pub path: String,
+    /// The `X-Sentry-Auth` header.
+    pub auth: String,
+    /// The raw body, for "this secret appears nowhere" checks.
+    pub raw: String,
+    /// The `event` items, parsed.
+    pub events: Vec<serde_json::Value>,
+}
+
+/// A test-side Sentry ingest endpoint: parses envelopes exactly as the SDK
+/// sends them (newline-delimited: envelope header, then item header and
+/// payload pairs) and answers 200.
+#[derive(Debug)]
+pub struct SentryReceiver {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Envelope>>>,
+}
+
+impl SentryReceiver {
+    /// Starts the receiver on an ephemeral loopback port (it lives as long as the test process).
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let store = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    if let Some(env) = read_envelope(stream) {
+                        store.lock().expect("store").push(env);
+                    }
+                });
+            }
+        });
+        Self { addr, received }
+    }
+
+    /// A DSN pointing here, with public key `testkey` and project 42.
+    pub fn dsn(&self) -> String {
+        format!("http://testkey@{}/42", self.addr)
+    }
+
+    /// Every envelope received so far.
+    pub fn envelopes(&self) -> Vec<Envelope> {
+        self.received.lock().expect("store").clone()
+    }
+
+    /// Every event received so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.envelopes()
+            .into_iter()
+            .flat_map(|e| e.events)
+            .collect()
+    }
+
+    /// Waits up to `timeout` until at least `n` events arrived.
+    pub fn wait_for_events(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events();
+            if events.len() >= n || Instant::now() > deadline {
+                return events;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn read_envelope(mut stream: TcpStream) -> Option<Envelope> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines.next()?.split(' ').nth(1)?.to_owned();
+    let mut len = 0usize;
+    let mut auth = String::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().ok()?,
+                "x-sentry-auth" => auth = v.trim().to_owned(),
+                _ => {}
+            }
+        }
+    }
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    let raw = String::from_utf8_lossy(&body).into_owned();
+    let mut events = Vec::new();
+    let mut items = raw.lines().skip(1); // the envelope header
+    while let Some(item_header) = items.next() {
+        let header: serde_json::Value = serde_json::from_str(item_header).ok()?;
+        let payload = items.next().unwrap_or("");
+        if header["type"] == "event" {
+            events.push(serde_json::from_str(payload).ok()?);
+        }
+    }
+    Some(Envelope {
+        path,
+        auth,
+        raw,
+        events,
+    })
+}
+
+/// A real Sentry-protocol server (Bugsink, from PyPI) on a loopback port,
+/// run by `tests/support/bugsink-test-server.sh`; stopped on drop.
+#[derive(Debug)]
+pub struct Bugsink {
+    workdir: PathBuf,
+    /// The project's DSN.
+    pub dsn: String,
+}
+
+impl Bugsink {
+    /// The venv `scripts/test` installs Bugsink into.
+    fn venv() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools/venv")
+    }
+
+    fn script(args: &[&str]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("support/bugsink-test-server.sh"));
+        cmd.args(args);
+        let venv = Self::venv();
+        let path = format!(
+            "{}:{}",
+            venv.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env("PATH", path)
+            .env("BUGSINK_PYTHON", venv.join("bin/python"));
+        cmd
+    }
+
+    /// Starts a fresh Bugsink.
+    pub fn start() -> Self {
+        assert!(
+            Self::venv().join("bin/bugsink-manage").exists(),
+            "Bugsink is not installed in {}: run scripts/test, which installs it",
+            Self::venv().display()
+        );
+        let workdir = std::env::temp_dir().join(format!(
+            "opskit-bugsink-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&workdir).expect("workdir");
+        let port = free_port().to_string();
+        let out = Self::script(&["start", workdir.to_str().expect("utf-8 path"), &port])
+            .output()
+            .expect("run bugsink-test-server.sh");
+        assert!(
+            out.status.success(),
+            "bugsink did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dsn = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Self { workdir, dsn }
+    }
+
+    /// The events Bugsink stored, as JSON (`data` holds the event).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let out = Self::script(&["dump", self.workdir.to_str().expect("utf-8 path")])
+            .output()
+            .expect("dump");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Bugsink {
+    fn drop(&mut self) {
+        let _ = Self::script(&["stop", self.workdir.to_str().unwrap_or("")])
+            .env("BUGSINK_PURGE", "1")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.workdir);
     }
 }

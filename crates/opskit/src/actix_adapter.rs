@@ -94,6 +94,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
         });
         self.announce(addr, "actix");
         server.await?;
+        self.flush();
         tracing::info!("server stopped");
         Ok(())
     }
@@ -161,6 +162,14 @@ struct Captured {
     route: Option<String>,
     user_agent: Option<HeaderValue>,
     client: Option<IpAddr>,
+    /// Host, Accept, Content-Type: read only for error reports.
+    #[cfg(feature = "sentry")]
+    report_headers: [Option<HeaderValue>; 3],
+}
+
+#[cfg(feature = "sentry")]
+fn header_str(v: &Option<HeaderValue>) -> Option<&str> {
+    v.as_ref().and_then(|v| v.to_str().ok())
 }
 
 impl Captured {
@@ -173,6 +182,19 @@ impl Captured {
             client: self.client,
             user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             aborted,
+            #[cfg(feature = "sentry")]
+            host: header_str(&self.report_headers[0]),
+            #[cfg(feature = "sentry")]
+            accept: header_str(&self.report_headers[1]),
+            #[cfg(feature = "sentry")]
+            content_type: header_str(&self.report_headers[2]),
+            #[cfg(not(feature = "sentry"))]
+            host: None,
+            #[cfg(not(feature = "sentry"))]
+            accept: None,
+            #[cfg(not(feature = "sentry"))]
+            content_type: None,
+            panic: None,
         }
     }
 }
@@ -224,6 +246,15 @@ where
                 .get(actix_web::http::header::USER_AGENT)
                 .cloned(),
             client: req.peer_addr().map(|a| a.ip()),
+            #[cfg(feature = "sentry")]
+            report_headers: {
+                use actix_web::http::header::{ACCEPT, CONTENT_TYPE, HOST};
+                [
+                    req.headers().get(HOST).cloned(),
+                    req.headers().get(ACCEPT).cloned(),
+                    req.headers().get(CONTENT_TYPE).cloned(),
+                ]
+            },
         };
         // A panic becomes an `Err` holding the problem: Actix renders it through
         // `ResponseError`. (Keeping a clone of the `HttpRequest` to build a
@@ -231,6 +262,7 @@ where
         // request uniquely owned while it matches.)
         let fut = {
             let _entered = started.span.enter();
+            let _in_request = crate::layer::InRequest::enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req)))
         };
         let span = started.span.clone();
@@ -243,12 +275,20 @@ where
         Box::pin(
             async move {
                 let outcome = match fut {
-                    Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+                    Ok(fut) => {
+                        AssertUnwindSafe(crate::layer::InRequestFuture { inner: fut })
+                            .catch_unwind()
+                            .await
+                    }
                     Err(payload) => Err(payload),
                 };
+                let mut panicked = None;
                 let result = match outcome {
                     Ok(result) => result,
-                    Err(_payload) => Err(crate::layer::panic_problem().into()),
+                    Err(payload) => {
+                        panicked = Some(payload);
+                        Err(crate::layer::panic_problem().into())
+                    }
                 };
                 guard.done = true;
                 let status = match &result {
@@ -271,7 +311,8 @@ where
                     }
                     (r, None) => r,
                 };
-                let outcome = guard.captured.outcome(status, false);
+                let mut outcome = guard.captured.outcome(status, false);
+                outcome.panic = panicked.as_deref().map(crate::layer::panic_message);
                 guard.shared.recorder.finish(&guard.started, &outcome);
                 result
             }

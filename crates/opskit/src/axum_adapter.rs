@@ -77,6 +77,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
             res = server => res?,
             () = deadline => tracing::warn!("shutdown timeout reached with requests still in flight; exiting anyway"),
         }
+        self.flush();
         tracing::info!("server stopped");
         Ok(())
     }

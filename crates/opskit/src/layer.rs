@@ -102,6 +102,9 @@ struct Captured {
     route: Option<Route>,
     user_agent: Option<HeaderValue>,
     client: Option<IpAddr>,
+    /// Host, Accept, Content-Type: read only for error reports.
+    #[cfg(feature = "sentry")]
+    report_headers: [Option<HeaderValue>; 3],
 }
 
 impl Captured {
@@ -118,7 +121,61 @@ impl Captured {
             client: self.client,
             user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             aborted,
+            #[cfg(feature = "sentry")]
+            host: header_str(&self.report_headers[0]),
+            #[cfg(feature = "sentry")]
+            accept: header_str(&self.report_headers[1]),
+            #[cfg(feature = "sentry")]
+            content_type: header_str(&self.report_headers[2]),
+            #[cfg(not(feature = "sentry"))]
+            host: None,
+            #[cfg(not(feature = "sentry"))]
+            accept: None,
+            #[cfg(not(feature = "sentry"))]
+            content_type: None,
+            panic: None,
         }
+    }
+}
+
+#[cfg(feature = "sentry")]
+fn header_str(v: &Option<HeaderValue>) -> Option<&str> {
+    v.as_ref().and_then(|v| v.to_str().ok())
+}
+
+thread_local! {
+    static IN_REQUEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as running request code (so the panic hook knows
+/// a panic will be caught and reported by the adapter) until dropped.
+pub(crate) struct InRequest(bool);
+
+impl InRequest {
+    pub(crate) fn enter() -> Self {
+        Self(IN_REQUEST.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        IN_REQUEST.with(|c| c.set(self.0));
+    }
+}
+
+pin_project! {
+    /// Marks the thread as running request code around every poll of `F`.
+    pub(crate) struct InRequestFuture<F> {
+        #[pin]
+        pub(crate) inner: F,
+    }
+}
+
+impl<F: Future> Future for InRequestFuture<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _in_request = InRequest::enter();
+        self.project().inner.poll(cx)
     }
 }
 
@@ -163,9 +220,16 @@ where
             route: req.extensions().get::<Route>().cloned(),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
             client: client_ip(&req),
+            #[cfg(feature = "sentry")]
+            report_headers: [
+                req.headers().get(http::header::HOST).cloned(),
+                req.headers().get(http::header::ACCEPT).cloned(),
+                req.headers().get(http::header::CONTENT_TYPE).cloned(),
+            ],
         };
         let kind = {
             let _entered = started.span.enter();
+            let _in_request = InRequest::enter();
             match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
                 Ok(future) => Kind::Running { future },
                 Err(payload) => Kind::Panicked {
@@ -193,12 +257,13 @@ struct State {
 
 impl State {
     /// Echoes the request id and writes the access-log line.
-    fn finish<B>(self, res: &mut Response<B>) {
+    fn finish<B>(self, res: &mut Response<B>, panic: Option<&str>) {
         if let Ok(v) = HeaderValue::from_maybe_shared(self.started.request_id.to_bytes()) {
             res.headers_mut()
                 .insert(self.shared.request_id_header.clone(), v);
         }
-        let outcome = self.captured.outcome(res.status().as_u16(), false);
+        let mut outcome = self.captured.outcome(res.status().as_u16(), false);
+        outcome.panic = panic;
         self.shared.recorder.finish(&self.started, &outcome);
     }
 }
@@ -246,28 +311,30 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let mut panicked: Option<Box<dyn Any + Send>> = None;
         let polled = match this.kind.project() {
             KindProj::Running { future } => {
                 let _entered = this.state.as_ref().map(|s| s.started.span.enter());
+                let _in_request = InRequest::enter();
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(res))) => Ok(res.map(OpsBody::inner)),
                     Ok(Poll::Ready(Err(e))) => Err(e),
                     Err(payload) => {
-                        drop(payload);
+                        panicked = Some(payload);
                         Ok(panic_response())
                     }
                 }
             }
             KindProj::Panicked { payload } => {
-                drop(payload.take());
+                panicked = payload.take();
                 Ok(panic_response())
             }
         };
         match polled {
             Ok(mut res) => {
                 if let Some(state) = this.state.take() {
-                    state.finish(&mut res);
+                    state.finish(&mut res, panicked.as_deref().map(panic_message));
                 }
                 Poll::Ready(Ok(res))
             }
@@ -285,7 +352,7 @@ where
 }
 
 /// The message of a panic payload (`&str` or `String`), for the log.
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
     payload
         .downcast_ref::<&str>()
         .copied()
@@ -307,12 +374,21 @@ pub(crate) fn install_panic_hook() {
             std::backtrace::BacktraceStatus::Captured => backtrace.to_string(),
             _ => String::new(),
         };
+        let message = panic_message(info.payload());
         tracing::error!(
-            panic.message = panic_message(info.payload()),
+            panic.message = message,
             panic.location = location,
             panic.backtrace = backtrace,
             "panicked"
         );
+        // A panic in request code is caught and reported by the adapter with
+        // the request's context; any other panic is reported here.
+        #[cfg(feature = "sentry")]
+        if !IN_REQUEST.with(std::cell::Cell::get) {
+            if let Some(r) = crate::report::global() {
+                r.report_panic(message, &location);
+            }
+        }
     }));
 }
 

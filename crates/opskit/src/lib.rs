@@ -8,6 +8,8 @@ mod logging;
 mod ops;
 pub mod problem;
 pub mod recorder;
+#[cfg(feature = "sentry")]
+pub mod report;
 pub mod request_id;
 mod secret;
 mod shutdown;

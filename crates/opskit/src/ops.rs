@@ -73,7 +73,7 @@ pub fn init<C: AppConfig>() -> Result<Ops<C>, InitError> {
 /// assert_eq!(ops.settings().port, 9000);
 /// assert_eq!(ops.service().name, "billing");
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[must_use]
 pub struct Builder {
     env: Option<Env>,
@@ -82,6 +82,17 @@ pub struct Builder {
     name: Option<String>,
     version: Option<String>,
     no_logging: bool,
+    #[cfg(feature = "sentry")]
+    before_send: Option<crate::report::BeforeSend>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Builder {
@@ -113,6 +124,19 @@ impl Builder {
     /// The `.env` file read under the process environment (default `./.env`).
     pub fn dotenv(mut self, path: impl Into<PathBuf>) -> Self {
         self.dotenv = Some(path.into());
+        self
+    }
+
+    /// A hook that may change or drop each Sentry event before it is sent.
+    #[cfg(feature = "sentry")]
+    pub fn sentry_before_send(
+        mut self,
+        f: impl Fn(sentry::protocol::Event<'static>) -> Option<sentry::protocol::Event<'static>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.before_send = Some(Arc::new(f));
         self
     }
 
@@ -150,10 +174,26 @@ impl Builder {
                 return Err(InitError::Config(report));
             }
         };
+        let service = ServiceInfo {
+            name: settings
+                .service_name
+                .clone()
+                .or(self.name)
+                .unwrap_or_else(unknown_service),
+            version: self.version.unwrap_or_else(|| "unknown".to_owned()),
+            environment: settings.environment.clone(),
+        };
+        #[cfg(feature = "sentry")]
+        let reporter = crate::report::Reporter::new(&settings.sentry, &service, self.before_send);
+        #[cfg(feature = "sentry")]
+        let breadcrumbs = reporter.is_some();
+        #[cfg(not(feature = "sentry"))]
+        let breadcrumbs = false;
         let log_guard = if self.no_logging {
             None
         } else {
-            let installed = crate::logging::install(&settings).map_err(InitError::Logging)?;
+            let installed =
+                crate::logging::install(&settings, breadcrumbs).map_err(InitError::Logging)?;
             crate::layer::install_panic_hook();
             Some(installed)
         };
@@ -165,15 +205,18 @@ impl Builder {
             settings.access_log.clone(),
             &settings.request_id_header,
         );
-        let service = ServiceInfo {
-            name: settings
-                .service_name
-                .clone()
-                .or(self.name)
-                .unwrap_or_else(unknown_service),
-            version: self.version.unwrap_or_else(|| "unknown".to_owned()),
-            environment: settings.environment.clone(),
+        #[cfg(feature = "sentry")]
+        let recorder = {
+            if let Some(r) = &reporter {
+                crate::report::set_global(r);
+                tracing::info!("error reporting to Sentry is on");
+            }
+            recorder.with_reporter(reporter.clone())
         };
+        #[cfg(not(feature = "sentry"))]
+        if settings.sentry.dsn.is_some() {
+            tracing::warn!("SENTRY_DSN is set but opskit was built without the `sentry` feature; errors are not reported");
+        }
         let shutdown = Shutdown::new();
         Ok(Ops {
             inner: Arc::new(Inner {
@@ -182,6 +225,8 @@ impl Builder {
                 layer: crate::layer::OpsLayer::new(recorder.clone()),
                 recorder,
                 dropped_log_lines,
+                #[cfg(feature = "sentry")]
+                reporter,
                 settings,
                 service,
                 _log_guard: log_guard,
@@ -208,8 +253,20 @@ struct Inner {
     recorder: crate::recorder::Recorder,
     layer: crate::layer::OpsLayer,
     dropped_log_lines: Option<tracing_appender::non_blocking::ErrorCounter>,
+    #[cfg(feature = "sentry")]
+    reporter: Option<crate::report::Reporter>,
     // Dropped last, when the final `Ops` clone goes: flushes buffered log lines.
     _log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Before the log guard goes: the reporter logs its counters.
+        #[cfg(feature = "sentry")]
+        if let Some(r) = &self.reporter {
+            r.close(std::time::Duration::from_secs(2));
+        }
+    }
 }
 
 /// The handle returned by [`init`]: owns every guard, hands out the layers,
@@ -263,6 +320,21 @@ impl<C> Ops<C> {
     /// The framework-neutral request recorder behind the layer and the middleware.
     pub fn recorder(&self) -> &crate::recorder::Recorder {
         &self.inner.recorder
+    }
+
+    /// The Sentry reporter, when `SENTRY_DSN` is set.
+    #[cfg(feature = "sentry")]
+    pub fn reporter(&self) -> Option<&crate::report::Reporter> {
+        self.inner.reporter.as_ref()
+    }
+
+    /// Waits (up to 2 s) for queued error events to be delivered; the
+    /// servers call it once they have drained.
+    pub fn flush(&self) {
+        #[cfg(feature = "sentry")]
+        if let Some(r) = &self.inner.reporter {
+            r.flush(std::time::Duration::from_secs(2));
+        }
     }
 
     /// Log lines dropped so far because stdout could not keep up (the writer

@@ -29,6 +29,8 @@ const MAX_USER_AGENT: usize = 512;
 pub struct Recorder {
     access: AccessLogSettings,
     request_id_header: String,
+    #[cfg(feature = "sentry")]
+    reporter: Option<crate::report::Reporter>,
 }
 
 /// What [`Recorder::start`] hands back to the adapter.
@@ -59,6 +61,15 @@ pub struct Outcome<'a> {
     pub user_agent: Option<&'a str>,
     /// The client closed the connection before the response was ready.
     pub aborted: bool,
+    /// The `Host` header (error reports).
+    pub host: Option<&'a str>,
+    /// The `Accept` header (error reports).
+    pub accept: Option<&'a str>,
+    /// The `Content-Type` header (error reports).
+    pub content_type: Option<&'a str>,
+    /// The panic message, when the handler panicked (error reports only;
+    /// never sent to the client).
+    pub panic: Option<&'a str>,
 }
 
 impl<'a> Outcome<'a> {
@@ -72,6 +83,10 @@ impl<'a> Outcome<'a> {
             client: None,
             user_agent: None,
             aborted: false,
+            host: None,
+            accept: None,
+            content_type: None,
+            panic: None,
         }
     }
 }
@@ -123,7 +138,17 @@ impl Recorder {
         Self {
             access,
             request_id_header: request_id_header.to_ascii_lowercase(),
+            #[cfg(feature = "sentry")]
+            reporter: None,
         }
+    }
+
+    /// Sends an error event for every 5xx and panic through `reporter`.
+    #[cfg(feature = "sentry")]
+    #[must_use]
+    pub fn with_reporter(mut self, reporter: Option<crate::report::Reporter>) -> Self {
+        self.reporter = reporter;
+        self
     }
 
     /// The request-id header name, lower case.
@@ -148,8 +173,16 @@ impl Recorder {
         }
     }
 
-    /// Writes the access-log line for a finished (or aborted) request.
+    /// Writes the access-log line for a finished (or aborted) request, and
+    /// reports it as an error event if it failed (5xx or panic).
     pub fn finish(&self, started: &Started, outcome: &Outcome<'_>) {
+        #[cfg(feature = "sentry")]
+        if let Some(reporter) = &self.reporter {
+            if (outcome.status >= 500 && !outcome.aborted) || outcome.panic.is_some() {
+                let crumbs = crate::report::take_breadcrumbs(&started.span);
+                reporter.report_request(outcome, &started.request_id, crumbs);
+            }
+        }
         let a = &self.access;
         if !a.enabled {
             return;

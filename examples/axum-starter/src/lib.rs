@@ -44,6 +44,8 @@ async fn user(Path(id): Path<String>, request_id: RequestId) -> Result<Json<Valu
 }
 
 async fn demo_error() -> Problem {
+    // Becomes a breadcrumb of the error event.
+    tracing::warn!(step = "charge", "payment provider unreachable");
     Problem::new(500).detail("this route always fails, to show error handling")
 }
 

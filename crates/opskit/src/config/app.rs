@@ -21,12 +21,15 @@ use std::fmt;
 /// }
 /// fn default_workers() -> u16 { 4 }
 ///
+/// // A `const` item, so that `.secret()` (a `const fn`) can be used in it.
+/// const VARS: &[VarSpec] = &[
+///     VarSpec::new("APP_SECRET", "a secret of at least 32 characters", None, "Signing key.").secret(),
+///     VarSpec::new("APP_WORKERS", "a number from 1 to 64", Some("4"), "Worker count."),
+/// ];
+///
 /// impl AppConfig for Config {
 ///     fn vars() -> &'static [VarSpec] {
-///         &[
-///             VarSpec::new("APP_SECRET", "a secret of at least 32 characters", None, "Signing key.").secret(),
-///             VarSpec::new("APP_WORKERS", "a number from 1 to 64", Some("4"), "Worker count."),
-///         ]
+///         VARS
 ///     }
 ///     fn validate(&self, v: &mut Validator<'_>) {
 ///         v.secret_min_len("secret", self.secret.as_ref(), 32);

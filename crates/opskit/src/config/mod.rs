@@ -32,7 +32,8 @@ pub use app::{field_names, AppConfig, NoAppConfig, Validator};
 pub use parse::FromVar;
 pub use reference::{env_example, markdown_reference};
 pub use settings::{
-    AccessLogLevels, AccessLogSettings, HeaderName, List, LogFormat, Ratio, Settings, VARS,
+    AccessLogLevels, AccessLogSettings, HeaderName, List, LogFormat, Ratio, SentrySettings,
+    Settings, VARS,
 };
 
 use std::collections::BTreeMap;

@@ -85,6 +85,50 @@ const REQUEST_ID_HEADER: VarSpec = VarSpec::new(
     "Header read for an incoming request id (1-128 characters of `[A-Za-z0-9._:@+=/-]`, else a UUID is made) and echoed on the response.",
 );
 
+const SENTRY_DSN: VarSpec = VarSpec::new(
+    "SENTRY_DSN",
+    "a Sentry DSN (https://<key>@<host>/<project>)",
+    None,
+    "Where error events go (feature `sentry`). Unset: error reporting is off.",
+)
+.secret();
+const SENTRY_ENVIRONMENT: VarSpec = VarSpec::new(
+    "SENTRY_ENVIRONMENT",
+    "an environment name",
+    None,
+    "Environment of Sentry events. Unset: `OPSKIT_ENVIRONMENT`.",
+);
+const SENTRY_RELEASE: VarSpec = VarSpec::new(
+    "SENTRY_RELEASE",
+    "a release name",
+    None,
+    "Release of Sentry events. Unset: `<service>@<version>`.",
+);
+const SENTRY_SAMPLE_RATE: VarSpec = VarSpec::new(
+    "SENTRY_SAMPLE_RATE",
+    "a number from 0 to 1",
+    Some("1"),
+    "Share of error events sent.",
+);
+const SENTRY_TRACES_SAMPLE_RATE: VarSpec = VarSpec::new(
+    "SENTRY_TRACES_SAMPLE_RATE",
+    "a number from 0 to 1",
+    Some("0"),
+    "Share of requests sent to Sentry as performance transactions.",
+);
+const SENTRY_SEND_PII: VarSpec = VarSpec::new(
+    "OPSKIT_SENTRY_SEND_PII",
+    "true or false",
+    Some("false"),
+    "Whether Sentry events carry the client IP address. Cookies and authorization headers are never sent.",
+);
+const SENTRY_TIMEOUT: VarSpec = VarSpec::new(
+    "OPSKIT_SENTRY_TIMEOUT",
+    "a duration such as 5s",
+    Some("5s"),
+    "Longest time one delivery to Sentry may take (in the background; requests never wait for it).",
+);
+
 /// Every variable of [`Settings`], in the order of the reference.
 pub static VARS: &[VarSpec] = &[
     HOST,
@@ -100,6 +144,13 @@ pub static VARS: &[VarSpec] = &[
     ACCESS_LOG_SKIP_PATHS,
     ACCESS_LOG_SAMPLE_RATE,
     REQUEST_ID_HEADER,
+    SENTRY_DSN,
+    SENTRY_ENVIRONMENT,
+    SENTRY_RELEASE,
+    SENTRY_SAMPLE_RATE,
+    SENTRY_TRACES_SAMPLE_RATE,
+    SENTRY_SEND_PII,
+    SENTRY_TIMEOUT,
 ];
 
 /// How log lines are written.
@@ -228,6 +279,51 @@ impl Default for AccessLogSettings {
     }
 }
 
+/// Sentry settings (used with the `sentry` feature).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SentrySettings {
+    /// `SENTRY_DSN`; `None`: error reporting off.
+    pub dsn: Option<crate::Secret>,
+    /// `SENTRY_ENVIRONMENT`.
+    pub environment: Option<String>,
+    /// `SENTRY_RELEASE`.
+    pub release: Option<String>,
+    /// `SENTRY_SAMPLE_RATE`.
+    pub sample_rate: f64,
+    /// `SENTRY_TRACES_SAMPLE_RATE`.
+    pub traces_sample_rate: f64,
+    /// `OPSKIT_SENTRY_SEND_PII`.
+    pub send_pii: bool,
+    /// `OPSKIT_SENTRY_TIMEOUT`.
+    pub timeout: Duration,
+}
+
+/// A Sentry DSN, checked for its shape (`<scheme>://<key>@<host>/<project>`).
+struct DsnVar(crate::Secret);
+
+impl FromVar for DsnVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let url = url::Url::parse(value.trim()).map_err(|_| "the value is not a URL".to_owned())?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("the scheme is not http or https".to_owned());
+        }
+        if url.username().is_empty() {
+            return Err("the URL has no public key (the part before @)".to_owned());
+        }
+        let project = url
+            .path()
+            .trim_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("");
+        if project.is_empty() || !project.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("the URL does not end in a numeric project id".to_owned());
+        }
+        Ok(Self(crate::Secret::new(value.trim())))
+    }
+}
+
 /// The library's own settings, read from [`VARS`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -252,6 +348,8 @@ pub struct Settings {
     pub access_log: AccessLogSettings,
     /// `OPSKIT_REQUEST_ID_HEADER` (lower case).
     pub request_id_header: String,
+    /// `SENTRY_*`.
+    pub sentry: SentrySettings,
 }
 
 /// Reads variables and collects every problem.
@@ -308,6 +406,27 @@ impl Settings {
         let skip: Option<List> = r.read(&ACCESS_LOG_SKIP_PATHS);
         let sample: Option<Ratio> = r.read(&ACCESS_LOG_SAMPLE_RATE);
         let request_id_header: Option<HeaderName> = r.read(&REQUEST_ID_HEADER);
+        let dsn: Option<DsnVar> = r.read(&SENTRY_DSN);
+        let sentry_environment = r.read(&SENTRY_ENVIRONMENT);
+        let sentry_release = r.read(&SENTRY_RELEASE);
+        let sentry_rates: (Option<Ratio>, Option<Ratio>) = (
+            r.read(&SENTRY_SAMPLE_RATE),
+            r.read(&SENTRY_TRACES_SAMPLE_RATE),
+        );
+        let send_pii = r.read(&SENTRY_SEND_PII);
+        let sentry_timeout = r.read(&SENTRY_TIMEOUT);
+        let sentry = match (sentry_rates, send_pii, sentry_timeout) {
+            ((Some(sample), Some(traces)), Some(send_pii), Some(timeout)) => Some(SentrySettings {
+                dsn: dsn.map(|d| d.0),
+                environment: sentry_environment,
+                release: sentry_release,
+                sample_rate: sample.0,
+                traces_sample_rate: traces.0,
+                send_pii,
+                timeout,
+            }),
+            _ => None,
+        };
         let access_log = match (access_enabled, access_levels, skip, sample) {
             (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
                 enabled,
@@ -327,6 +446,7 @@ impl Settings {
             shutdown_delay,
             access_log,
             request_id_header,
+            sentry,
         ) {
             (
                 Some(host),
@@ -338,6 +458,7 @@ impl Settings {
                 Some(shutdown_delay),
                 Some(access_log),
                 Some(request_id_header),
+                Some(sentry),
             ) if r.report.is_empty() => Ok(Self {
                 host,
                 port,
@@ -349,6 +470,7 @@ impl Settings {
                 shutdown_delay,
                 access_log,
                 request_id_header: request_id_header.0,
+                sentry,
             }),
             _ => Err(r.report),
         }
@@ -389,6 +511,7 @@ mod tests {
             ("OPSKIT_ACCESS_LOG_LEVELS", "info,warn"),
             ("OPSKIT_ACCESS_LOG_SAMPLE_RATE", "2"),
             ("OPSKIT_REQUEST_ID_HEADER", "bad header"),
+            ("SENTRY_DSN", "https://sentry.example/42"),
         ]);
         let report = Settings::from_env(&env).unwrap_err();
         let vars: Vec<_> = report.problems.iter().map(|p| p.var.as_str()).collect();
@@ -399,9 +522,33 @@ mod tests {
                 "PORT",
                 "RUST_LOG",
                 "OPSKIT_LOG_FORMAT",
-                "OPSKIT_SHUTDOWN_TIMEOUT"
+                "OPSKIT_SHUTDOWN_TIMEOUT",
+                "OPSKIT_ACCESS_LOG_LEVELS",
+                "OPSKIT_ACCESS_LOG_SAMPLE_RATE",
+                "OPSKIT_REQUEST_ID_HEADER",
+                "SENTRY_DSN"
             ]
         );
+    }
+
+    #[test]
+    fn sentry_dsn_shapes() {
+        for good in [
+            "https://k@o1.ingest.sentry.io/42",
+            "http://key@127.0.0.1:9000/7",
+        ] {
+            assert!(DsnVar::from_var(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "nope",
+            "ftp://k@h/1",
+            "https://h/1",
+            "https://k@h/",
+            "https://k@h/abc",
+        ] {
+            let e = DsnVar::from_var(bad).err().unwrap();
+            assert!(!e.contains(bad), "{e}");
+        }
     }
 
     #[test]

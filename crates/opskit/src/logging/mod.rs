@@ -15,7 +15,10 @@ const BUFFERED_LINES: usize = 16_384;
 
 /// Installs the global subscriber; the guard flushes buffered lines on drop,
 /// the counter counts lines dropped because the writer fell behind.
-pub(crate) fn install(settings: &Settings) -> Result<(WorkerGuard, ErrorCounter), String> {
+pub(crate) fn install(
+    settings: &Settings,
+    breadcrumbs: bool,
+) -> Result<(WorkerGuard, ErrorCounter), String> {
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(BUFFERED_LINES)
         .lossy(true)
@@ -23,7 +26,14 @@ pub(crate) fn install(settings: &Settings) -> Result<(WorkerGuard, ErrorCounter)
         .finish(std::io::stdout());
     let dropped = writer.error_counter();
     let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| e.to_string())?;
-    let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "sentry")]
+    let crumbs = breadcrumbs.then_some(crate::report::BreadcrumbLayer);
+    #[cfg(not(feature = "sentry"))]
+    let crumbs: Option<tracing_subscriber::layer::Identity> = {
+        let _ = breadcrumbs;
+        None
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(crumbs);
     let result = match settings.log_format {
         LogFormat::Json => registry
             .with(

@@ -1,0 +1,237 @@
+//! Error reporting to Sentry (feature `sentry`): one event per 5xx response
+//! and one per panic, with the request's context and breadcrumbs, PII
+//! scrubbed; never blocking a request.
+//!
+//! Built on the `sentry` crate's client and protocol types, without
+//! `sentry::init`: no global hub, no environment side effects, and no
+//! `sentry-panic` hook (opskit catches panics itself and reports each one
+//! exactly once). The transport is opskit's own (see [`DeliveryStats`]) so that
+//! deliveries have timeouts and failures are counted.
+
+mod breadcrumbs;
+pub(crate) mod transport;
+
+pub(crate) use breadcrumbs::{take_breadcrumbs, BreadcrumbLayer};
+
+use crate::config::SentrySettings;
+use crate::recorder::{known_method, Outcome};
+use crate::{RequestId, ServiceInfo};
+use sentry::protocol::{
+    Breadcrumb, Context, Event, Exception, IpAddress, Level, Map, Mechanism, Request,
+    ResponseContext, User,
+};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+pub use transport::DeliveryStats;
+
+static GLOBAL: std::sync::OnceLock<Reporter> = std::sync::OnceLock::new();
+
+/// The reporter the panic hook uses for panics outside requests.
+pub(crate) fn global() -> Option<&'static Reporter> {
+    GLOBAL.get()
+}
+
+/// Makes `reporter` the one the panic hook uses (the first one set stays).
+pub(crate) fn set_global(reporter: &Reporter) {
+    let _ = GLOBAL.set(reporter.clone());
+}
+
+/// A hook that may change or drop an event before it is sent.
+pub type BeforeSend = Arc<dyn Fn(Event<'static>) -> Option<Event<'static>> + Send + Sync>;
+
+/// Sends error events. Cheap to clone.
+#[derive(Clone)]
+pub struct Reporter {
+    client: Arc<sentry::Client>,
+    stats: Arc<DeliveryStats>,
+    send_pii: bool,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter")
+            .field("send_pii", &self.send_pii)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reporter {
+    /// A reporter for `settings`, or `None` when `SENTRY_DSN` is unset.
+    pub(crate) fn new(
+        settings: &SentrySettings,
+        service: &ServiceInfo,
+        before_send: Option<BeforeSend>,
+    ) -> Option<Self> {
+        let dsn: sentry::types::Dsn = settings.dsn.as_ref()?.expose().parse().ok()?;
+        let stats = Arc::new(DeliveryStats::default());
+        let transport = Arc::new(transport::HttpTransport::new(
+            &dsn,
+            settings.timeout,
+            stats.clone(),
+        ));
+        let release = settings
+            .release
+            .clone()
+            .unwrap_or_else(|| format!("{}@{}", service.name, service.version));
+        let environment = settings
+            .environment
+            .clone()
+            .unwrap_or_else(|| service.environment.clone());
+        let mut options = sentry::ClientOptions::new()
+            .release(release)
+            .environment(environment)
+            .sample_rate(settings.sample_rate as f32)
+            .send_default_pii(settings.send_pii)
+            .shutdown_timeout(Duration::from_secs(2))
+            .transport(transport);
+        if settings.traces_sample_rate > 0.0 {
+            options = options.traces_sample_rate(settings.traces_sample_rate as f32);
+        }
+        options.before_send = before_send;
+        options.dsn = Some(dsn);
+        Some(Self {
+            client: Arc::new(sentry::Client::with_options(options)),
+            stats,
+            send_pii: settings.send_pii,
+        })
+    }
+
+    /// Delivery counters: sent, failed, dropped.
+    pub fn stats(&self) -> &DeliveryStats {
+        &self.stats
+    }
+
+    /// Reports a failed request (status 500 and above, or a panic).
+    pub fn report_request(
+        &self,
+        outcome: &Outcome<'_>,
+        request_id: &RequestId,
+        breadcrumbs: Vec<Breadcrumb>,
+    ) {
+        let method = known_method(outcome.method).unwrap_or("_OTHER");
+        let route = outcome.route.unwrap_or(outcome.path);
+        let transaction = format!("{method} {route}");
+        let mut tags = Map::new();
+        tags.insert("request_id".to_owned(), request_id.as_str().to_owned());
+        if let Some(r) = outcome.route {
+            tags.insert("http.route".to_owned(), r.to_owned());
+        }
+        tags.insert("http.request.method".to_owned(), method.to_owned());
+        tags.insert(
+            "http.response.status_code".to_owned(),
+            outcome.status.to_string(),
+        );
+        let mut headers = Map::new();
+        // An allow-list: cookies, authorization and every other header that
+        // could carry a credential or personal data are never read.
+        for (k, v) in [
+            ("host", outcome.host),
+            ("user-agent", outcome.user_agent),
+            ("accept", outcome.accept),
+            ("content-type", outcome.content_type),
+        ] {
+            if let Some(v) = v {
+                headers.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let host = outcome
+            .host
+            .filter(|h| !h.is_empty() && h.len() < 256)
+            .unwrap_or("localhost");
+        let url = format!("http://{host}{}", outcome.path).parse().ok();
+        let mut contexts = Map::new();
+        contexts.insert(
+            "response".to_owned(),
+            Context::from(ResponseContext {
+                status_code: Some(u64::from(outcome.status)),
+                ..Default::default()
+            }),
+        );
+        let (level, message, exception) = match outcome.panic {
+            Some(msg) => (
+                Level::Fatal,
+                None,
+                vec![Exception {
+                    ty: "panic".to_owned(),
+                    value: Some(msg.to_owned()),
+                    mechanism: Some(Mechanism {
+                        ty: "panic".to_owned(),
+                        handled: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+            ),
+            None => (
+                Level::Error,
+                Some(format!("{transaction} answered {}", outcome.status)),
+                Vec::new(),
+            ),
+        };
+        let user = match (self.send_pii, outcome.client) {
+            (true, Some(ip)) => Some(User {
+                ip_address: Some(IpAddress::Exact(ip)),
+                ..Default::default()
+            }),
+            _ => None,
+        };
+        let event = Event {
+            level,
+            message,
+            exception: exception.into(),
+            transaction: Some(transaction),
+            logger: Some("opskit".to_owned()),
+            request: Some(Request {
+                method: Some(outcome.method.to_owned()),
+                url,
+                headers,
+                ..Default::default()
+            }),
+            tags,
+            contexts,
+            user,
+            breadcrumbs: breadcrumbs.into(),
+            ..Default::default()
+        };
+        self.client.capture_event(event, None);
+    }
+
+    /// Reports a panic outside any request (a background task or thread).
+    pub fn report_panic(&self, message: &str, location: &str) {
+        let event = Event {
+            level: Level::Fatal,
+            exception: vec![Exception {
+                ty: "panic".to_owned(),
+                value: Some(message.to_owned()),
+                module: Some(location.to_owned()),
+                mechanism: Some(Mechanism {
+                    ty: "panic".to_owned(),
+                    handled: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]
+            .into(),
+            logger: Some("opskit".to_owned()),
+            ..Default::default()
+        };
+        self.client.capture_event(event, None);
+    }
+
+    /// Waits up to `timeout` for queued events to be delivered.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.client.flush(Some(timeout))
+    }
+
+    /// Flushes and stops the transport; logs the delivery counters.
+    pub(crate) fn close(&self, timeout: Duration) {
+        self.client.close(Some(timeout));
+        tracing::info!(
+            sent = self.stats.sent.load(Ordering::Relaxed),
+            failed = self.stats.failed.load(Ordering::Relaxed),
+            dropped = self.stats.dropped.load(Ordering::Relaxed),
+            "error reporting stopped"
+        );
+    }
+}

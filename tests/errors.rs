@@ -1,0 +1,272 @@
+//! Error reporting: panics and 5xx each produce exactly one Sentry event with
+//! the request's context and without scrubbed data; a dead Sentry endpoint
+//! costs nothing but a counter. Against a test-side envelope receiver (exact
+//! assertions) and a real Sentry-protocol server (Bugsink).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use opskit_conformance::{free_port, Bugsink, Kind, SentryReceiver, Starter};
+use serde_json::Value;
+use std::thread;
+use std::time::{Duration, Instant};
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod axum {
+            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Axum) } )*
+        }
+        mod actix {
+            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Actix) } )*
+        }
+    };
+}
+
+conformance!(
+    one_event_per_failure_with_request_context_and_no_secrets,
+    client_ip_only_with_send_pii,
+    a_dead_sentry_costs_nothing_but_a_counter,
+);
+
+const SECRET_HEADERS: [(&str, &str); 3] = [
+    ("Authorization", "Bearer s3cr3t"),
+    ("Cookie", "sid=s3cr3t"),
+    ("user-agent", "errors-test/1"),
+];
+
+fn event_with_tag<'a>(events: &'a [Value], request_id: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["tags"]["request_id"] == request_id)
+        .collect()
+}
+
+fn one_event_per_failure_with_request_context_and_no_secrets(kind: Kind) {
+    let rx = SentryReceiver::start();
+    let mut s = Starter::spawn(
+        kind,
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("SENTRY_ENVIRONMENT", "conformance"),
+        ],
+    );
+    for (path, id, status) in [
+        ("/demo/error?token=s3cr3t", "err-1", 500),
+        ("/demo/panic", "panic-1", 500),
+        ("/users/1", "ok-1", 200),
+        ("/users/x", "bad-1", 400),
+        ("/nope", "missing-1", 404),
+    ] {
+        let mut headers = SECRET_HEADERS.to_vec();
+        headers.push(("x-request-id", id));
+        let r = s.request("GET", path, &headers, b"").unwrap();
+        assert_eq!(r.status, status, "{path}");
+    }
+    let events = rx.wait_for_events(2, Duration::from_secs(10));
+    // Nothing more arrives: no event for 2xx/4xx, no duplicate for the panic.
+    s.signal("TERM");
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    let events_after = rx.events();
+    assert_eq!(events_after.len(), 2, "{events_after:#?}");
+    assert_eq!(events.len(), 2);
+
+    let error = event_with_tag(&events, "err-1");
+    assert_eq!(error.len(), 1);
+    let e = error[0];
+    assert_eq!(e["request"]["method"], "GET");
+    let url = e["request"]["url"].as_str().unwrap();
+    assert!(url.ends_with("/demo/error"), "URL without the query: {url}");
+    assert_eq!(e["tags"]["http.route"], "/demo/error");
+    assert_eq!(e["tags"]["http.response.status_code"], "500");
+    assert_eq!(e["transaction"], "GET /demo/error");
+    assert_eq!(e["environment"], "conformance");
+    assert_eq!(e["release"], format!("{}@0.1.0", kind.bin_name()));
+    assert_eq!(e["contexts"]["response"]["status_code"], 500);
+    assert_eq!(e["request"]["headers"]["user-agent"], "errors-test/1");
+    assert!(
+        e["user"].is_null(),
+        "no client IP without send_pii: {}",
+        e["user"]
+    );
+    let crumbs = e["breadcrumbs"]["values"].as_array().expect("breadcrumbs");
+    assert!(
+        crumbs
+            .iter()
+            .any(|c| c["message"] == "payment provider unreachable" && c["level"] == "warning"),
+        "{crumbs:?}"
+    );
+
+    let panic = event_with_tag(&events, "panic-1");
+    assert_eq!(panic.len(), 1);
+    let p = panic[0];
+    assert_eq!(p["level"], "fatal");
+    assert_eq!(p["exception"]["values"][0]["type"], "panic");
+    assert!(p["exception"]["values"][0]["value"]
+        .as_str()
+        .unwrap()
+        .contains("demo panic"));
+    assert_eq!(p["tags"]["http.route"], "/demo/panic");
+
+    for env in rx.envelopes() {
+        assert_eq!(env.path, "/api/42/envelope/");
+        assert!(env.auth.contains("sentry_key=testkey"), "{}", env.auth);
+        assert!(
+            !env.raw.contains("s3cr3t"),
+            "a secret reached Sentry: {}",
+            env.raw
+        );
+        assert!(
+            !env.raw.to_ascii_lowercase().contains("cookie"),
+            "{}",
+            env.raw
+        );
+        assert!(
+            !env.raw.to_ascii_lowercase().contains("authorization"),
+            "{}",
+            env.raw
+        );
+    }
+    for line in s.output() {
+        assert!(!line.contains("s3cr3t"), "secret logged: {line}");
+    }
+    // The shutdown line reports the delivery counters.
+    assert!(
+        s.output()
+            .iter()
+            .any(|l| l.contains("error reporting stopped") && l.contains("\"sent\":2")),
+        "{:?}",
+        s.output()
+    );
+}
+
+fn client_ip_only_with_send_pii(kind: Kind) {
+    let rx = SentryReceiver::start();
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("OPSKIT_SENTRY_SEND_PII", "true"),
+        ],
+    );
+    s.request("GET", "/demo/error", &[("x-request-id", "pii-1")], b"")
+        .unwrap();
+    let events = rx.wait_for_events(1, Duration::from_secs(10));
+    assert_eq!(events[0]["user"]["ip_address"], "127.0.0.1");
+}
+
+/// Times `n` failing requests.
+fn time_failures(s: &Starter, n: usize) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        assert_eq!(s.get("/demo/error").unwrap().status, 500);
+    }
+    t.elapsed()
+}
+
+fn a_dead_sentry_costs_nothing_but_a_counter(kind: Kind) {
+    const N: usize = 100;
+    // Baseline: the receiver is up.
+    let rx = SentryReceiver::start();
+    let up = Starter::spawn(kind, &[("SENTRY_DSN", &rx.dsn())]);
+    time_failures(&up, 10); // warm up
+    let with_receiver = time_failures(&up, N);
+    drop(up);
+
+    // Nothing listens on the port: every delivery fails fast.
+    let refused = format!("http://testkey@127.0.0.1:{}/42", free_port());
+    // A black hole: connections are accepted and never answered.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let black_hole = format!("http://testkey@{}/42", hole.local_addr().unwrap());
+    for (name, dsn) in [("refused", refused), ("black hole", black_hole)] {
+        let mut s = Starter::spawn(
+            kind,
+            &[("SENTRY_DSN", &dsn), ("OPSKIT_SENTRY_TIMEOUT", "1s")],
+        );
+        time_failures(&s, 10);
+        let dead = time_failures(&s, N);
+        // Generous: the point is that requests never wait for Sentry (a
+        // blocking send would cost 1 s per request here).
+        assert!(
+            dead < with_receiver * 5 + Duration::from_secs(2),
+            "{name}: {N} failing requests took {dead:?} vs {with_receiver:?} with Sentry up"
+        );
+        assert_eq!(s.get("/users/1").unwrap().status, 200);
+        // Shutdown is bounded too, and the loss is counted.
+        let t = Instant::now();
+        s.signal("TERM");
+        assert_eq!(
+            s.wait_exit(Duration::from_secs(15)).unwrap().code(),
+            Some(0)
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{name}: shutdown took {:?}",
+            t.elapsed()
+        );
+        let stopped = s
+            .output()
+            .into_iter()
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .find(|v| v["message"] == "error reporting stopped")
+            .expect("the delivery counters are logged");
+        let lost = stopped["failed"].as_u64().unwrap() + stopped["dropped"].as_u64().unwrap();
+        assert_eq!(stopped["sent"], 0, "{name}");
+        assert!(lost >= 1, "{name}: {stopped}");
+    }
+}
+
+/// A real Sentry-protocol server accepts and stores the events of both starters.
+#[test]
+fn bugsink_stores_the_events_of_both_starters() {
+    let bugsink = Bugsink::start();
+    for kind in Kind::ALL {
+        let mut s = Starter::spawn(kind, &[("SENTRY_DSN", &bugsink.dsn)]);
+        let err_id = format!("bugsink-err-{}", kind.bin_name());
+        let panic_id = format!("bugsink-panic-{}", kind.bin_name());
+        s.request(
+            "GET",
+            "/demo/error",
+            &[("x-request-id", &err_id), SECRET_HEADERS[0]],
+            b"",
+        )
+        .unwrap();
+        s.request(
+            "GET",
+            "/demo/panic",
+            &[("x-request-id", &panic_id), SECRET_HEADERS[1]],
+            b"",
+        )
+        .unwrap();
+        s.signal("TERM"); // flushes on the way out
+        assert_eq!(
+            s.wait_exit(Duration::from_secs(15)).unwrap().code(),
+            Some(0)
+        );
+        assert!(
+            s.output()
+                .iter()
+                .any(|l| l.contains("error reporting stopped") && l.contains("\"sent\":2")),
+            "{:?}",
+            s.output()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stored = Vec::new();
+        while Instant::now() < deadline {
+            stored = bugsink.events();
+            let ids: Vec<String> = stored
+                .iter()
+                .map(|e| e["data"]["tags"].to_string())
+                .collect();
+            if ids.iter().any(|t| t.contains(&err_id)) && ids.iter().any(|t| t.contains(&panic_id))
+            {
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        let text = serde_json::to_string(&stored).unwrap();
+        assert!(text.contains(&err_id) && text.contains(&panic_id), "{text}");
+        assert!(!text.contains("s3cr3t"));
+    }
+    assert_eq!(bugsink.events().len(), 4);
+}
