@@ -152,6 +152,7 @@ pub struct Starter {
     pub addr: SocketAddr,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Starter {
@@ -164,13 +165,14 @@ impl Starter {
             .expect("spawn starter");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<String>();
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().expect("stderr")),
         ] {
             let lines = lines.clone();
             let tx = tx.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if std::env::var_os("TEST_LOG").is_some() {
                         eprintln!("[starter] {line}");
@@ -178,7 +180,7 @@ impl Starter {
                     lines.lock().expect("lines").push(line.clone());
                     let _ = tx.send(line);
                 }
-            });
+            }));
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
@@ -204,6 +206,7 @@ impl Starter {
             addr,
             child,
             lines,
+            readers,
         };
         let ready = Instant::now() + Duration::from_secs(10);
         while Instant::now() < ready {
@@ -256,11 +259,15 @@ impl Starter {
         assert!(ok, "kill -{name} failed");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, then for its last output lines to be read.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(s) = self.child.try_wait().expect("try_wait") {
+                // The pipes close at exit: the readers end once they have read everything.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -4,7 +4,7 @@
 pub mod config;
 pub mod health;
 pub mod layer;
-mod logging;
+pub mod logging;
 mod ops;
 pub mod problem;
 pub mod recorder;

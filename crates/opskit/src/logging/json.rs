@@ -18,11 +18,11 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Formats span and event fields as `"key":value` pairs separated by commas.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct FlatJsonFields;
+pub struct FlatJsonFields;
 
 /// Formats one event per line as a flat JSON object.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct FlatJson;
+pub struct FlatJson;
 
 impl<'w> FormatFields<'w> for FlatJsonFields {
     fn format_fields<R: tracing_subscriber::field::RecordFields>(

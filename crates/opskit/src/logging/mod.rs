@@ -1,7 +1,30 @@
-//! Installs the process' log subscriber: JSON lines (or pretty text) on stdout
-//! through a bounded, non-blocking writer.
+//! The log subscriber: JSON lines (or pretty text) on stdout through a
+//! bounded, non-blocking writer. [`init`](crate::init) installs it; users who
+//! compose their own subscriber can use [`json_layer`].
+//!
+//! ```
+//! use tracing_subscriber::layer::SubscriberExt;
+//! let subscriber = tracing_subscriber::registry().with(opskit::logging::json_layer(std::io::stderr));
+//! tracing::subscriber::with_default(subscriber, || tracing::info!(answer = 42, "hello"));
+//! ```
 
 mod json;
+
+pub use json::{FlatJson, FlatJsonFields};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::registry::LookupSpan;
+
+/// A `tracing-subscriber` layer writing opskit's flat JSON lines to `writer`.
+pub fn json_layer<S, W>(writer: W) -> tracing_subscriber::fmt::Layer<S, FlatJsonFields, FlatJson, W>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(FlatJsonFields)
+        .event_format(FlatJson)
+        .with_writer(writer)
+}
 
 use crate::config::{LogFormat, Settings};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
@@ -35,14 +58,7 @@ pub(crate) fn install(
     };
     let registry = tracing_subscriber::registry().with(filter).with(crumbs);
     let result = match settings.log_format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .fmt_fields(json::FlatJsonFields)
-                    .event_format(json::FlatJson)
-                    .with_writer(writer),
-            )
-            .try_init(),
+        LogFormat::Json => registry.with(json_layer(writer)).try_init(),
         LogFormat::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()

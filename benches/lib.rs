@@ -1,0 +1,40 @@
+//! Shared pieces of the benches: the routers, the request, the subscribers.
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::routing::get;
+use axum::Router;
+use http::Request;
+
+/// A small router like the starters': one route with a path parameter.
+pub fn bare_router() -> Router {
+    Router::new().route(
+        "/users/{id}",
+        get(|Path(id): Path<String>| async move { id }),
+    )
+}
+
+/// A realistic request: user agent, accept, x-forwarded-for, traceparent.
+pub fn request() -> Request<Body> {
+    Request::builder()
+        .uri("/users/7")
+        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench/1.0")
+        .header("accept", "application/json")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(Body::empty())
+        .expect("a valid request")
+}
+
+/// A non-blocking writer into `io::sink`, as `init` sets up for stdout.
+pub fn sink_writer() -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::sink())
+}
