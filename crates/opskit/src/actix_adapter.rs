@@ -1,6 +1,6 @@
 //! Actix-web adapter: middleware, operational routes and the graceful server.
 
-use crate::health::{Health, Probe};
+use crate::health::{Probe, ProbeResponse};
 use crate::recorder::{Outcome, Recorder, Started};
 use crate::Ops;
 use actix_web::body::MessageBody;
@@ -10,7 +10,7 @@ use actix_web::dev::{
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::http::{Method, Uri};
-use actix_web::{web, HttpMessage, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::{ready, Ready};
 use futures_util::FutureExt;
 use std::fmt;
@@ -21,29 +21,53 @@ use std::pin::Pin;
 use std::rc::Rc;
 use tracing::Instrument;
 
-fn probe_response(health: &Health, probe: Probe) -> HttpResponse {
-    let p = health.probe(probe);
+fn to_response(p: ProbeResponse) -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
-        .content_type("text/plain; charset=utf-8")
+        .content_type(p.content_type)
         .body(p.body)
 }
 
 impl<C: Send + Sync + 'static> Ops<C> {
-    /// The operational endpoints for `App::configure`: `/livez`, `/readyz`, `/startupz`.
+    /// The operational endpoints for `App::configure`: `/livez`, `/readyz`,
+    /// `/startupz` (each also `/{probe}/{check}`, with `?verbose` and
+    /// `?exclude=`), and `/health`, under `OPSKIT_HEALTH_PREFIX`.
     pub fn actix_routes(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let health = self.health().clone();
+        let prefix = self.settings().health_prefix.clone();
         move |cfg: &mut web::ServiceConfig| {
-            for (path, probe) in [
-                ("/livez", Probe::Live),
-                ("/readyz", Probe::Ready),
-                ("/startupz", Probe::Startup),
+            for (name, probe) in [
+                ("livez", Probe::Live),
+                ("readyz", Probe::Ready),
+                ("startupz", Probe::Startup),
+                ("health", Probe::Report),
             ] {
                 let h = health.clone();
                 cfg.route(
-                    path,
-                    web::get().to(move || {
+                    &format!("{prefix}/{name}"),
+                    web::get().to(move |req: HttpRequest| {
                         let h = h.clone();
-                        async move { probe_response(&h, probe) }
+                        async move {
+                            let auth = req
+                                .headers()
+                                .get(actix_web::http::header::AUTHORIZATION)
+                                .map(|v| v.as_bytes());
+                            let q = Some(req.query_string()).filter(|q| !q.is_empty());
+                            to_response(h.respond(probe, None, q, auth).await)
+                        }
+                    }),
+                );
+                if probe == Probe::Report {
+                    continue;
+                }
+                let h = health.clone();
+                cfg.route(
+                    &format!("{prefix}/{name}/{{check}}"),
+                    web::get().to(move |check: web::Path<String>, req: HttpRequest| {
+                        let h = h.clone();
+                        async move {
+                            let q = Some(req.query_string()).filter(|q| !q.is_empty());
+                            to_response(h.respond(probe, Some(&check), q, None).await)
+                        }
                     }),
                 );
             }

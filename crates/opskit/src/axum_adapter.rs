@@ -1,21 +1,56 @@
 //! Axum adapter: operational routes and the graceful server.
 
-use crate::health::{Health, Probe};
+use crate::health::{Health, Probe, ProbeResponse};
 use crate::Ops;
+use axum::extract::{Path, RawQuery};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
 
-fn probe_response(health: &Health, probe: Probe) -> Response {
-    let p = health.probe(probe);
+fn to_response(p: ProbeResponse) -> Response {
     (
         StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(header::CONTENT_TYPE, p.content_type)],
         p.body,
     )
         .into_response()
+}
+
+fn probe_routes<S: Clone + Send + Sync + 'static>(health: &Health, prefix: &str) -> Router<S> {
+    let mut router = Router::new();
+    for (name, probe) in [
+        ("livez", Probe::Live),
+        ("readyz", Probe::Ready),
+        ("startupz", Probe::Startup),
+        ("health", Probe::Report),
+    ] {
+        let h = health.clone();
+        router = router.route(
+            &format!("{prefix}/{name}"),
+            get(move |RawQuery(q): RawQuery, headers: HeaderMap| {
+                let h = h.clone();
+                async move {
+                    let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+                    to_response(h.respond(probe, None, q.as_deref(), auth).await)
+                }
+            }),
+        );
+        if probe == Probe::Report {
+            continue;
+        }
+        let h = health.clone();
+        router = router.route(
+            &format!("{prefix}/{name}/{{check}}"),
+            get(move |Path(check): Path<String>, RawQuery(q): RawQuery| {
+                let h = h.clone();
+                async move { to_response(h.respond(probe, Some(&check), q.as_deref(), None).await) }
+            }),
+        );
+    }
+    router
 }
 
 /// Why [`Ops::serve`] failed.
@@ -28,25 +63,13 @@ pub enum ServeError {
 }
 
 impl<C: Send + Sync + 'static> Ops<C> {
-    /// The operational endpoints: `/livez`, `/readyz`, `/startupz`.
+    /// The operational endpoints: `/livez`, `/readyz`, `/startupz` (each also
+    /// `/{probe}/{check}`, with `?verbose` and `?exclude=`), and `/health`,
+    /// under `OPSKIT_HEALTH_PREFIX`.
     ///
     /// Merge them into the application's router: `app.merge(ops.routes())`.
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        let h = self.health().clone();
-        let (live, ready, startup) = (h.clone(), h.clone(), h);
-        Router::new()
-            .route(
-                "/livez",
-                get(move || async move { probe_response(&live, Probe::Live) }),
-            )
-            .route(
-                "/readyz",
-                get(move || async move { probe_response(&ready, Probe::Ready) }),
-            )
-            .route(
-                "/startupz",
-                get(move || async move { probe_response(&startup, Probe::Startup) }),
-            )
+        probe_routes(self.health(), &self.settings().health_prefix)
     }
 
     /// Serves `app` on `listener` until SIGTERM/SIGINT (or

@@ -81,6 +81,7 @@ pub struct Builder {
     dotenv: Option<PathBuf>,
     name: Option<String>,
     version: Option<String>,
+    commit: Option<String>,
     no_logging: bool,
     #[cfg(feature = "sentry")]
     before_send: Option<crate::report::BeforeSend>,
@@ -106,6 +107,13 @@ impl Builder {
     pub fn service(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self.version = Some(version.into());
+        self
+    }
+
+    /// The commit shown in `/health` (e.g. `option_env!("GIT_COMMIT")` at build
+    /// time); `OPSKIT_COMMIT` wins.
+    pub fn commit(mut self, commit: impl Into<String>) -> Self {
+        self.commit = Some(commit.into());
         self
     }
 
@@ -218,9 +226,22 @@ impl Builder {
             tracing::warn!("SENTRY_DSN is set but opskit was built without the `sentry` feature; errors are not reported");
         }
         let shutdown = Shutdown::new();
+        let health = Health::new(shutdown.clone()).with_identity(
+            crate::health::Identity {
+                service: service.name.clone(),
+                version: service.version.clone(),
+                commit: settings
+                    .commit
+                    .clone()
+                    .or(self.commit)
+                    .unwrap_or_else(|| "unknown".to_owned()),
+                environment: service.environment.clone(),
+            },
+            settings.health_token.clone(),
+        );
         Ok(Ops {
             inner: Arc::new(Inner {
-                health: Health::new(shutdown.clone()),
+                health,
                 shutdown,
                 layer: crate::layer::OpsLayer::new(recorder.clone()),
                 recorder,
@@ -379,6 +400,7 @@ impl<C> Ops<C> {
     /// Logs that the server listens and marks start-up as done.
     pub(crate) fn announce(&self, addr: Option<std::net::SocketAddr>, framework: &'static str) {
         self.health().mark_started();
+        self.health().start_refreshing();
         tracing::info!(
             address = addr.map(|a| a.to_string()).unwrap_or_default(),
             service = %self.service().name,

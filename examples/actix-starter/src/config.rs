@@ -11,6 +11,8 @@ pub struct Config {
     pub secret: Option<Secret>,
     /// `APP_DATABASE_URL`: PostgreSQL URL.
     pub database_url: Option<Url>,
+    /// `APP_REDIS_URL`: Redis URL.
+    pub redis_url: Option<Url>,
     /// `APP_GREETING`: what `GET /` says.
     #[serde(default = "default_greeting")]
     pub greeting: String,
@@ -40,7 +42,13 @@ const VARS: &[VarSpec] = &[
         "APP_DATABASE_URL",
         "a postgres:// URL",
         None,
-        "PostgreSQL the starter depends on.",
+        "PostgreSQL the starter depends on (a readiness check).",
+    ),
+    VarSpec::new(
+        "APP_REDIS_URL",
+        "a redis:// URL",
+        None,
+        "Redis the starter depends on (a readiness check).",
     ),
     VarSpec::new(
         "APP_GREETING",
@@ -68,6 +76,7 @@ impl AppConfig for Config {
             self.database_url.as_ref(),
             &["postgres", "postgresql"],
         );
+        v.url_scheme("redis_url", self.redis_url.as_ref(), &["redis", "rediss"]);
         v.range("slow_max_ms", self.slow_max_ms, 0..=600_000);
     }
 }

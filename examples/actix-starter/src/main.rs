@@ -7,8 +7,10 @@ use actix_web::{web, App};
 async fn main() {
     let ops = opskit::Builder::new()
         .service(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+        .commit(option_env!("GIT_COMMIT").unwrap_or("unknown"))
         .init::<Config>()
         .unwrap_or_else(|e| e.exit());
+    actix_starter::register_checks(&ops);
     let listener = match ops.bind_std() {
         Ok(l) => l,
         Err(e) => {

@@ -8,6 +8,21 @@ mod config;
 
 pub use config::Config;
 
+/// Registers the starter's health checks: its dependencies when configured
+/// (critical: readiness fails without them) and free disk space (a warning).
+pub fn register_checks(ops: &Ops<Config>) {
+    use opskit::health::checks;
+    if let Some(url) = &ops.app().database_url {
+        ops.health()
+            .register(checks::postgres("postgres", url.as_str()));
+    }
+    if let Some(url) = &ops.app().redis_url {
+        ops.health().register(checks::redis("redis", url.as_str()));
+    }
+    ops.health()
+        .register(checks::disk_free("disk", ".", 64 << 20).critical(false));
+}
+
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};

@@ -6,8 +6,10 @@ use axum_starter::Config;
 async fn main() {
     let ops = opskit::Builder::new()
         .service(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+        .commit(option_env!("GIT_COMMIT").unwrap_or("unknown"))
         .init::<Config>()
         .unwrap_or_else(|e| e.exit());
+    axum_starter::register_checks(&ops);
     let app = axum_starter::app(&ops);
     let listener = match ops.bind().await {
         Ok(l) => l,

@@ -129,6 +129,26 @@ const SENTRY_TIMEOUT: VarSpec = VarSpec::new(
     "Longest time one delivery to Sentry may take (in the background; requests never wait for it).",
 );
 
+const HEALTH_PREFIX: VarSpec = VarSpec::new(
+    "OPSKIT_HEALTH_PREFIX",
+    "a path prefix such as /_ops, or empty",
+    None,
+    "Prefix of the probe paths (`/livez`, `/readyz`, `/startupz`, `/health`).",
+);
+const HEALTH_TOKEN: VarSpec = VarSpec::new(
+    "OPSKIT_HEALTH_TOKEN",
+    "a secret of at least 16 characters",
+    None,
+    "When set, `/health` shows service details and check messages only to `Authorization: Bearer <token>`; status codes stay public.",
+)
+.secret();
+const COMMIT: VarSpec = VarSpec::new(
+    "OPSKIT_COMMIT",
+    "a version-control commit id",
+    None,
+    "Commit shown in `/health`. Unset: the one given in code, else `unknown`.",
+);
+
 /// Every variable of [`Settings`], in the order of the reference.
 pub static VARS: &[VarSpec] = &[
     HOST,
@@ -151,6 +171,9 @@ pub static VARS: &[VarSpec] = &[
     SENTRY_TRACES_SAMPLE_RATE,
     SENTRY_SEND_PII,
     SENTRY_TIMEOUT,
+    HEALTH_PREFIX,
+    HEALTH_TOKEN,
+    COMMIT,
 ];
 
 /// How log lines are written.
@@ -350,6 +373,43 @@ pub struct Settings {
     pub request_id_header: String,
     /// `SENTRY_*`.
     pub sentry: SentrySettings,
+    /// `OPSKIT_HEALTH_PREFIX` (no trailing slash).
+    pub health_prefix: String,
+    /// `OPSKIT_HEALTH_TOKEN`.
+    pub health_token: Option<crate::Secret>,
+    /// `OPSKIT_COMMIT`.
+    pub commit: Option<String>,
+}
+
+/// A path prefix: empty, or `/` followed by path characters, no trailing `/`.
+struct PathPrefix(String);
+
+impl FromVar for PathPrefix {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let v = value.trim().trim_end_matches('/');
+        let ok = v.is_empty()
+            || (v.starts_with('/')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b)));
+        if ok {
+            Ok(Self(v.to_owned()))
+        } else {
+            Err("the value is not a path such as /_ops".to_owned())
+        }
+    }
+}
+
+/// A secret of at least 16 characters.
+struct LongSecret(crate::Secret);
+
+impl FromVar for LongSecret {
+    fn from_var(value: &str) -> Result<Self, String> {
+        if value.chars().count() >= 16 {
+            Ok(Self(crate::Secret::new(value)))
+        } else {
+            Err("the value is too short (value not shown)".to_owned())
+        }
+    }
 }
 
 /// Reads variables and collects every problem.
@@ -427,6 +487,9 @@ impl Settings {
             }),
             _ => None,
         };
+        let health_prefix: Option<PathPrefix> = r.read(&HEALTH_PREFIX);
+        let health_token: Option<LongSecret> = r.read(&HEALTH_TOKEN);
+        let commit = r.read(&COMMIT);
         let access_log = match (access_enabled, access_levels, skip, sample) {
             (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
                 enabled,
@@ -471,6 +534,9 @@ impl Settings {
                 access_log,
                 request_id_header: request_id_header.0,
                 sentry,
+                health_prefix: health_prefix.map(|p| p.0).unwrap_or_default(),
+                health_token: health_token.map(|t| t.0),
+                commit,
             }),
             _ => Err(r.report),
         }

@@ -1,0 +1,235 @@
+//! Health: probe shapes, real dependencies going down and up, and the
+//! readiness-aware shutdown — the same in both starters.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use opskit_conformance::{Kind, Postgres, Redis, Starter};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod axum {
+            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Axum) } )*
+        }
+        mod actix {
+            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Actix) } )*
+        }
+    };
+}
+
+conformance!(
+    probes_have_the_documented_shapes,
+    health_detail_needs_the_token_and_paths_take_a_prefix,
+    a_dependency_going_down_fails_readiness_not_liveness,
+    sigterm_turns_readiness_at_once_and_drops_no_accepted_request,
+);
+
+/// Polls `path` until it answers `status` (or 10 s pass); returns the last status.
+fn wait_status(s: &Starter, path: &str, status: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = s.get(path).unwrap().status;
+        if got == status || Instant::now() > deadline {
+            return got;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn probes_have_the_documented_shapes(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let r = s.get("/readyz?verbose").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "[+]disk ok\nreadyz check passed\n");
+    assert_eq!(s.get("/readyz/disk").unwrap().status, 200);
+    assert_eq!(s.get("/readyz/nope").unwrap().status, 404);
+    assert_eq!(
+        s.get("/livez?verbose").unwrap().text(),
+        "livez check passed\n"
+    );
+    let h = s.get("/health").unwrap();
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-type"), Some("application/json"));
+    let v = h.json();
+    assert_eq!(v["status"], "pass");
+    assert_eq!(v["service"], kind.bin_name());
+    assert_eq!(v["version"], "0.1.0");
+    assert_eq!(v["environment"], "production");
+    assert!(v["commit"].is_string());
+    assert!(v["uptime_seconds"].as_f64().unwrap() >= 0.0);
+    let disk = &v["checks"]["disk"];
+    assert_eq!(disk["status"], "pass");
+    assert_eq!(disk["critical"], false);
+    assert!(disk["duration_ms"].is_number());
+    assert!(disk["last_run"].as_str().unwrap().ends_with('Z'));
+}
+
+fn health_detail_needs_the_token_and_paths_take_a_prefix(kind: Kind) {
+    let token = "probe-token-0123456789";
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_HEALTH_TOKEN", token),
+            ("OPSKIT_HEALTH_PREFIX", "/_ops"),
+        ],
+    );
+    assert_eq!(s.get("/livez").unwrap().status, 404);
+    assert_eq!(s.get("/_ops/livez").unwrap().status, 200);
+    assert_eq!(s.get("/_ops/readyz").unwrap().status, 200);
+    let anon = s.get("/_ops/health").unwrap();
+    assert_eq!(
+        (anon.status, anon.json()),
+        (200, serde_json::json!({"status": "pass"}))
+    );
+    let bearer = format!("Bearer {token}");
+    let authed = s
+        .request("GET", "/_ops/health", &[("Authorization", &bearer)], b"")
+        .unwrap();
+    assert_eq!(authed.json()["checks"]["disk"]["status"], "pass");
+    for line in s.output() {
+        assert!(!line.contains(token), "token logged: {line}");
+    }
+}
+
+fn a_dependency_going_down_fails_readiness_not_liveness(kind: Kind) {
+    let pg = Postgres::start();
+    let mut redis = Redis::start();
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("APP_DATABASE_URL", &pg.url()),
+            ("APP_REDIS_URL", &redis.url()),
+        ],
+    );
+    assert_eq!(wait_status(&s, "/readyz", 200), 200);
+    let v = s.get("/health").unwrap().json();
+    assert_eq!(v["checks"]["postgres"]["status"], "pass", "{v}");
+    assert_eq!(v["checks"]["redis"]["status"], "pass", "{v}");
+
+    pg.stop();
+    assert_eq!(wait_status(&s, "/readyz", 503), 503);
+    assert_eq!(
+        s.get("/livez").unwrap().status,
+        200,
+        "liveness never follows dependencies"
+    );
+    let h = s.get("/health").unwrap();
+    assert_eq!(h.status, 503);
+    let v = h.json();
+    assert_eq!(v["status"], "fail");
+    assert_eq!(v["checks"]["postgres"]["status"], "fail");
+    assert!(v["checks"]["postgres"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("cannot connect"));
+    assert!(!h.text().contains(&pg.url()), "no URL in messages");
+    assert_eq!(v["checks"]["redis"]["status"], "pass");
+    assert_eq!(s.get("/readyz/postgres").unwrap().status, 503);
+    assert_eq!(s.get("/readyz/redis").unwrap().status, 200);
+    let verbose = s.get("/readyz?verbose").unwrap().text();
+    assert!(
+        verbose.contains("[-]postgres failed: reason withheld"),
+        "{verbose}"
+    );
+
+    pg.resume();
+    assert_eq!(
+        wait_status(&s, "/readyz", 200),
+        200,
+        "recovers when PostgreSQL is back"
+    );
+
+    redis.kill();
+    assert_eq!(wait_status(&s, "/readyz", 503), 503);
+    assert_eq!(
+        s.get("/health").unwrap().json()["checks"]["redis"]["status"],
+        "fail"
+    );
+    redis.resume();
+    assert_eq!(
+        wait_status(&s, "/readyz", 200),
+        200,
+        "recovers when Redis is back"
+    );
+}
+
+/// One request on a new connection: `Err(true)` if it was never accepted
+/// (connection refused), `Err(false)` if it was accepted and then lost.
+fn one_request(addr: std::net::SocketAddr, path: &str) -> Result<u16, bool> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|_| true)?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|_| false)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|_| false)?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or(false)?;
+    // The whole body arrived (the handler answers JSON with the user).
+    if path == "/users/1" && status == 200 && !text.contains("\"name\":\"user-1\"") {
+        return Err(false);
+    }
+    Ok(status)
+}
+
+fn sigterm_turns_readiness_at_once_and_drops_no_accepted_request(kind: Kind) {
+    let mut s = Starter::spawn(kind, &[("OPSKIT_SHUTDOWN_DELAY", "1500ms")]);
+    let addr = s.addr;
+    // A steady request loop, as a load balancer sends until readiness fails
+    // and the delay has let it notice.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let traffic = {
+        let (stop, ok, lost) = (stop.clone(), ok.clone(), lost.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                match one_request(addr, "/users/1") {
+                    Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(_) | Err(false) => lost.fetch_add(1, Ordering::Relaxed),
+                    Err(true) => 0, // not accepted: the listener is closed
+                };
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let before = ok.load(Ordering::Relaxed);
+    assert!(before > 0);
+    s.signal("TERM");
+    let signalled = Instant::now();
+    let mut turned = None;
+    while signalled.elapsed() < Duration::from_secs(1) {
+        if one_request(addr, "/readyz") == Ok(503) {
+            turned = Some(signalled.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let turned = turned.expect("readiness turned 503 during the delay");
+    assert!(
+        turned < Duration::from_millis(100),
+        "readiness took {turned:?}"
+    );
+    assert_eq!(one_request(addr, "/livez"), Ok(200));
+    // The load balancer has noticed: stop sending, then let the server drain.
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Release);
+    traffic.join().unwrap();
+    let status = s.wait_exit(Duration::from_secs(15)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        lost.load(Ordering::Relaxed),
+        0,
+        "an accepted request was dropped"
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > before,
+        "requests were served during the delay"
+    );
+}
