@@ -9,18 +9,7 @@ use serde_json::Value;
 use std::thread;
 use std::time::{Duration, Instant};
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod axum {
-            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Axum) } )*
-        }
-        mod actix {
-            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Actix) } )*
-        }
-    };
-}
-
-conformance!(
+opskit_conformance::conformance!(
     one_event_per_failure_with_request_context_and_no_secrets,
     client_ip_only_with_send_pii,
     a_dead_sentry_costs_nothing_but_a_counter,

@@ -6,19 +6,7 @@ use opskit_conformance::{run_to_exit, Kind, Starter};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Generates one `#[test]` per starter for each case.
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod axum {
-            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Axum) } )*
-        }
-        mod actix {
-            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Actix) } )*
-        }
-    };
-}
-
-conformance!(
+opskit_conformance::conformance!(
     serves_the_starter_routes,
     panics_become_problem_responses_and_the_service_keeps_serving,
     invalid_config_reports_every_variable_without_secrets,

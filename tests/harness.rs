@@ -12,6 +12,20 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Generates one `#[test]` per starter (`mod axum`, `mod actix`) for each
+/// case, a function taking the [`Kind`]: the same assertions run against both.
+#[macro_export]
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod axum {
+            $( #[test] fn $case() { super::$case($crate::Kind::Axum) } )*
+        }
+        mod actix {
+            $( #[test] fn $case() { super::$case($crate::Kind::Actix) } )*
+        }
+    };
+}
+
 /// Which starter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -10,18 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod axum {
-            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Axum) } )*
-        }
-        mod actix {
-            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Actix) } )*
-        }
-    };
-}
-
-conformance!(
+opskit_conformance::conformance!(
     probes_have_the_documented_shapes,
     health_detail_needs_the_token_and_paths_take_a_prefix,
     a_dependency_going_down_fails_readiness_not_liveness,

@@ -7,18 +7,7 @@ use serde_json::Value;
 use std::thread;
 use std::time::{Duration, Instant};
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod axum {
-            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Axum) } )*
-        }
-        mod actix {
-            $( #[test] fn $case() { super::$case(opskit_conformance::Kind::Actix) } )*
-        }
-    };
-}
-
-conformance!(
+opskit_conformance::conformance!(
     access_log_line_carries_the_request_id_route_and_status,
     malformed_request_ids_are_replaced,
     exactly_one_line_per_request_at_the_level_of_its_outcome,

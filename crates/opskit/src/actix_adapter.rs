@@ -198,28 +198,20 @@ fn header_str(v: &Option<HeaderValue>) -> Option<&str> {
 
 impl Captured {
     fn outcome(&self, status: u16, aborted: bool) -> Outcome<'_> {
-        Outcome {
-            method: self.method.as_str(),
-            path: self.uri.path(),
-            route: self.route.as_deref(),
+        #[cfg(feature = "sentry")]
+        let report = self.report_headers.each_ref().map(header_str);
+        #[cfg(not(feature = "sentry"))]
+        let report = [None; 3];
+        Outcome::captured(
+            self.method.as_str(),
+            self.uri.path(),
+            self.route.as_deref(),
             status,
-            client: self.client,
-            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            self.client,
+            self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             aborted,
-            #[cfg(feature = "sentry")]
-            host: header_str(&self.report_headers[0]),
-            #[cfg(feature = "sentry")]
-            accept: header_str(&self.report_headers[1]),
-            #[cfg(feature = "sentry")]
-            content_type: header_str(&self.report_headers[2]),
-            #[cfg(not(feature = "sentry"))]
-            host: None,
-            #[cfg(not(feature = "sentry"))]
-            accept: None,
-            #[cfg(not(feature = "sentry"))]
-            content_type: None,
-            panic: None,
-        }
+            report,
+        )
     }
 }
 

@@ -73,6 +73,35 @@ pub struct Outcome<'a> {
 }
 
 impl<'a> Outcome<'a> {
+    /// The outcome an adapter builds from what it captured; `report_headers`
+    /// are Host, Accept and Content-Type (read only for error reports).
+    #[allow(clippy::too_many_arguments)]
+    pub fn captured(
+        method: &'a str,
+        path: &'a str,
+        route: Option<&'a str>,
+        status: u16,
+        client: Option<IpAddr>,
+        user_agent: Option<&'a str>,
+        aborted: bool,
+        report_headers: [Option<&'a str>; 3],
+    ) -> Self {
+        let [host, accept, content_type] = report_headers;
+        Self {
+            method,
+            path,
+            route,
+            status,
+            client,
+            user_agent,
+            aborted,
+            host,
+            accept,
+            content_type,
+            panic: None,
+        }
+    }
+
     /// An outcome with status 200 and nothing else known.
     pub fn new(method: &'a str, path: &'a str) -> Self {
         Self {
