@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 opskit_conformance::conformance!(
     one_event_per_failure_with_request_context_and_no_secrets,
     client_ip_only_with_send_pii,
+    sampled_requests_become_transactions,
     a_dead_sentry_costs_nothing_but_a_counter,
 );
 
@@ -142,6 +143,34 @@ fn client_ip_only_with_send_pii(kind: Kind) {
         .unwrap();
     let events = rx.wait_for_events(1, Duration::from_secs(10));
     assert_eq!(events[0]["user"]["ip_address"], "127.0.0.1");
+}
+
+fn sampled_requests_become_transactions(kind: Kind) {
+    let rx = SentryReceiver::start();
+    let mut s = Starter::spawn(
+        kind,
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("SENTRY_TRACES_SAMPLE_RATE", "1"),
+        ],
+    );
+    s.request("GET", "/users/5", &[("x-request-id", "tx-1")], b"")
+        .unwrap();
+    s.signal("TERM");
+    s.wait_exit(Duration::from_secs(10)).unwrap();
+    let txs: Vec<Value> = rx
+        .envelopes()
+        .into_iter()
+        .flat_map(|e| e.transactions)
+        .collect();
+    let tx = txs
+        .iter()
+        .find(|t| t["tags"]["request_id"] == "tx-1")
+        .unwrap_or_else(|| panic!("no transaction for the request: {txs:?}"));
+    assert_eq!(tx["transaction"], "GET /users/{id}");
+    assert_eq!(tx["contexts"]["trace"]["op"], "http.server");
+    assert_eq!(tx["contexts"]["trace"]["status"], "ok");
+    assert!(rx.events().is_empty(), "a 200 is no error event");
 }
 
 /// Times `n` failing requests.

@@ -430,6 +430,8 @@ pub struct Envelope {
     pub raw: String,
     /// The `event` items, parsed.
     pub events: Vec<serde_json::Value>,
+    /// The `transaction` items, parsed.
+    pub transactions: Vec<serde_json::Value>,
 }
 
 /// A test-side Sentry ingest endpoint: parses envelopes exactly as the SDK
@@ -533,12 +535,15 @@ fn read_envelope(mut stream: TcpStream) -> Option<Envelope> {
     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
     let raw = String::from_utf8_lossy(&body).into_owned();
     let mut events = Vec::new();
+    let mut transactions = Vec::new();
     let mut items = raw.lines().skip(1); // the envelope header
     while let Some(item_header) = items.next() {
         let header: serde_json::Value = serde_json::from_str(item_header).ok()?;
         let payload = items.next().unwrap_or("");
         if header["type"] == "event" {
             events.push(serde_json::from_str(payload).ok()?);
+        } else if header["type"] == "transaction" {
+            transactions.push(serde_json::from_str(payload).ok()?);
         }
     }
     Some(Envelope {
@@ -546,6 +551,7 @@ fn read_envelope(mut stream: TcpStream) -> Option<Envelope> {
         auth,
         raw,
         events,
+        transactions,
     })
 }
 

@@ -211,6 +211,7 @@ impl Recorder {
                 let crumbs = crate::report::take_breadcrumbs(&started.span);
                 reporter.report_request(outcome, &started.request_id, crumbs);
             }
+            reporter.maybe_send_transaction(outcome, &started.request_id, started.at.elapsed());
         }
         let a = &self.access;
         if !a.enabled {

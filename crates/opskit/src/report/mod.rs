@@ -46,6 +46,9 @@ pub struct Reporter {
     client: Arc<sentry::Client>,
     stats: Arc<DeliveryStats>,
     send_pii: bool,
+    traces_sample_rate: f64,
+    release: Arc<str>,
+    environment: Arc<str>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -79,8 +82,8 @@ impl Reporter {
             .clone()
             .unwrap_or_else(|| service.environment.clone());
         let mut options = sentry::ClientOptions::new()
-            .release(release)
-            .environment(environment)
+            .release(release.clone())
+            .environment(environment.clone())
             .sample_rate(settings.sample_rate as f32)
             .send_default_pii(settings.send_pii)
             .shutdown_timeout(Duration::from_secs(2))
@@ -94,7 +97,58 @@ impl Reporter {
             client: Arc::new(sentry::Client::with_options(options)),
             stats,
             send_pii: settings.send_pii,
+            traces_sample_rate: settings.traces_sample_rate,
+            release: release.into(),
+            environment: environment.into(),
         })
+    }
+
+    /// Sends an `http.server` transaction for a share
+    /// (`SENTRY_TRACES_SAMPLE_RATE`) of requests.
+    pub fn maybe_send_transaction(
+        &self,
+        outcome: &Outcome<'_>,
+        request_id: &RequestId,
+        took: Duration,
+    ) {
+        if self.traces_sample_rate <= 0.0 || fastrand::f64() >= self.traces_sample_rate {
+            return;
+        }
+        let method = known_method(outcome.method).unwrap_or("_OTHER");
+        let end = std::time::SystemTime::now();
+        let mut contexts = Map::new();
+        contexts.insert(
+            "trace".to_owned(),
+            Context::Trace(Box::new(sentry::protocol::TraceContext {
+                op: Some("http.server".to_owned()),
+                status: Some(if outcome.status >= 500 {
+                    sentry::protocol::SpanStatus::InternalError
+                } else {
+                    sentry::protocol::SpanStatus::Ok
+                }),
+                ..Default::default()
+            })),
+        );
+        let mut tags = Map::new();
+        tags.insert("request_id".to_owned(), request_id.as_str().to_owned());
+        tags.insert(
+            "http.response.status_code".to_owned(),
+            outcome.status.to_string(),
+        );
+        let transaction = sentry::protocol::Transaction {
+            name: Some(format!(
+                "{method} {}",
+                outcome.route.unwrap_or(outcome.path)
+            )),
+            release: Some(self.release.to_string().into()),
+            environment: Some(self.environment.to_string().into()),
+            tags,
+            start_timestamp: end.checked_sub(took).unwrap_or(end),
+            timestamp: Some(end),
+            contexts,
+            ..Default::default()
+        };
+        self.client.send_envelope(transaction.into());
     }
 
     /// Delivery counters: sent, failed, dropped.
