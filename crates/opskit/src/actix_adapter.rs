@@ -118,8 +118,8 @@ impl<C: Send + Sync + 'static> Ops<C> {
         });
         self.announce(addr, "actix");
         server.await?;
-        self.flush();
         tracing::info!("server stopped");
+        self.finish_telemetry();
         Ok(())
     }
 }

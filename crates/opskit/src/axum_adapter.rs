@@ -100,8 +100,8 @@ impl<C: Send + Sync + 'static> Ops<C> {
             res = server => res?,
             () = deadline => tracing::warn!("shutdown timeout reached with requests still in flight; exiting anyway"),
         }
-        self.flush();
         tracing::info!("server stopped");
+        self.finish_telemetry();
         Ok(())
     }
 }

@@ -250,7 +250,7 @@ impl Builder {
                 reporter,
                 settings,
                 service,
-                _log_guard: log_guard,
+                log_guard: std::sync::Mutex::new(log_guard),
             }),
             app: Arc::new(app),
         })
@@ -276,17 +276,27 @@ struct Inner {
     dropped_log_lines: Option<tracing_appender::non_blocking::ErrorCounter>,
     #[cfg(feature = "sentry")]
     reporter: Option<crate::report::Reporter>,
-    // Dropped last, when the final `Ops` clone goes: flushes buffered log lines.
-    _log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    // Taken (flushing buffered log lines) by `finish_telemetry`, at the end of
+    // `serve`, or when the final `Ops` clone goes.
+    log_guard: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Before the log guard goes: the reporter logs its counters.
+impl Inner {
+    /// Flushes and closes error reporting, then flushes the log. Idempotent.
+    fn finish_telemetry(&self) {
         #[cfg(feature = "sentry")]
         if let Some(r) = &self.reporter {
             r.close(std::time::Duration::from_secs(2));
         }
+        if let Ok(mut guard) = self.log_guard.lock() {
+            drop(guard.take());
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.finish_telemetry();
     }
 }
 
@@ -349,13 +359,20 @@ impl<C> Ops<C> {
         self.inner.reporter.as_ref()
     }
 
-    /// Waits (up to 2 s) for queued error events to be delivered; the
-    /// servers call it once they have drained.
+    /// Waits (up to 2 s) for queued error events to be delivered.
     pub fn flush(&self) {
         #[cfg(feature = "sentry")]
         if let Some(r) = &self.inner.reporter {
             r.flush(std::time::Duration::from_secs(2));
         }
+    }
+
+    /// The end of a server's life: flushes and closes error reporting (its
+    /// delivery counters are logged), then flushes buffered log lines.
+    /// `serve` and `serve_actix` call it before they return; log lines written
+    /// after it may be lost.
+    pub fn finish_telemetry(&self) {
+        self.inner.finish_telemetry();
     }
 
     /// Log lines dropped so far because stdout could not keep up (the writer

@@ -49,6 +49,7 @@ pub struct Reporter {
     traces_sample_rate: f64,
     release: Arc<str>,
     environment: Arc<str>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -100,6 +101,7 @@ impl Reporter {
             traces_sample_rate: settings.traces_sample_rate,
             release: release.into(),
             environment: environment.into(),
+            closed: Arc::default(),
         })
     }
 
@@ -280,6 +282,9 @@ impl Reporter {
 
     /// Flushes and stops the transport; logs the delivery counters.
     pub(crate) fn close(&self, timeout: Duration) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.client.close(Some(timeout));
         tracing::info!(
             sent = self.stats.sent.load(Ordering::Relaxed),
