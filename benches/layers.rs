@@ -18,7 +18,9 @@ fn main() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    // Timers on, as under `#[tokio::main]`: the request timeout needs them.
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime")
 }
@@ -88,4 +90,69 @@ fn peer_tower_http_trace_and_request_id(b: divan::Bencher<'_, '_>) {
         )
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid));
     drive(b, app);
+}
+
+/// The security policy's cost: opskit's layer with the default headers
+/// (helmet-grade set, CSP, no `Server`) against the same layer with them off.
+/// No subscriber: only the headers differ.
+mod security_headers {
+    use super::drive;
+    use opskit::layer::OpsLayer;
+    use opskit::recorder::Recorder;
+    use opskit::security::{SecurityPolicy, SecuritySettings};
+    use opskit_benches::bare_router;
+
+    /// opskit's layer, security headers off.
+    #[divan::bench]
+    fn opskit_headers_off(b: divan::Bencher<'_, '_>) {
+        let mut off = SecuritySettings::default();
+        off.enabled = false;
+        let layer = OpsLayer::new(Recorder::default(), SecurityPolicy::new(&off));
+        drive(b, bare_router().layer(layer));
+    }
+
+    /// opskit's layer, security headers and request timeout off.
+    #[divan::bench]
+    fn opskit_headers_and_timeout_off(b: divan::Bencher<'_, '_>) {
+        let mut off = SecuritySettings::default();
+        off.enabled = false;
+        off.request_timeout = std::time::Duration::ZERO;
+        let layer = OpsLayer::new(Recorder::default(), SecurityPolicy::new(&off));
+        drive(b, bare_router().layer(layer));
+    }
+
+    /// opskit's layer with its default headers (13 set, 2 removed).
+    #[divan::bench]
+    fn opskit_headers_on(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(OpsLayer::default()));
+    }
+
+    /// The peer way: one tower-http `SetResponseHeaderLayer` per header, the
+    /// same 12 values as opskit sends over plain HTTP (no HSTS there).
+    #[divan::bench]
+    fn peer_set_response_header_chain(b: divan::Bencher<'_, '_>) {
+        use http::{HeaderName, HeaderValue};
+        use tower_http::set_header::SetResponseHeaderLayer;
+        let policy = SecurityPolicy::new(&SecuritySettings::default());
+        let mut headers: Vec<(HeaderName, HeaderValue)> = policy
+            .fixed_headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    HeaderName::from_static(n),
+                    HeaderValue::from_str(v).expect("value"),
+                )
+            })
+            .collect();
+        let (name, csp) = policy.csp(false, None).expect("csp");
+        headers.push((
+            HeaderName::from_static(name),
+            HeaderValue::from_str(&csp).expect("csp"),
+        ));
+        let mut app = bare_router();
+        for (name, value) in headers {
+            app = app.layer(SetResponseHeaderLayer::overriding(name, value));
+        }
+        drive(b, app);
+    }
 }

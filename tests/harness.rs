@@ -342,12 +342,28 @@ pub fn request(
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if !chunked && (!body.is_empty() || method == "POST" || method == "PUT") {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
-    stream.write_all(body)?;
+    if chunked {
+        // 256-byte chunks, then the last (empty) one. A server may answer
+        // and stop reading early: a failed write is not the test's failure.
+        let mut encoded = Vec::new();
+        for chunk in body.chunks(256) {
+            encoded.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            encoded.extend_from_slice(chunk);
+            encoded.extend_from_slice(b"\r\n");
+        }
+        encoded.extend_from_slice(b"0\r\n\r\n");
+        let _ = stream.write_all(&encoded);
+    } else {
+        stream.write_all(body)?;
+    }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
@@ -786,4 +802,81 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A loopback server answering every request with one fixed HTML page: a
+/// second origin (another port) for the browser tests.
+#[derive(Debug)]
+pub struct StaticPage {
+    addr: SocketAddr,
+}
+
+impl StaticPage {
+    /// Serves `html` on an ephemeral loopback port for as long as the test process lives.
+    pub fn start(html: String) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let html = Arc::new(html);
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let html = html.clone();
+                std::thread::spawn(move || {
+                    // Read the request head; the answer is the same whatever it asks.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                        html.len(),
+                        html
+                    );
+                    let _ = stream.write_all(answer.as_bytes());
+                });
+            }
+        });
+        Self { addr }
+    }
+
+    /// The page's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+/// Loads `url` in headless Chromium (Debian's `chromium`, which
+/// `scripts/test` installs) and returns the DOM after `budget_ms` of virtual
+/// time, so that scripts and frames have run.
+pub fn chromium_dump_dom(url: &str, budget_ms: u32) -> String {
+    let profile = std::env::temp_dir().join(format!("opskit-chromium-{}", free_port()));
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium (scripts/test installs Debian's chromium)");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

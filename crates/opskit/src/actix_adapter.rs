@@ -2,6 +2,7 @@
 
 use crate::health::{Probe, ProbeResponse};
 use crate::recorder::{Outcome, Recorder, Started};
+use crate::security::{CorsDecision, CspNonce, SecurityPolicy};
 use crate::Ops;
 use actix_web::body::MessageBody;
 use actix_web::dev::{
@@ -76,7 +77,10 @@ impl<C: Send + Sync + 'static> Ops<C> {
 
     /// The middleware with the whole per-request stack, for `App::wrap`.
     pub fn actix_middleware(&self) -> OpsMiddleware {
-        OpsMiddleware::new(self.recorder().clone())
+        OpsMiddleware::new(
+            self.recorder().clone(),
+            crate::security::SecurityPolicy::new(&self.settings().security),
+        )
     }
 
     /// Runs an Actix server for `factory` on `listener` until SIGTERM/SIGINT,
@@ -128,6 +132,64 @@ impl<C: Send + Sync + 'static> Ops<C> {
 struct Shared {
     recorder: Recorder,
     request_id_header: HeaderName,
+    security: SecurityPolicy,
+    fixed: Vec<(HeaderName, HeaderValue)>,
+    csp_name: HeaderName,
+    csp_plain: Option<HeaderValue>,
+    csp_https: Option<HeaderValue>,
+    hsts: Option<HeaderValue>,
+}
+
+impl Shared {
+    /// Security headers, CORS headers, the request id; no `Server`/`X-Powered-By`.
+    /// (The same steps as the tower layer's, on Actix's header types.)
+    fn decorate(
+        &self,
+        headers: &mut actix_web::http::header::HeaderMap,
+        https: bool,
+        nonce: Option<&CspNonce>,
+        cors: &[(&'static str, String)],
+        request_id: Option<HeaderValue>,
+    ) {
+        let keep = |h: &actix_web::http::header::HeaderMap, name: &HeaderName| {
+            h.contains_key(name) && self.security.is_overridable(name.as_str())
+        };
+        for (name, value) in &self.fixed {
+            if !keep(headers, name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        if !keep(headers, &self.csp_name) {
+            let value = match nonce {
+                None if https => self.csp_https.clone(),
+                None => self.csp_plain.clone(),
+                Some(n) => self
+                    .security
+                    .csp(https, Some(n))
+                    .and_then(|(_, v)| HeaderValue::from_str(&v).ok()),
+            };
+            if let Some(v) = value {
+                headers.insert(self.csp_name.clone(), v);
+            }
+        }
+        if let (true, Some(h)) = (https, &self.hsts) {
+            headers.insert(
+                actix_web::http::header::STRICT_TRANSPORT_SECURITY,
+                h.clone(),
+            );
+        }
+        for name in crate::security::REMOVED_HEADERS {
+            headers.remove(name);
+        }
+        for (name, value) in cors {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.append(HeaderName::from_static(name), v);
+            }
+        }
+        if let Some(v) = request_id {
+            headers.insert(self.request_id_header.clone(), v);
+        }
+    }
 }
 
 /// The Actix middleware; get it from [`Ops::actix_middleware`].
@@ -137,14 +199,38 @@ pub struct OpsMiddleware {
 }
 
 impl OpsMiddleware {
-    /// The middleware around this recorder.
-    pub fn new(recorder: Recorder) -> Self {
+    /// The middleware around this recorder and security policy.
+    pub fn new(recorder: Recorder, security: SecurityPolicy) -> Self {
         let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id"));
+        let fixed = security
+            .fixed_headers()
+            .iter()
+            .filter_map(|(n, v)| Some((HeaderName::from_static(n), HeaderValue::from_str(v).ok()?)))
+            .collect();
+        let csp = |https| {
+            security
+                .csp(https, None)
+                .and_then(|(_, v)| HeaderValue::from_str(&v).ok())
+        };
+        let csp_name = security.csp(false, None).map_or(
+            actix_web::http::header::CONTENT_SECURITY_POLICY,
+            |(n, _)| HeaderName::from_static(n),
+        );
+        let (csp_plain, csp_https) = (csp(false), csp(true));
+        let hsts = security
+            .hsts(true)
+            .and_then(|v| HeaderValue::from_str(v).ok());
         Self {
             shared: Rc::new(Shared {
                 recorder,
                 request_id_header,
+                security,
+                fixed,
+                csp_name,
+                csp_plain,
+                csp_https,
+                hsts,
             }),
         }
     }
@@ -215,6 +301,14 @@ impl Captured {
     }
 }
 
+/// How a request starts: the handler's future, a panic while making it, or
+/// an answer given without the handler.
+enum Start<F> {
+    Call(F),
+    Panicked(Box<dyn std::any::Any + Send>),
+    Early(HttpResponse),
+}
+
 /// Writes the aborted line if the request future is dropped before finishing.
 struct Guard {
     shared: Rc<Shared>,
@@ -243,14 +337,57 @@ where
 
     forward_ready!(service);
 
-    fn call(&self, req: ServiceRequest) -> Self::Future {
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let shared = self.shared.clone();
+        // A body without a declared length (chunked, or HTTP/2 without
+        // Content-Length) is counted as it streams and cut off at the limit.
+        let over = (!req
+            .headers()
+            .contains_key(actix_web::http::header::CONTENT_LENGTH)
+            && (req
+                .headers()
+                .contains_key(actix_web::http::header::TRANSFER_ENCODING)
+                || req.version() == actix_web::http::Version::HTTP_2))
+            .then(|| limit_payload(&mut req, shared.security.body_limit()));
         let started = shared.recorder.start(
             req.headers()
                 .get(&shared.request_id_header)
                 .map(HeaderValue::as_bytes),
         );
         req.extensions_mut().insert(started.request_id.clone());
+        let security = &shared.security;
+        let h = req.headers();
+        let https = security.is_https(
+            h.get("x-forwarded-proto").map(HeaderValue::as_bytes),
+            h.get(actix_web::http::header::FORWARDED)
+                .map(HeaderValue::as_bytes),
+        );
+        let nonce = security.nonce_enabled().then(CspNonce::generate);
+        if let Some(n) = &nonce {
+            req.extensions_mut().insert(n.clone());
+        }
+        let h = req.headers();
+        let cors = security.cors(
+            req.method().as_str(),
+            h.get(actix_web::http::header::ORIGIN)
+                .map(HeaderValue::as_bytes),
+            h.get(actix_web::http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                .map(HeaderValue::as_bytes),
+        );
+        let early: Option<HttpResponse> = match &cors {
+            CorsDecision::Preflight(_) => Some(HttpResponse::NoContent().finish()),
+            _ => security
+                .check_body(
+                    h.get(actix_web::http::header::CONTENT_LENGTH)
+                        .map(HeaderValue::as_bytes),
+                )
+                .map(|p| actix_web::ResponseError::error_response(&p)),
+        };
+        let cors = match cors {
+            CorsDecision::Preflight(h) | CorsDecision::Actual(h) => h,
+            CorsDecision::None => Vec::new(),
+        };
+        let timeout = security.timeout();
         let captured = Captured {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -276,10 +413,16 @@ where
         // `ResponseError`. (Keeping a clone of the `HttpRequest` to build a
         // `ServiceResponse` here would break Actix's router, which needs the
         // request uniquely owned while it matches.)
-        let fut = {
-            let _entered = started.span.enter();
-            let _in_request = crate::layer::InRequest::enter();
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req)))
+        let start = match early {
+            Some(res) => Start::Early(res),
+            None => {
+                let _entered = started.span.enter();
+                let _in_request = crate::layer::InRequest::enter();
+                match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
+                    Ok(fut) => Start::Call(fut),
+                    Err(payload) => Start::Panicked(payload),
+                }
+            }
         };
         let span = started.span.clone();
         let mut guard = Guard {
@@ -290,16 +433,39 @@ where
         };
         Box::pin(
             async move {
-                let outcome = match fut {
-                    Ok(fut) => {
-                        AssertUnwindSafe(crate::layer::InRequestFuture { inner: fut })
-                            .catch_unwind()
-                            .await
+                let outcome = match start {
+                    // A preflight or a refused body: answered without the handler.
+                    Start::Early(res) => Ok(Err(actix_web::error::InternalError::from_response(
+                        "", res,
+                    )
+                    .into())),
+                    Start::Panicked(payload) => Err(payload),
+                    Start::Call(fut) => {
+                        let guarded =
+                            AssertUnwindSafe(crate::layer::InRequestFuture { inner: fut })
+                                .catch_unwind();
+                        match timeout {
+                            Some(t) => match actix_web::rt::time::timeout(t, guarded).await {
+                                Ok(r) => r,
+                                Err(_elapsed) => {
+                                    tracing::warn!(
+                                        timeout_ms = t.as_millis() as u64,
+                                        "request timed out"
+                                    );
+                                    Ok(Err(guard.shared.security.timeout_problem().into()))
+                                }
+                            },
+                            None => guarded.await,
+                        }
                     }
-                    Err(payload) => Err(payload),
                 };
                 let mut panicked = None;
                 let result = match outcome {
+                    // The handler saw its body cut off at the limit: whatever it
+                    // answered (a failed extractor's error, say), the answer is 413.
+                    Ok(_) if over.as_ref().is_some_and(|o| o.get()) => {
+                        Err(guard.shared.security.body_too_large().into())
+                    }
                     Ok(result) => result,
                     Err(payload) => {
                         panicked = Some(payload);
@@ -313,19 +479,28 @@ where
                 };
                 let header =
                     HeaderValue::from_maybe_shared(guard.started.request_id.to_bytes()).ok();
-                let result = match (result, header) {
-                    (Ok(mut res), Some(v)) => {
-                        res.headers_mut()
-                            .insert(guard.shared.request_id_header.clone(), v);
+                let result = match result {
+                    Ok(mut res) => {
+                        guard.shared.decorate(
+                            res.headers_mut(),
+                            https,
+                            nonce.as_ref(),
+                            &cors,
+                            header,
+                        );
                         Ok(res)
                     }
-                    (Err(e), Some(v)) => {
+                    Err(e) => {
                         let mut res = e.error_response();
-                        res.headers_mut()
-                            .insert(guard.shared.request_id_header.clone(), v);
+                        guard.shared.decorate(
+                            res.headers_mut(),
+                            https,
+                            nonce.as_ref(),
+                            &cors,
+                            header,
+                        );
                         Err(actix_web::error::InternalError::from_response(e, res).into())
                     }
-                    (r, None) => r,
                 };
                 let mut outcome = guard.captured.outcome(status, false);
                 outcome.panic = panicked.as_deref().map(crate::layer::panic_message);
@@ -335,4 +510,27 @@ where
             .instrument(span),
         )
     }
+}
+
+/// Replaces the request's payload with one that fails with
+/// `PayloadError::Overflow` past `limit` bytes; the returned flag says it did.
+fn limit_payload(req: &mut ServiceRequest, limit: u64) -> Rc<std::cell::Cell<bool>> {
+    use futures_util::StreamExt;
+    let over = Rc::new(std::cell::Cell::new(false));
+    let flag = over.clone();
+    let mut remaining = limit;
+    let limited = req.take_payload().map(move |chunk| {
+        let chunk = chunk?;
+        let len = chunk.len() as u64;
+        if len > remaining {
+            flag.set(true);
+            return Err(actix_web::error::PayloadError::Overflow);
+        }
+        remaining -= len;
+        Ok(chunk)
+    });
+    req.set_payload(actix_web::dev::Payload::from(
+        Box::pin(limited) as std::pin::Pin<Box<dyn futures_util::Stream<Item = _>>>
+    ));
+    over
 }

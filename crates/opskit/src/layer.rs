@@ -6,7 +6,7 @@
 //! ```
 //! use tower::{Layer, Service, ServiceExt};
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let svc = tower::service_fn(|_req: http::Request<String>| async {
+//! let svc = tower::service_fn(|_req: http::Request<opskit::layer::RequestBody<String>>| async {
 //!     if true { panic!("boom") }
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 //! });
@@ -22,6 +22,7 @@
 //! ```
 
 use crate::recorder::{Outcome, Recorder, Started};
+use crate::security::{CorsDecision, CspNonce, SecurityPolicy};
 use crate::Problem;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
@@ -32,6 +33,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
@@ -45,6 +47,59 @@ type Route = axum::extract::MatchedPath;
 struct Shared {
     recorder: Recorder,
     request_id_header: HeaderName,
+    security: SecurityPolicy,
+    /// The policy's fixed headers, parsed once.
+    fixed: Vec<(HeaderName, HeaderValue)>,
+    csp_name: HeaderName,
+    csp_plain: Option<HeaderValue>,
+    csp_https: Option<HeaderValue>,
+    hsts: Option<HeaderValue>,
+}
+
+impl Shared {
+    /// Security headers, CORS headers, no `Server`/`X-Powered-By`.
+    fn apply(
+        &self,
+        headers: &mut http::HeaderMap,
+        https: bool,
+        nonce: Option<&CspNonce>,
+        cors: &[(&'static str, String)],
+    ) {
+        let keep = |h: &http::HeaderMap, name: &HeaderName| {
+            h.contains_key(name) && self.security.is_overridable(name.as_str())
+        };
+        // One growth of the map instead of several as the headers go in.
+        headers.reserve(self.fixed.len() + 3 + cors.len());
+        for (name, value) in &self.fixed {
+            if !keep(headers, name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        if !keep(headers, &self.csp_name) {
+            let value = match nonce {
+                None if https => self.csp_https.clone(),
+                None => self.csp_plain.clone(),
+                Some(n) => self
+                    .security
+                    .csp(https, Some(n))
+                    .and_then(|(_, v)| HeaderValue::from_str(&v).ok()),
+            };
+            if let Some(v) = value {
+                headers.insert(self.csp_name.clone(), v);
+            }
+        }
+        if let (true, Some(h)) = (https, &self.hsts) {
+            headers.insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
+        }
+        for name in crate::security::REMOVED_HEADERS {
+            headers.remove(name);
+        }
+        for (name, value) in cors {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.append(HeaderName::from_static(name), v);
+            }
+        }
+    }
 }
 
 /// Applies [`OpsService`]. Get it from [`Ops::layer`](crate::Ops::layer);
@@ -57,19 +112,47 @@ pub struct OpsLayer {
 
 impl Default for OpsLayer {
     fn default() -> Self {
-        Self::new(Recorder::default())
+        Self::new(
+            Recorder::default(),
+            SecurityPolicy::new(&crate::security::SecuritySettings::default()),
+        )
     }
 }
 
 impl OpsLayer {
-    /// The layer around this recorder.
-    pub fn new(recorder: Recorder) -> Self {
+    /// The layer around this recorder and security policy.
+    pub fn new(recorder: Recorder, security: SecurityPolicy) -> Self {
         let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id"));
+        let fixed = security
+            .fixed_headers()
+            .iter()
+            .filter_map(|(n, v)| Some((HeaderName::from_static(n), HeaderValue::from_str(v).ok()?)))
+            .collect();
+        let csp = |https| {
+            security
+                .csp(https, None)
+                .and_then(|(_, v)| HeaderValue::from_str(&v).ok())
+        };
+        let csp_name = security
+            .csp(false, None)
+            .map_or(http::header::CONTENT_SECURITY_POLICY, |(n, _)| {
+                HeaderName::from_static(n)
+            });
+        let (csp_plain, csp_https) = (csp(false), csp(true));
+        let hsts = security
+            .hsts(true)
+            .and_then(|v| HeaderValue::from_str(v).ok());
         Self {
             shared: Arc::new(Shared {
                 recorder,
                 request_id_header,
+                security,
+                fixed,
+                csp_name,
+                csp_plain,
+                csp_https,
+                hsts,
             }),
         }
     }
@@ -186,7 +269,8 @@ fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for OpsService<S>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
+    ReqB: Body,
     ResB: Body<Data = Bytes>,
 {
     type Response = Response<OpsBody<ResB>>;
@@ -197,14 +281,58 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
+        // A body whose length is not declared within the limit (chunked) is
+        // counted as it streams; the flag tells the response it was cut off.
+        let limit = shared.security.body_limit();
+        let over = (req.body().size_hint().upper().is_none_or(|u| u > limit))
+            .then(|| Arc::new(AtomicBool::new(false)));
+        let mut req = req.map(|inner| RequestBody {
+            inner,
+            remaining: limit,
+            over: over.clone(),
+        });
         let started = shared.recorder.start(
             req.headers()
                 .get(&shared.request_id_header)
                 .map(HeaderValue::as_bytes),
         );
         req.extensions_mut().insert(started.request_id.clone());
+        let h = req.headers();
+        let https = shared.security.is_https(
+            h.get("x-forwarded-proto").map(HeaderValue::as_bytes),
+            h.get(http::header::FORWARDED).map(HeaderValue::as_bytes),
+        );
+        let nonce = shared.security.nonce_enabled().then(CspNonce::generate);
+        if let Some(n) = &nonce {
+            req.extensions_mut().insert(n.clone());
+        }
+        let h = req.headers();
+        let cors = shared.security.cors(
+            req.method().as_str(),
+            h.get(http::header::ORIGIN).map(HeaderValue::as_bytes),
+            h.get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                .map(HeaderValue::as_bytes),
+        );
+        let early = match &cors {
+            CorsDecision::Preflight(_) => {
+                let mut res = Response::new(Vec::new());
+                *res.status_mut() = http::StatusCode::NO_CONTENT;
+                Some(res)
+            }
+            _ => shared
+                .security
+                .check_body(
+                    h.get(http::header::CONTENT_LENGTH)
+                        .map(HeaderValue::as_bytes),
+                )
+                .map(|p| p.to_response::<Vec<u8>>()),
+        };
+        let cors = match cors {
+            CorsDecision::Preflight(h) | CorsDecision::Actual(h) => h,
+            CorsDecision::None => Vec::new(),
+        };
         let captured = Captured {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -219,11 +347,18 @@ where
                 req.headers().get(http::header::CONTENT_TYPE).cloned(),
             ],
         };
-        let kind = {
+        let kind = if let Some(res) = early {
+            Kind::Early { res: Some(res) }
+        } else {
             let _entered = started.span.enter();
             let _in_request = InRequest::enter();
             match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-                Ok(future) => Kind::Running { future },
+                Ok(future) => match shared.security.timeout() {
+                    Some(t) => Kind::Timed {
+                        future: tokio::time::timeout(t, future),
+                    },
+                    None => Kind::Running { future },
+                },
                 Err(payload) => Kind::Panicked {
                     payload: Some(payload),
                 },
@@ -235,6 +370,10 @@ where
                 shared: shared.clone(),
                 started,
                 captured,
+                https,
+                nonce,
+                cors,
+                over,
             }),
         }
     }
@@ -245,11 +384,22 @@ struct State {
     shared: Arc<Shared>,
     started: Started,
     captured: Captured,
+    https: bool,
+    nonce: Option<CspNonce>,
+    cors: Vec<(&'static str, String)>,
+    /// Set when a streamed request body went over the limit.
+    over: Option<Arc<AtomicBool>>,
 }
 
 impl State {
     /// Echoes the request id and writes the access-log line.
     fn finish<B>(self, res: &mut Response<B>, panic: Option<&str>) {
+        self.shared.apply(
+            res.headers_mut(),
+            self.https,
+            self.nonce.as_ref(),
+            &self.cors,
+        );
         if let Ok(v) = HeaderValue::from_maybe_shared(self.started.request_id.to_bytes()) {
             res.headers_mut()
                 .insert(self.shared.request_id_header.clone(), v);
@@ -284,7 +434,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Running { #[pin] future: F },
+        Timed { #[pin] future: tokio::time::Timeout<F> },
         Panicked { payload: Option<Box<dyn Any + Send>> },
+        Early { res: Option<Response<Vec<u8>>> },
     }
 }
 
@@ -318,14 +470,64 @@ where
                     }
                 }
             }
+            KindProj::Timed { future } => {
+                let _entered = this.state.as_ref().map(|s| s.started.span.enter());
+                let _in_request = InRequest::enter();
+                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(Ok(Ok(res)))) => Ok(res.map(OpsBody::inner)),
+                    Ok(Poll::Ready(Ok(Err(e)))) => Err(e),
+                    Ok(Poll::Ready(Err(_elapsed))) => {
+                        let problem = this
+                            .state
+                            .as_ref()
+                            .map(|s| s.shared.security.timeout_problem())
+                            .unwrap_or_else(|| Problem::new(504));
+                        tracing::warn!(
+                            timeout_ms = this
+                                .state
+                                .as_ref()
+                                .and_then(|s| s.shared.security.timeout())
+                                .unwrap_or_default()
+                                .as_millis() as u64,
+                            "request timed out"
+                        );
+                        Ok(problem
+                            .to_response::<Vec<u8>>()
+                            .map(|v| OpsBody::full(Bytes::from(v))))
+                    }
+                    Err(payload) => {
+                        panicked = Some(payload);
+                        Ok(panic_response())
+                    }
+                }
+            }
             KindProj::Panicked { payload } => {
                 panicked = payload.take();
                 Ok(panic_response())
             }
+            KindProj::Early { res } => Ok(res
+                .take()
+                .unwrap_or_default()
+                .map(|v| OpsBody::full(Bytes::from(v)))),
         };
         match polled {
             Ok(mut res) => {
                 if let Some(state) = this.state.take() {
+                    // The handler saw its body cut off at the limit: whatever it
+                    // answered (a failed extractor's 400, say), the answer is 413.
+                    if state
+                        .over
+                        .as_ref()
+                        .is_some_and(|o| o.load(Ordering::Relaxed))
+                    {
+                        res = state
+                            .shared
+                            .security
+                            .body_too_large()
+                            .to_response::<Vec<u8>>()
+                            .map(|v| OpsBody::full(Bytes::from(v)));
+                    }
                     state.finish(&mut res, panicked.as_deref().map(panic_message));
                 }
                 Poll::Ready(Ok(res))
@@ -396,6 +598,89 @@ fn panic_response<B>() -> Response<OpsBody<B>> {
         .to_response::<Vec<u8>>()
         .map(|v| OpsBody::full(Bytes::from(v)))
 }
+
+pin_project! {
+    /// The request body as the inner service sees it: the body itself, with a
+    /// body of undeclared length (chunked) cut off at the body limit
+    /// (`OPSKIT_BODY_LIMIT`); a declared `Content-Length` over the limit is
+    /// refused before the handler runs.
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        remaining: u64,
+        over: Option<Arc<AtomicBool>>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// The body, unlimited (for services called outside [`OpsService`]).
+    pub fn new(inner: B) -> Self {
+        Self {
+            inner,
+            remaining: u64::MAX,
+            over: None,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error of a request body cut off at the body limit.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body is larger than the limit")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+impl<B: Body> Body for RequestBody<B>
+where
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        use bytes::Buf;
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx).map_err(Into::into);
+        let Some(over) = this.over else {
+            return polled;
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let len = frame.data_ref().map_or(0, |d| d.remaining() as u64);
+            if len > *this.remaining {
+                over.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+            }
+            *this.remaining -= len;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// The response body of [`OpsService`]: the inner body, or one made by opskit.

@@ -12,6 +12,7 @@ pub mod recorder;
 pub mod report;
 pub mod request_id;
 mod secret;
+pub mod security;
 mod shutdown;
 
 #[cfg(feature = "actix")]

@@ -82,6 +82,7 @@ pub struct Builder {
     name: Option<String>,
     version: Option<String>,
     commit: Option<String>,
+    csp: Option<String>,
     no_logging: bool,
     #[cfg(feature = "sentry")]
     before_send: Option<crate::report::BeforeSend>,
@@ -129,6 +130,13 @@ impl Builder {
         self
     }
 
+    /// The Content-Security-Policy (as `OPSKIT_CSP`; the environment still wins,
+    /// so operators can tighten or relax it without a rebuild).
+    pub fn csp(mut self, csp: &crate::security::Csp) -> Self {
+        self.csp = Some(csp.to_string());
+        self
+    }
+
     /// The `.env` file read under the process environment (default `./.env`).
     pub fn dotenv(mut self, path: impl Into<PathBuf>) -> Self {
         self.dotenv = Some(path.into());
@@ -166,6 +174,11 @@ impl Builder {
         };
         for (k, v) in self.overrides {
             env.set(k, v);
+        }
+        if let Some(csp) = self.csp {
+            if env.get("OPSKIT_CSP").is_none() {
+                env.set("OPSKIT_CSP", csp);
+            }
         }
         let settings = Settings::from_env(&env);
         let app = C::from_env(&env);
@@ -243,7 +256,10 @@ impl Builder {
             inner: Arc::new(Inner {
                 health,
                 shutdown,
-                layer: crate::layer::OpsLayer::new(recorder.clone()),
+                layer: crate::layer::OpsLayer::new(
+                    recorder.clone(),
+                    crate::security::SecurityPolicy::new(&settings.security),
+                ),
                 recorder,
                 dropped_log_lines,
                 #[cfg(feature = "sentry")]

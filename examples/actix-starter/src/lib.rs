@@ -2,7 +2,10 @@
 //!
 //! Routes: `GET /`, `GET /users/{id}`, and demo routes `GET /demo/error`
 //! (500), `GET /demo/panic` (panics), `GET /demo/slow?ms=N` (sleeps N ms,
-//! at most `APP_SLOW_MAX_MS`), plus opskit's operational routes.
+//! at most `APP_SLOW_MAX_MS`), `POST /demo/echo` (counts the body's bytes),
+//! `GET /demo/page` (a page for the browser checks of the security headers),
+//! `GET /demo/embed` (the same page, framable from anywhere: a per-route CSP),
+//! plus opskit's operational routes.
 
 mod config;
 
@@ -24,9 +27,35 @@ pub fn register_checks(ops: &Ops<Config>) {
 }
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use opskit::security::CspNonce;
 use opskit::{Ops, Problem, RequestId};
 use serde_json::json;
 use std::time::Duration;
+
+/// The demo page: a script carrying the CSP nonce (runs when nonces are on),
+/// an inline script without it (always blocked by the CSP), and a listener
+/// that lists the CSP violations it sees; when framed, it tells its parent.
+pub fn demo_page_html(nonce: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>opskit starter</title></head>
+<body>
+<p id="allowed">not run</p>
+<p id="inline">not run</p>
+<p id="violations">none</p>
+<script nonce="{nonce}">
+document.addEventListener("securitypolicyviolation", function (e) {{
+  var v = document.getElementById("violations");
+  v.textContent = (v.textContent === "none" ? "" : v.textContent + " ") + e.violatedDirective;
+}});
+document.getElementById("allowed").textContent = "ran";
+if (window.parent !== window) {{ window.parent.postMessage("framed", "*"); }}
+</script>
+<script>document.getElementById("inline").textContent = "ran";</script>
+</body></html>
+"#
+    )
+}
 
 /// The service's own routes; `main` adds opskit's routes and middleware.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -34,7 +63,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/users/{id}", web::get().to(user))
         .route("/demo/error", web::get().to(demo_error))
         .route("/demo/panic", web::get().to(demo_panic))
-        .route("/demo/slow", web::get().to(demo_slow));
+        .route("/demo/slow", web::get().to(demo_slow))
+        .route("/demo/page", web::get().to(demo_page))
+        .route("/demo/embed", web::get().to(demo_embed))
+        .route("/demo/echo", web::post().to(demo_echo));
 }
 
 async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
@@ -83,4 +115,25 @@ fn slow_ms(query: Option<&str>, max: u64) -> Result<u64, Problem> {
         return Err(Problem::new(400).detail(format!("ms must be at most {max}")));
     }
     Ok(ms)
+}
+
+async fn demo_page(nonce: Option<CspNonce>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(demo_page_html(nonce.as_ref().map_or("", CspNonce::as_str)))
+}
+
+/// Sets its own CSP (overridable by default: kept) and X-Frame-Options (not
+/// overridable: opskit's value wins).
+async fn demo_echo(body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "bytes": body.len() }))
+}
+
+async fn demo_embed() -> HttpResponse {
+    // The route's own CSP replaces opskit's (CSP is overridable by default):
+    // any origin may frame this page; browsers then ignore X-Frame-Options.
+    HttpResponse::Ok()
+        .insert_header(("content-security-policy", "frame-ancestors *"))
+        .content_type("text/html; charset=utf-8")
+        .body(demo_page_html(""))
 }

@@ -20,9 +20,12 @@ async fn main() {
         }
     };
     let app_ops = ops.clone();
+    let body_limit = usize::try_from(ops.settings().security.body_limit).unwrap_or(usize::MAX);
     let factory = move || {
         App::new()
             .app_data(web::Data::new(app_ops.clone()))
+            // Extractors accept bodies up to opskit's limit (Actix's own default is 256 KiB).
+            .app_data(web::PayloadConfig::new(body_limit))
             .configure(actix_starter::routes)
             .configure(app_ops.actix_routes())
             .wrap(app_ops.actix_middleware())

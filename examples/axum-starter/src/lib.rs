@@ -2,7 +2,10 @@
 //!
 //! Routes: `GET /`, `GET /users/{id}`, and demo routes `GET /demo/error`
 //! (500), `GET /demo/panic` (panics), `GET /demo/slow?ms=N` (sleeps N ms,
-//! at most `APP_SLOW_MAX_MS`), plus opskit's operational routes.
+//! at most `APP_SLOW_MAX_MS`), `POST /demo/echo` (counts the body's bytes),
+//! `GET /demo/page` (a page for the browser checks of the security headers),
+//! `GET /demo/embed` (the same page, framable from anywhere: a per-route CSP),
+//! plus opskit's operational routes.
 
 mod config;
 
@@ -24,11 +27,37 @@ pub fn register_checks(ops: &Ops<Config>) {
 }
 
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use opskit::security::CspNonce;
 use opskit::{Ops, Problem, RequestId};
 use serde_json::{json, Value};
 use std::time::Duration;
+
+/// The demo page: a script carrying the CSP nonce (runs when nonces are on),
+/// an inline script without it (always blocked by the CSP), and a listener
+/// that lists the CSP violations it sees; when framed, it tells its parent.
+pub fn demo_page_html(nonce: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>opskit starter</title></head>
+<body>
+<p id="allowed">not run</p>
+<p id="inline">not run</p>
+<p id="violations">none</p>
+<script nonce="{nonce}">
+document.addEventListener("securitypolicyviolation", function (e) {{
+  var v = document.getElementById("violations");
+  v.textContent = (v.textContent === "none" ? "" : v.textContent + " ") + e.violatedDirective;
+}});
+document.getElementById("allowed").textContent = "ran";
+if (window.parent !== window) {{ window.parent.postMessage("framed", "*"); }}
+</script>
+<script>document.getElementById("inline").textContent = "ran";</script>
+</body></html>
+"#
+    )
+}
 
 /// The service's router, with opskit's routes and layer.
 pub fn app(ops: &Ops<Config>) -> Router {
@@ -38,8 +67,15 @@ pub fn app(ops: &Ops<Config>) -> Router {
         .route("/demo/error", get(demo_error))
         .route("/demo/panic", get(demo_panic))
         .route("/demo/slow", get(demo_slow))
+        .route("/demo/page", get(demo_page))
+        .route("/demo/embed", get(demo_embed))
+        .route("/demo/echo", post(demo_echo))
         .with_state(ops.clone())
         .merge(ops.routes())
+        // Extractors accept bodies up to opskit's limit (Axum's own default is 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            usize::try_from(ops.settings().security.body_limit).unwrap_or(usize::MAX),
+        ))
         .layer(ops.layer())
 }
 
@@ -94,4 +130,23 @@ fn slow_ms(query: Option<&str>, max: u64) -> Result<u64, Problem> {
         return Err(Problem::new(400).detail(format!("ms must be at most {max}")));
     }
     Ok(ms)
+}
+
+async fn demo_page(nonce: Option<CspNonce>) -> axum::response::Html<String> {
+    axum::response::Html(demo_page_html(nonce.as_ref().map_or("", CspNonce::as_str)))
+}
+
+/// Sets its own CSP (overridable by default: kept) and X-Frame-Options (not
+/// overridable: opskit's value wins).
+async fn demo_echo(body: axum::body::Bytes) -> Json<Value> {
+    Json(json!({ "bytes": body.len() }))
+}
+
+async fn demo_embed() -> impl axum::response::IntoResponse {
+    // The route's own CSP replaces opskit's (CSP is overridable by default):
+    // any origin may frame this page; browsers then ignore X-Frame-Options.
+    (
+        [("content-security-policy", "frame-ancestors *")],
+        axum::response::Html(demo_page_html("")),
+    )
 }

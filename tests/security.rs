@@ -1,0 +1,303 @@
+//! Security headers, CORS, body and time limits — identical in both starters.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use opskit_conformance::{run_to_exit, Kind, Response, Starter};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+opskit_conformance::conformance!(
+    every_response_carries_the_full_header_set,
+    hsts_and_upgrade_only_over_https,
+    a_body_over_the_limit_gets_413,
+    a_chunked_body_is_cut_off_at_the_limit,
+    a_slow_request_gets_the_timeout_status,
+    cors_preflights_and_actual_requests,
+    handlers_override_only_what_is_allowed,
+    bad_security_settings_are_config_errors,
+);
+
+const SECURITY: [&str; 13] = [
+    "content-security-policy",
+    "cross-origin-opener-policy",
+    "cross-origin-resource-policy",
+    "origin-agent-cluster",
+    "permissions-policy",
+    "referrer-policy",
+    "x-content-type-options",
+    "x-dns-prefetch-control",
+    "x-download-options",
+    "x-frame-options",
+    "x-permitted-cross-domain-policies",
+    "x-xss-protection",
+    "strict-transport-security",
+];
+
+fn security_headers(r: &Response) -> BTreeMap<String, String> {
+    r.headers
+        .iter()
+        .filter(|(k, _)| SECURITY.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn every_response_carries_the_full_header_set(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    for path in [
+        "/",
+        "/users/1",
+        "/users/x",
+        "/nope",
+        "/demo/error",
+        "/demo/panic",
+        "/livez",
+    ] {
+        let r = s.get(path).unwrap();
+        let h = security_headers(&r);
+        assert_eq!(h.len(), 12, "{path}: {h:?}"); // all but HSTS over plain HTTP
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["x-xss-protection"], "0");
+        assert_eq!(h["cross-origin-opener-policy"], "same-origin");
+        assert!(h["content-security-policy"].starts_with("default-src 'self';"));
+        assert!(h["content-security-policy"].contains("object-src 'none'"));
+        assert!(r.header("server").is_none() && r.header("x-powered-by").is_none());
+    }
+}
+
+/// The same request to both starters returns the same security headers.
+#[test]
+fn security_headers_are_identical_between_frameworks() {
+    let a = Starter::spawn(Kind::Axum, &[("OPSKIT_CSP_NONCE", "false")]);
+    let b = Starter::spawn(Kind::Actix, &[("OPSKIT_CSP_NONCE", "false")]);
+    for path in ["/", "/users/1", "/demo/error", "/nope"] {
+        for headers in [vec![], vec![("x-forwarded-proto", "https")]] {
+            let ha = security_headers(&a.request("GET", path, &headers, b"").unwrap());
+            let hb = security_headers(&b.request("GET", path, &headers, b"").unwrap());
+            assert_eq!(ha, hb, "{path} {headers:?}");
+        }
+    }
+}
+
+fn hsts_and_upgrade_only_over_https(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let plain = s.get("/").unwrap();
+    assert!(plain.header("strict-transport-security").is_none());
+    assert!(!plain
+        .header("content-security-policy")
+        .unwrap()
+        .contains("upgrade-insecure-requests"));
+    for via in [
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=192.0.2.1;proto=https"),
+    ] {
+        let tls = s.request("GET", "/", &[via], b"").unwrap();
+        assert_eq!(
+            tls.header("strict-transport-security"),
+            Some("max-age=31536000; includeSubDomains")
+        );
+        assert!(tls
+            .header("content-security-policy")
+            .unwrap()
+            .ends_with(";upgrade-insecure-requests"));
+    }
+    let s = Starter::spawn(
+        kind,
+        &[("OPSKIT_HTTPS", "always"), ("OPSKIT_HSTS_PRELOAD", "true")],
+    );
+    assert_eq!(
+        s.get("/").unwrap().header("strict-transport-security"),
+        Some("max-age=31536000; includeSubDomains; preload")
+    );
+}
+
+fn a_body_over_the_limit_gets_413(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_BODY_LIMIT", "1KiB")]);
+    let big = vec![b'x'; 2048];
+    let r = s
+        .request(
+            "POST",
+            "/users/1",
+            &[("content-type", "text/plain"), ("x-request-id", "big-1")],
+            &big,
+        )
+        .unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.json()["status"], 413);
+    assert_eq!(r.header("x-request-id"), Some("big-1"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    // Within the limit the request reaches routing: a POST to a GET-only route is
+    // answered by the framework (Axum 405, Actix 404), not by the limit.
+    let small = vec![b'x'; 512];
+    let status = s.request("POST", "/users/1", &[], &small).unwrap().status;
+    assert!(status == 404 || status == 405, "got {status}");
+}
+
+fn a_chunked_body_is_cut_off_at_the_limit(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_BODY_LIMIT", "1KiB")]);
+    let chunked = [
+        ("transfer-encoding", "chunked"),
+        ("content-type", "application/octet-stream"),
+    ];
+    // No Content-Length to refuse up front: the body is counted as it streams.
+    let r = s
+        .request("POST", "/demo/echo", &chunked, &[b'x'; 4096])
+        .unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.json()["status"], 413);
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    // Within the limit, chunked or not, the handler gets the whole body.
+    let r = s
+        .request("POST", "/demo/echo", &chunked, &[b'x'; 1000])
+        .unwrap();
+    assert_eq!((r.status, r.json()["bytes"].as_u64()), (200, Some(1000)));
+    let r = s.request("POST", "/demo/echo", &[], &[b'x'; 1024]).unwrap();
+    assert_eq!((r.status, r.json()["bytes"].as_u64()), (200, Some(1024)));
+    // Both frameworks' own extractor caps follow the limit upwards too.
+    let s = Starter::spawn(kind, &[("OPSKIT_BODY_LIMIT", "3MiB")]);
+    let r = s
+        .request("POST", "/demo/echo", &chunked, &vec![b'x'; 2_500_000])
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["bytes"].as_u64()),
+        (200, Some(2_500_000))
+    );
+}
+
+fn a_slow_request_gets_the_timeout_status(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_REQUEST_TIMEOUT", "1s")]);
+    let t = Instant::now();
+    let r = s.get("/demo/slow?ms=60000").unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.status, 504);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.json()["status"], 504);
+    assert_eq!(s.get("/demo/slow?ms=10").unwrap().status, 200);
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_REQUEST_TIMEOUT", "200ms"),
+            ("OPSKIT_REQUEST_TIMEOUT_STATUS", "408"),
+        ],
+    );
+    assert_eq!(s.get("/demo/slow?ms=5000").unwrap().status, 408);
+}
+
+fn cors_preflights_and_actual_requests(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_CORS_ORIGINS", "https://app.example")]);
+    let pre = s
+        .request(
+            "OPTIONS",
+            "/users/1",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "content-type"),
+            ],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        pre.header("access-control-allow-methods"),
+        Some("GET,HEAD,POST,PUT,PATCH,DELETE")
+    );
+    assert_eq!(pre.header("access-control-max-age"), Some("600"));
+    assert_eq!(pre.header("x-content-type-options"), Some("nosniff"));
+    let actual = s
+        .request("GET", "/users/1", &[("origin", "https://app.example")], b"")
+        .unwrap();
+    assert_eq!(actual.status, 200);
+    assert_eq!(
+        actual.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        actual.header("access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    let other = s
+        .request(
+            "GET",
+            "/users/1",
+            &[("origin", "https://evil.example")],
+            b"",
+        )
+        .unwrap();
+    assert!(other.header("access-control-allow-origin").is_none());
+    let other_pre = s
+        .request(
+            "OPTIONS",
+            "/users/1",
+            &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "PUT"),
+            ],
+            b"",
+        )
+        .unwrap();
+    assert!(other_pre.header("access-control-allow-origin").is_none());
+    // Off by default: no CORS headers at all.
+    let s = Starter::spawn(kind, &[]);
+    let r = s
+        .request("GET", "/users/1", &[("origin", "https://app.example")], b"")
+        .unwrap();
+    assert!(r.header("access-control-allow-origin").is_none());
+}
+
+fn handlers_override_only_what_is_allowed(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let r = s.get("/demo/embed").unwrap();
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("frame-ancestors *")
+    );
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    let s = Starter::spawn(kind, &[("OPSKIT_SECURITY_HEADERS_OVERRIDABLE", ",")]);
+    let r = s.get("/demo/embed").unwrap();
+    assert!(r
+        .header("content-security-policy")
+        .unwrap()
+        .starts_with("default-src 'self'"));
+}
+
+fn bad_security_settings_are_config_errors(kind: Kind) {
+    let (status, _, err) = run_to_exit(
+        kind,
+        &[
+            ("OPSKIT_CORS_ORIGINS", "*"),
+            ("OPSKIT_CORS_CREDENTIALS", "true"),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(opskit::EXIT_CONFIG));
+    assert!(err.contains("OPSKIT_CORS_CREDENTIALS:"), "{err}");
+    // Header values that could not be sent are refused too, all at once.
+    let (status, _, err) = run_to_exit(
+        kind,
+        &[
+            ("OPSKIT_CSP", "default-src 'self';Script_Src 'self'"),
+            ("OPSKIT_PERMISSIONS_POLICY", "camera=(),\u{e9}"),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(opskit::EXIT_CONFIG));
+    assert!(
+        err.contains("OPSKIT_CSP:") && err.contains("Script_Src"),
+        "{err}"
+    );
+    assert!(
+        err.contains("OPSKIT_PERMISSIONS_POLICY:") && err.contains("character 11"),
+        "{err}"
+    );
+}
