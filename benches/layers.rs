@@ -121,7 +121,7 @@ mod security_headers {
         drive(b, bare_router().layer(layer));
     }
 
-    /// opskit's layer with its default headers (13 set, 2 removed).
+    /// opskit's layer with its default headers (12 set over HTTP, 2 removed).
     #[divan::bench]
     fn opskit_headers_on(b: divan::Bencher<'_, '_>) {
         drive(b, bare_router().layer(OpsLayer::default()));
@@ -154,5 +154,58 @@ mod security_headers {
             app = app.layer(SetResponseHeaderLayer::overriding(name, value));
         }
         drive(b, app);
+    }
+}
+
+/// The metrics' cost: opskit's layer with and without its HTTP metrics
+/// (security headers off in both, no subscriber), and `axum-prometheus`
+/// beside a bare router. All record into the same Prometheus recorder,
+/// installed once by `axum-prometheus`.
+mod metrics_layer {
+    use super::drive;
+    use opskit::layer::OpsLayer;
+    use opskit::metrics::{HttpMetrics, MetricsSettings};
+    use opskit::recorder::Recorder;
+    use opskit::security::{SecurityPolicy, SecuritySettings};
+    use opskit_benches::bare_router;
+    use std::sync::OnceLock;
+
+    fn peer_layer() -> axum_prometheus::PrometheusMetricLayer<'static> {
+        static PAIR: OnceLock<axum_prometheus::PrometheusMetricLayer<'static>> = OnceLock::new();
+        static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+        PAIR.get_or_init(|| {
+            // `pair` spawns its upkeep task: it needs a runtime (never driven
+            // here, as opskit's upkeep thread is not started in benches).
+            let _entered = RT.get_or_init(super::runtime).enter();
+            axum_prometheus::PrometheusMetricLayer::pair().0
+        })
+        .clone()
+    }
+
+    fn opskit(metrics: bool) -> OpsLayer {
+        let _ = peer_layer(); // the same global recorder for every variant
+        let mut off = SecuritySettings::default();
+        off.enabled = false;
+        let recorder = Recorder::default()
+            .with_metrics(metrics.then(|| HttpMetrics::new(&MetricsSettings::default())));
+        OpsLayer::new(recorder, SecurityPolicy::new(&off))
+    }
+
+    /// opskit's layer without metrics.
+    #[divan::bench]
+    fn opskit_metrics_off(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(opskit(false)));
+    }
+
+    /// opskit's layer with its metrics: duration, body sizes, active requests.
+    #[divan::bench]
+    fn opskit_metrics_on(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(opskit(true)));
+    }
+
+    /// The peer: `axum-prometheus`'s layer (requests, duration, pending).
+    #[divan::bench]
+    fn peer_axum_prometheus(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(peer_layer()));
     }
 }

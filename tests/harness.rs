@@ -880,3 +880,166 @@ pub fn chromium_dump_dom(url: &str, budget_ms: u32) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Sends `paths` as GET requests on one keep-alive connection, pipelined in
+/// batches of 100, and returns the statuses: many requests in little time.
+pub fn pipelined_gets(
+    addr: SocketAddr,
+    method: &str,
+    paths: &[String],
+) -> std::io::Result<Vec<u16>> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut statuses = Vec::with_capacity(paths.len());
+    for batch in paths.chunks(100) {
+        let mut out = String::new();
+        for p in batch {
+            out.push_str(&format!("{method} {p} HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+        }
+        writer.write_all(out.as_bytes())?;
+        for _ in batch {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let status = line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| invalid("bad status line"))?;
+            let mut length = 0usize;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h)?;
+                if h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().map_err(|_| invalid("content-length"))?;
+                    }
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body)?;
+            statuses.push(status);
+        }
+    }
+    Ok(statuses)
+}
+
+/// Runs `promtool check metrics` on an exposition text: `Ok` when clean,
+/// `Err` with promtool's output otherwise.
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (scripts/test installs Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A real Prometheus server (Debian's `prometheus`) on a loopback port,
+/// scraping one target every second; killed on drop.
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    /// Where its HTTP API listens.
+    pub addr: SocketAddr,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target` at `metrics_path`, and waits until
+    /// the target is up.
+    pub fn start(target: SocketAddr, metrics_path: &str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("opskit-prom-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("prometheus dir");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: starter\n    metrics_path: {metrics_path}\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run prometheus (scripts/test installs Debian's prometheus)");
+        let p = Self { child, dir, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = p.query("up").ok().and_then(|v| {
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(|s| s == "1")
+            });
+            if up == Some(true) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus never saw the target up"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        p
+    }
+
+    /// Runs an instant PromQL query through the HTTP API.
+    pub fn query(&self, promql: &str) -> std::io::Result<serde_json::Value> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let r = request(
+            self.addr,
+            "GET",
+            &format!("/api/v1/query?query={encoded}"),
+            &[],
+            b"",
+        )?;
+        serde_json::from_slice(&r.body).map_err(|_| invalid("query answer is not JSON"))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -31,11 +31,38 @@ fn to_response(p: ProbeResponse) -> HttpResponse {
 impl<C: Send + Sync + 'static> Ops<C> {
     /// The operational endpoints for `App::configure`: `/livez`, `/readyz`,
     /// `/startupz` (each also `/{probe}/{check}`, with `?verbose` and
-    /// `?exclude=`), and `/health`, under `OPSKIT_HEALTH_PREFIX`.
+    /// `?exclude=`), and `/health`, under `OPSKIT_HEALTH_PREFIX`; and
+    /// `/metrics` (`OPSKIT_METRICS_PATH`, feature `prometheus`).
     pub fn actix_routes(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let health = self.health().clone();
         let prefix = self.settings().health_prefix.clone();
+        #[cfg(feature = "prometheus")]
+        let metrics = self
+            .metrics_endpoint()
+            .cloned()
+            .map(|e| (e, self.settings().metrics.path.clone()));
         move |cfg: &mut web::ServiceConfig| {
+            #[cfg(feature = "prometheus")]
+            if let Some((endpoint, path)) = &metrics {
+                let endpoint = endpoint.clone();
+                cfg.route(
+                    path,
+                    web::get().to(move |req: HttpRequest| {
+                        let auth = req
+                            .headers()
+                            .get(actix_web::http::header::AUTHORIZATION)
+                            .map(|v| v.as_bytes());
+                        let mut res = to_response(endpoint.respond(auth));
+                        if res.status() == StatusCode::UNAUTHORIZED {
+                            res.headers_mut().insert(
+                                actix_web::http::header::WWW_AUTHENTICATE,
+                                HeaderValue::from_static("Bearer"),
+                            );
+                        }
+                        ready(res)
+                    }),
+                );
+            }
             for (name, probe) in [
                 ("livez", Probe::Live),
                 ("readyz", Probe::Ready),
@@ -272,6 +299,8 @@ struct Captured {
     route: Option<String>,
     user_agent: Option<HeaderValue>,
     client: Option<IpAddr>,
+    https: bool,
+    request_size: Option<u64>,
     /// Host, Accept, Content-Type: read only for error reports.
     #[cfg(feature = "sentry")]
     report_headers: [Option<HeaderValue>; 3],
@@ -288,7 +317,7 @@ impl Captured {
         let report = self.report_headers.each_ref().map(header_str);
         #[cfg(not(feature = "sentry"))]
         let report = [None; 3];
-        Outcome::captured(
+        let mut outcome = Outcome::captured(
             self.method.as_str(),
             self.uri.path(),
             self.route.as_deref(),
@@ -297,7 +326,10 @@ impl Captured {
             self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             aborted,
             report,
-        )
+        );
+        outcome.https = self.https;
+        outcome.request_size = self.request_size;
+        outcome
     }
 }
 
@@ -349,12 +381,6 @@ where
                 .contains_key(actix_web::http::header::TRANSFER_ENCODING)
                 || req.version() == actix_web::http::Version::HTTP_2))
             .then(|| limit_payload(&mut req, shared.security.body_limit()));
-        let started = shared.recorder.start(
-            req.headers()
-                .get(&shared.request_id_header)
-                .map(HeaderValue::as_bytes),
-        );
-        req.extensions_mut().insert(started.request_id.clone());
         let security = &shared.security;
         let h = req.headers();
         let https = security.is_https(
@@ -362,6 +388,12 @@ where
             h.get(actix_web::http::header::FORWARDED)
                 .map(HeaderValue::as_bytes),
         );
+        let started = shared.recorder.start(
+            h.get(&shared.request_id_header).map(HeaderValue::as_bytes),
+            req.method().as_str(),
+            https,
+        );
+        req.extensions_mut().insert(started.request_id.clone());
         let nonce = security.nonce_enabled().then(CspNonce::generate);
         if let Some(n) = &nonce {
             req.extensions_mut().insert(n.clone());
@@ -399,6 +431,11 @@ where
                 .get(actix_web::http::header::USER_AGENT)
                 .cloned(),
             client: req.peer_addr().map(|a| a.ip()),
+            https,
+            request_size: req
+                .headers()
+                .get(actix_web::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
             #[cfg(feature = "sentry")]
             report_headers: {
                 use actix_web::http::header::{ACCEPT, CONTENT_TYPE, HOST};
@@ -433,6 +470,7 @@ where
         };
         Box::pin(
             async move {
+                let mut error = None;
                 let outcome = match start {
                     // A preflight or a refused body: answered without the handler.
                     Start::Early(res) => Ok(Err(actix_web::error::InternalError::from_response(
@@ -448,6 +486,7 @@ where
                             Some(t) => match actix_web::rt::time::timeout(t, guarded).await {
                                 Ok(r) => r,
                                 Err(_elapsed) => {
+                                    error = Some("timeout");
                                     tracing::warn!(
                                         timeout_ms = t.as_millis() as u64,
                                         "request timed out"
@@ -479,6 +518,7 @@ where
                 };
                 let header =
                     HeaderValue::from_maybe_shared(guard.started.request_id.to_bytes()).ok();
+                let response_size;
                 let result = match result {
                     Ok(mut res) => {
                         guard.shared.decorate(
@@ -488,6 +528,7 @@ where
                             &cors,
                             header,
                         );
+                        response_size = sized(res.response().body().size());
                         Ok(res)
                     }
                     Err(e) => {
@@ -499,11 +540,14 @@ where
                             &cors,
                             header,
                         );
+                        response_size = sized(res.body().size());
                         Err(actix_web::error::InternalError::from_response(e, res).into())
                     }
                 };
                 let mut outcome = guard.captured.outcome(status, false);
                 outcome.panic = panicked.as_deref().map(crate::layer::panic_message);
+                outcome.error = error;
+                outcome.response_size = response_size;
                 guard.shared.recorder.finish(&guard.started, &outcome);
                 result
             }
@@ -533,4 +577,11 @@ fn limit_payload(req: &mut ServiceRequest, limit: u64) -> Rc<std::cell::Cell<boo
         Box::pin(limited) as std::pin::Pin<Box<dyn futures_util::Stream<Item = _>>>
     ));
     over
+}
+
+fn sized(size: actix_web::body::BodySize) -> Option<u64> {
+    match size {
+        actix_web::body::BodySize::Sized(n) => Some(n),
+        _ => None,
+    }
 }

@@ -19,6 +19,18 @@ fn to_response(p: ProbeResponse) -> Response {
         .into_response()
 }
 
+#[cfg(feature = "prometheus")]
+fn metrics_response(p: ProbeResponse) -> Response {
+    let mut res = to_response(p);
+    if res.status() == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    res
+}
+
 fn probe_routes<S: Clone + Send + Sync + 'static>(health: &Health, prefix: &str) -> Router<S> {
     let mut router = Router::new();
     for (name, probe) in [
@@ -65,11 +77,30 @@ pub enum ServeError {
 impl<C: Send + Sync + 'static> Ops<C> {
     /// The operational endpoints: `/livez`, `/readyz`, `/startupz` (each also
     /// `/{probe}/{check}`, with `?verbose` and `?exclude=`), and `/health`,
-    /// under `OPSKIT_HEALTH_PREFIX`.
+    /// under `OPSKIT_HEALTH_PREFIX`; and `/metrics` (`OPSKIT_METRICS_PATH`,
+    /// feature `prometheus`).
     ///
     /// Merge them into the application's router: `app.merge(ops.routes())`.
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        probe_routes(self.health(), &self.settings().health_prefix)
+        let router = probe_routes(self.health(), &self.settings().health_prefix);
+        #[cfg(feature = "prometheus")]
+        let router = match self.metrics_endpoint() {
+            Some(endpoint) => {
+                let endpoint = endpoint.clone();
+                router.route(
+                    &self.settings().metrics.path,
+                    get(move |headers: HeaderMap| {
+                        let endpoint = endpoint.clone();
+                        async move {
+                            let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+                            metrics_response(endpoint.respond(auth))
+                        }
+                    }),
+                )
+            }
+            None => router,
+        };
+        router
     }
 
     /// Serves `app` on `listener` until SIGTERM/SIGINT (or
@@ -85,6 +116,14 @@ impl<C: Send + Sync + 'static> Ops<C> {
         self.shutdown().listen_for_signals()?;
         let addr = listener.local_addr().ok();
         let ops = self.clone();
+        // TCP_NODELAY, as Actix sets it: without it Nagle's algorithm holds
+        // back small responses until the client's (delayed) ACK arrives.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -185,6 +185,7 @@ struct Captured {
     route: Option<Route>,
     user_agent: Option<HeaderValue>,
     client: Option<IpAddr>,
+    request_size: Option<u64>,
     /// Host, Accept, Content-Type: read only for error reports.
     #[cfg(feature = "sentry")]
     report_headers: [Option<HeaderValue>; 3],
@@ -200,7 +201,7 @@ impl Captured {
         let report = self.report_headers.each_ref().map(header_str);
         #[cfg(not(feature = "sentry"))]
         let report = [None; 3];
-        Outcome::captured(
+        let mut outcome = Outcome::captured(
             self.method.as_str(),
             self.uri.path(),
             route,
@@ -209,7 +210,9 @@ impl Captured {
             self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             aborted,
             report,
-        )
+        );
+        outcome.request_size = self.request_size;
+        outcome
     }
 }
 
@@ -293,17 +296,17 @@ where
             remaining: limit,
             over: over.clone(),
         });
-        let started = shared.recorder.start(
-            req.headers()
-                .get(&shared.request_id_header)
-                .map(HeaderValue::as_bytes),
-        );
-        req.extensions_mut().insert(started.request_id.clone());
         let h = req.headers();
         let https = shared.security.is_https(
             h.get("x-forwarded-proto").map(HeaderValue::as_bytes),
             h.get(http::header::FORWARDED).map(HeaderValue::as_bytes),
         );
+        let started = shared.recorder.start(
+            h.get(&shared.request_id_header).map(HeaderValue::as_bytes),
+            req.method().as_str(),
+            https,
+        );
+        req.extensions_mut().insert(started.request_id.clone());
         let nonce = shared.security.nonce_enabled().then(CspNonce::generate);
         if let Some(n) = &nonce {
             req.extensions_mut().insert(n.clone());
@@ -340,6 +343,10 @@ where
             route: req.extensions().get::<Route>().cloned(),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
             client: client_ip(&req),
+            request_size: req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
             #[cfg(feature = "sentry")]
             report_headers: [
                 req.headers().get(http::header::HOST).cloned(),
@@ -393,7 +400,12 @@ struct State {
 
 impl State {
     /// Echoes the request id and writes the access-log line.
-    fn finish<B>(self, res: &mut Response<B>, panic: Option<&str>) {
+    fn finish<B: Body>(
+        self,
+        res: &mut Response<B>,
+        panic: Option<&str>,
+        error: Option<&'static str>,
+    ) {
         self.shared.apply(
             res.headers_mut(),
             self.https,
@@ -406,6 +418,9 @@ impl State {
         }
         let mut outcome = self.captured.outcome(res.status().as_u16(), false);
         outcome.panic = panic;
+        outcome.error = error;
+        outcome.https = self.https;
+        outcome.response_size = res.body().size_hint().exact();
         self.shared.recorder.finish(&self.started, &outcome);
     }
 }
@@ -423,7 +438,8 @@ pin_project! {
             // Dropped before a response: the client went away (or the server
             // gave up on the request at the shutdown deadline).
             if let Some(state) = this.project().state.take() {
-                let outcome = state.captured.outcome(499, true);
+                let mut outcome = state.captured.outcome(499, true);
+                outcome.https = state.https;
                 state.shared.recorder.finish(&state.started, &outcome);
             }
         }
@@ -456,6 +472,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut panicked: Option<Box<dyn Any + Send>> = None;
+        let mut error = None;
         let polled = match this.kind.project() {
             KindProj::Running { future } => {
                 let _entered = this.state.as_ref().map(|s| s.started.span.enter());
@@ -478,6 +495,7 @@ where
                     Ok(Poll::Ready(Ok(Ok(res)))) => Ok(res.map(OpsBody::inner)),
                     Ok(Poll::Ready(Ok(Err(e)))) => Err(e),
                     Ok(Poll::Ready(Err(_elapsed))) => {
+                        error = Some("timeout");
                         let problem = this
                             .state
                             .as_ref()
@@ -528,7 +546,7 @@ where
                             .to_response::<Vec<u8>>()
                             .map(|v| OpsBody::full(Bytes::from(v)));
                     }
-                    state.finish(&mut res, panicked.as_deref().map(panic_message));
+                    state.finish(&mut res, panicked.as_deref().map(panic_message), error);
                 }
                 Poll::Ready(Ok(res))
             }
@@ -536,7 +554,8 @@ where
                 // The service failed without a response (the connection will
                 // be closed); log it as a 500 so that it is not silent.
                 if let Some(state) = this.state.take() {
-                    let outcome = state.captured.outcome(500, false);
+                    let mut outcome = state.captured.outcome(500, false);
+                    outcome.https = state.https;
                     state.shared.recorder.finish(&state.started, &outcome);
                 }
                 Poll::Ready(Err(e))

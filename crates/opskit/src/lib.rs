@@ -5,6 +5,7 @@ pub mod config;
 pub mod health;
 pub mod layer;
 pub mod logging;
+pub mod metrics;
 mod ops;
 pub mod problem;
 pub mod recorder;

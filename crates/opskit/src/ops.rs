@@ -234,26 +234,75 @@ impl Builder {
             }
             recorder.with_reporter(reporter.clone())
         };
+        let metrics_on = settings.metrics.enabled;
+        #[cfg(feature = "prometheus")]
+        let exporter = metrics_on
+            .then(|| crate::metrics::Exporter::install(&settings.metrics))
+            .flatten();
+        let recorder = recorder
+            .with_metrics(metrics_on.then(|| crate::metrics::HttpMetrics::new(&settings.metrics)));
         #[cfg(not(feature = "sentry"))]
         if settings.sentry.dsn.is_some() {
             tracing::warn!("SENTRY_DSN is set but opskit was built without the `sentry` feature; errors are not reported");
         }
+        let commit = settings
+            .commit
+            .clone()
+            .or(self.commit)
+            .unwrap_or_else(|| "unknown".to_owned());
         let shutdown = Shutdown::new();
         let health = Health::new(shutdown.clone()).with_identity(
             crate::health::Identity {
                 service: service.name.clone(),
                 version: service.version.clone(),
-                commit: settings
-                    .commit
-                    .clone()
-                    .or(self.commit)
-                    .unwrap_or_else(|| "unknown".to_owned()),
+                commit: commit.clone(),
                 environment: service.environment.clone(),
             },
             settings.health_token.clone(),
         );
+        if metrics_on {
+            metrics::gauge!(
+                "opskit_build_info",
+                "service_name" => service.name.clone(),
+                "service_version" => service.version.clone(),
+                "commit" => commit.clone(),
+                "opskit_version" => env!("CARGO_PKG_VERSION"),
+            )
+            .set(1.0);
+        }
+        #[cfg(feature = "prometheus")]
+        let metrics_endpoint = exporter.map(|exporter| {
+            let dropped = dropped_log_lines.clone();
+            #[cfg(feature = "sentry")]
+            let reporter = reporter.clone();
+            crate::metrics::Endpoint::new(
+                exporter,
+                settings.metrics.token.clone(),
+                Arc::new(move || {
+                    if let Some(d) = &dropped {
+                        metrics::counter!("opskit_log_lines_dropped_total")
+                            .absolute(d.dropped_lines() as u64);
+                    }
+                    #[cfg(feature = "sentry")]
+                    if let Some(r) = &reporter {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let s = r.stats();
+                        for (outcome, n) in [
+                            ("sent", &s.sent),
+                            ("failed", &s.failed),
+                            ("dropped", &s.dropped),
+                        ] {
+                            metrics::counter!("opskit_error_reports_total", "outcome" => outcome)
+                                .absolute(n.load(Relaxed));
+                        }
+                    }
+                }),
+            )
+        });
         Ok(Ops {
             inner: Arc::new(Inner {
+                #[cfg(feature = "prometheus")]
+                metrics_endpoint,
                 health,
                 shutdown,
                 layer: crate::layer::OpsLayer::new(
@@ -290,6 +339,8 @@ struct Inner {
     recorder: crate::recorder::Recorder,
     layer: crate::layer::OpsLayer,
     dropped_log_lines: Option<tracing_appender::non_blocking::ErrorCounter>,
+    #[cfg(feature = "prometheus")]
+    metrics_endpoint: Option<crate::metrics::Endpoint>,
     #[cfg(feature = "sentry")]
     reporter: Option<crate::report::Reporter>,
     // Taken (flushing buffered log lines) by `finish_telemetry`, at the end of
@@ -357,6 +408,13 @@ impl<C> Ops<C> {
     /// The health state behind the probe routes.
     pub fn health(&self) -> &Health {
         &self.inner.health
+    }
+
+    /// The `/metrics` endpoint (`None` when metrics are off or another
+    /// recorder was installed first). Adapters route to it.
+    #[cfg(feature = "prometheus")]
+    pub fn metrics_endpoint(&self) -> Option<&crate::metrics::Endpoint> {
+        self.inner.metrics_endpoint.as_ref()
     }
 
     /// The tower layer with the whole per-request stack, in the right order.

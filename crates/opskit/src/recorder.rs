@@ -9,7 +9,7 @@
 //! ```
 //! use opskit::recorder::{Outcome, Recorder};
 //! let rec = Recorder::new(Default::default(), "x-request-id");
-//! let start = rec.start(Some(b"abc-123"));
+//! let start = rec.start(Some(b"abc-123"), "GET", false);
 //! assert_eq!(start.request_id.as_str(), "abc-123");
 //! rec.finish(&start, &Outcome { status: 200, ..Outcome::new("GET", "/users/7") });
 //! ```
@@ -31,6 +31,7 @@ pub struct Recorder {
     request_id_header: String,
     #[cfg(feature = "sentry")]
     reporter: Option<crate::report::Reporter>,
+    metrics: Option<crate::metrics::HttpMetrics>,
 }
 
 /// What [`Recorder::start`] hands back to the adapter.
@@ -42,6 +43,8 @@ pub struct Started {
     pub span: Span,
     /// When the request started.
     pub at: Instant,
+    /// Counted in `http_server_active_requests` while this lives.
+    pub active: Option<crate::metrics::Active>,
 }
 
 /// What an adapter knows once the response is decided.
@@ -70,6 +73,14 @@ pub struct Outcome<'a> {
     /// The panic message, when the handler panicked (error reports only;
     /// never sent to the client).
     pub panic: Option<&'a str>,
+    /// The request came over HTTPS (metrics' `url_scheme`).
+    pub https: bool,
+    /// Why it failed when the status does not say: `timeout` (metrics' `error_type`).
+    pub error: Option<&'static str>,
+    /// The declared request body size.
+    pub request_size: Option<u64>,
+    /// The response body size, when known before sending.
+    pub response_size: Option<u64>,
 }
 
 impl<'a> Outcome<'a> {
@@ -99,6 +110,10 @@ impl<'a> Outcome<'a> {
             accept,
             content_type,
             panic: None,
+            https: false,
+            error: None,
+            request_size: None,
+            response_size: None,
         }
     }
 
@@ -116,6 +131,10 @@ impl<'a> Outcome<'a> {
             accept: None,
             content_type: None,
             panic: None,
+            https: false,
+            error: None,
+            request_size: None,
+            response_size: None,
         }
     }
 }
@@ -169,7 +188,15 @@ impl Recorder {
             request_id_header: request_id_header.to_ascii_lowercase(),
             #[cfg(feature = "sentry")]
             reporter: None,
+            metrics: None,
         }
+    }
+
+    /// Records the HTTP server metrics of every request into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<crate::metrics::HttpMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sends an error event for every 5xx and panic through `reporter`.
@@ -185,8 +212,8 @@ impl Recorder {
         &self.request_id_header
     }
 
-    /// Starts a request: validates or makes its id and opens its span.
-    pub fn start(&self, incoming_request_id: Option<&[u8]>) -> Started {
+    /// Starts a request: validates or makes its id, opens its span, counts it as active.
+    pub fn start(&self, incoming_request_id: Option<&[u8]>, method: &str, https: bool) -> Started {
         let request_id = RequestId::from_incoming_or_generate(incoming_request_id);
         // ERROR level so that the span exists under any filter but `off`:
         // its only job is to put `request_id` on every line inside it.
@@ -199,12 +226,32 @@ impl Recorder {
             request_id,
             span,
             at: Instant::now(),
+            active: self.metrics.as_ref().map(|m| m.start(method, https)),
         }
     }
 
     /// Writes the access-log line for a finished (or aborted) request, and
     /// reports it as an error event if it failed (5xx or panic).
     pub fn finish(&self, started: &Started, outcome: &Outcome<'_>) {
+        if let Some(m) = &self.metrics {
+            let aborted = outcome.aborted;
+            m.finish(&crate::metrics::Request {
+                method: outcome.method,
+                https: outcome.https,
+                route: outcome.route,
+                status: (!aborted).then_some(outcome.status),
+                error: if aborted {
+                    Some("aborted")
+                } else if outcome.panic.is_some() {
+                    Some("panic")
+                } else {
+                    outcome.error
+                },
+                request_size: outcome.request_size,
+                response_size: outcome.response_size,
+                duration: started.at.elapsed(),
+            });
+        }
         #[cfg(feature = "sentry")]
         if let Some(reporter) = &self.reporter {
             if (outcome.status >= 500 && !outcome.aborted) || outcome.panic.is_some() {

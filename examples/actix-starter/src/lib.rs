@@ -11,6 +11,14 @@ mod config;
 
 pub use config::Config;
 
+/// The starter's business counter (see `describe_metrics`).
+pub const USERS_LOOKED_UP: &str = "app_users_looked_up_total";
+
+/// Describes the starter's own metrics (the HELP line Prometheus shows).
+pub fn describe_metrics() {
+    metrics::describe_counter!(USERS_LOOKED_UP, "Users looked up by id.");
+}
+
 /// Registers the starter's health checks: its dependencies when configured
 /// (critical: readiness fails without them) and free disk space (a warning).
 pub fn register_checks(ops: &Ops<Config>) {
@@ -79,6 +87,8 @@ async fn user(id: web::Path<String>, request_id: RequestId) -> Result<HttpRespon
         .map_err(|_| Problem::new(400).detail("the user id must be a whole number"))?;
     // Inside the request: this line carries `request_id` too.
     tracing::info!(user.id = id, "user looked up");
+    // A business metric: plain `metrics` macros land in opskit's /metrics.
+    metrics::counter!(USERS_LOOKED_UP).increment(1);
     Ok(HttpResponse::Ok()
         .json(json!({ "id": id, "name": format!("user-{id}"), "request_id": request_id.as_str() })))
 }

@@ -11,6 +11,7 @@ async fn main() {
         .init::<Config>()
         .unwrap_or_else(|e| e.exit());
     actix_starter::register_checks(&ops);
+    actix_starter::describe_metrics();
     let listener = match ops.bind_std() {
         Ok(l) => l,
         Err(e) => {

@@ -10,6 +10,7 @@ async fn main() {
         .init::<Config>()
         .unwrap_or_else(|e| e.exit());
     axum_starter::register_checks(&ops);
+    axum_starter::describe_metrics();
     let app = axum_starter::app(&ops);
     let listener = match ops.bind().await {
         Ok(l) => l,

@@ -260,6 +260,22 @@ const CORS_MAX_AGE: VarSpec = VarSpec::new(
     "How long browsers may cache a preflight.",
 );
 
+const METRICS: VarSpec = VarSpec::new(
+    "OPSKIT_METRICS",
+    "true or false",
+    Some("true"),
+    "Record the HTTP server metrics and serve them at `OPSKIT_METRICS_PATH` (see docs/metrics.md).",
+);
+const METRICS_PATH: VarSpec = VarSpec::new(
+    "OPSKIT_METRICS_PATH",
+    "a path such as /metrics",
+    Some("/metrics"),
+    "Where Prometheus scrapes the metrics.",
+);
+const METRICS_TOKEN: VarSpec = VarSpec::new("OPSKIT_METRICS_TOKEN", "a secret of at least 16 characters", None, "When set, the metrics answer only `Authorization: Bearer <token>` (Prometheus `authorization` in the scrape config).").secret();
+const METRICS_MAX_SERIES: VarSpec = VarSpec::new("OPSKIT_METRICS_MAX_SERIES", "a whole number from 10 to 100000", Some("1000"), "Most label sets (method, route, status, error) the HTTP metrics keep; more share one overflow series and are counted.");
+const METRICS_BUCKETS: VarSpec = VarSpec::new("OPSKIT_METRICS_BUCKETS", "a comma-separated list of increasing seconds", Some("0.005,0.01,0.025,0.05,0.075,0.1,0.25,0.5,0.75,1,2.5,5,7.5,10"), "Buckets of `http_server_request_duration_seconds` (OpenTelemetry's recommendation by default).");
+
 /// Every variable of [`Settings`], in the order of the reference.
 pub static VARS: &[VarSpec] = &[
     HOST,
@@ -284,6 +300,11 @@ pub static VARS: &[VarSpec] = &[
     SENTRY_TIMEOUT,
     HEALTH_PREFIX,
     HEALTH_TOKEN,
+    METRICS,
+    METRICS_PATH,
+    METRICS_TOKEN,
+    METRICS_MAX_SERIES,
+    METRICS_BUCKETS,
     COMMIT,
     SECURITY_HEADERS,
     CSP,
@@ -433,6 +454,63 @@ impl FromVar for LongDuration {
         }
         Duration::from_var(v).map(Self)
     }
+}
+
+/// Increasing positive seconds.
+struct Buckets(Vec<f64>);
+
+impl FromVar for Buckets {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for (i, part) in value.split(',').map(str::trim).enumerate() {
+            let b: f64 = part
+                .parse()
+                .map_err(|_| format!("item {} is not a number of seconds", i + 1))?;
+            if !(b.is_finite() && b > 0.0) || out.last().is_some_and(|l| *l >= b) {
+                return Err(format!(
+                    "item {} is not larger than the one before (and > 0)",
+                    i + 1
+                ));
+            }
+            out.push(b);
+        }
+        Ok(Self(out))
+    }
+}
+
+fn read_metrics(r: &mut Reader<'_>) -> Option<crate::metrics::MetricsSettings> {
+    let enabled = r.read(&METRICS);
+    let path: Option<PathPrefix> = r.read(&METRICS_PATH);
+    let token: Option<LongSecret> = r.read(&METRICS_TOKEN);
+    let max_series: Option<u64> = r.read(&METRICS_MAX_SERIES);
+    let buckets: Option<Buckets> = r.read(&METRICS_BUCKETS);
+    let max_series = match max_series? {
+        n @ 10..=100_000 => n as usize,
+        _ => {
+            r.report.push(
+                METRICS_MAX_SERIES.name,
+                METRICS_MAX_SERIES.expected,
+                "the number is out of range",
+            );
+            return None;
+        }
+    };
+    let path = path?.0;
+    if path.is_empty() {
+        r.report.push(
+            METRICS_PATH.name,
+            METRICS_PATH.expected,
+            "the path is empty",
+        );
+        return None;
+    }
+    Some(crate::metrics::MetricsSettings {
+        enabled: enabled?,
+        path,
+        token: token.map(|t| t.0),
+        max_series,
+        duration_buckets: buckets?.0,
+    })
 }
 
 fn read_security(r: &mut Reader<'_>) -> Option<crate::security::SecuritySettings> {
@@ -708,6 +786,8 @@ pub struct Settings {
     pub commit: Option<String>,
     /// Security headers, CORS and limits.
     pub security: crate::security::SecuritySettings,
+    /// `OPSKIT_METRICS*`.
+    pub metrics: crate::metrics::MetricsSettings,
 }
 
 /// A path prefix: empty, or `/` followed by path characters, no trailing `/`.
@@ -820,6 +900,7 @@ impl Settings {
         let health_token: Option<LongSecret> = r.read(&HEALTH_TOKEN);
         let commit = r.read(&COMMIT);
         let security = read_security(&mut r);
+        let metrics = read_metrics(&mut r);
         let access_log = match (access_enabled, access_levels, skip, sample) {
             (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
                 enabled,
@@ -841,6 +922,7 @@ impl Settings {
             request_id_header,
             sentry,
             security,
+            metrics,
         ) {
             (
                 Some(host),
@@ -854,6 +936,7 @@ impl Settings {
                 Some(request_id_header),
                 Some(sentry),
                 Some(security),
+                Some(metrics),
             ) if r.report.is_empty() => Ok(Self {
                 host,
                 port,
@@ -870,6 +953,7 @@ impl Settings {
                 health_token: health_token.map(|t| t.0),
                 commit,
                 security,
+                metrics,
             }),
             _ => Err(r.report),
         }

@@ -1,0 +1,583 @@
+//! HTTP server metrics named after the OpenTelemetry semantic conventions,
+//! recorded through the `metrics` facade, with a bounded number of series.
+//!
+//! | metric (Prometheus name) | type | labels |
+//! |---|---|---|
+//! | `http_server_request_duration_seconds` | histogram | `http_request_method`, `url_scheme`, `http_route`, `http_response_status_code`, `error_type` |
+//! | `http_server_request_body_size_bytes` | histogram | the same |
+//! | `http_server_response_body_size_bytes` | histogram | the same |
+//! | `http_server_active_requests` | gauge | `http_request_method`, `url_scheme` |
+//! | `opskit_metrics_overflow_total` | counter | — |
+//!
+//! `http_route` is the route *template*; requests that matched no route have
+//! no `http_route` label (one series per method and status, whatever the
+//! path). Methods outside RFC 9110 + PATCH are `_OTHER`. At most
+//! `OPSKIT_METRICS_MAX_SERIES` label sets are kept; the rest are recorded
+//! under `otel_metric_overflow="true"` (as OpenTelemetry SDKs do) and counted.
+//!
+//! ```
+//! use opskit::metrics::{HttpMetrics, MetricsSettings, Request};
+//! let m = HttpMetrics::new(&MetricsSettings::default());
+//! let active = m.start("GET", false); // counted as active until dropped
+//! m.finish(&Request { route: Some("/users/{id}"), status: Some(200), ..Request::new("GET") });
+//! drop(active);
+//! assert_eq!(m.series(), 1);
+//! ```
+
+use metrics::{Counter, Gauge, Histogram, Label};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+/// `http.server.request.duration`, in seconds.
+pub const REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// `http.server.active_requests`.
+pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// `http.server.request.body.size`, in bytes.
+pub const REQUEST_BODY_SIZE: &str = "http_server_request_body_size_bytes";
+/// `http.server.response.body.size`, in bytes.
+pub const RESPONSE_BODY_SIZE: &str = "http_server_response_body_size_bytes";
+/// Requests recorded under the overflow series.
+pub const OVERFLOW: &str = "opskit_metrics_overflow_total";
+
+/// OpenTelemetry's advisory buckets for `http.server.request.duration`.
+pub const DEFAULT_DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Buckets for the body sizes: powers of four from 64 B to 16 MiB.
+pub const BODY_SIZE_BUCKETS: [f64; 10] = [
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+];
+
+/// The methods that keep their name; index + 1 is their code (0: `_OTHER`).
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+fn method_code(method: &str) -> u8 {
+    METHODS
+        .iter()
+        .position(|m| *m == method)
+        .map_or(0, |i| i as u8 + 1)
+}
+
+fn method_name(code: u8) -> &'static str {
+    match code {
+        0 => "_OTHER",
+        c => METHODS[usize::from(c) - 1],
+    }
+}
+
+/// Metrics settings (`OPSKIT_METRICS*`; see the configuration reference).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MetricsSettings {
+    /// Record and serve metrics at all.
+    pub enabled: bool,
+    /// Where the metrics are served.
+    pub path: String,
+    /// Bearer token the scraper must send, if any.
+    pub token: Option<crate::Secret>,
+    /// Most label sets kept for the HTTP histograms.
+    pub max_series: usize,
+    /// Buckets of the request duration, in seconds.
+    pub duration_buckets: Vec<f64>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/metrics".to_owned(),
+            token: None,
+            max_series: 1000,
+            duration_buckets: DEFAULT_DURATION_BUCKETS.to_vec(),
+        }
+    }
+}
+
+/// What the metrics need to know about a finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The method as received.
+    pub method: &'a str,
+    /// Whether the request came over HTTPS.
+    pub https: bool,
+    /// The route template, if a route matched.
+    pub route: Option<&'a str>,
+    /// The response status; `None` when there was no response (the client left).
+    pub status: Option<u16>,
+    /// `error.type`: `panic`, `timeout`, `aborted`, … (`None`: the status
+    /// code on 5xx, nothing otherwise).
+    pub error: Option<&'static str>,
+    /// The request body size, when declared.
+    pub request_size: Option<u64>,
+    /// The response body size, when known.
+    pub response_size: Option<u64>,
+    /// How long the request took.
+    pub duration: Duration,
+}
+
+impl<'a> Request<'a> {
+    /// A request with this method and nothing else known.
+    pub fn new(method: &'a str) -> Self {
+        Self {
+            method,
+            https: false,
+            route: None,
+            status: None,
+            error: None,
+            request_size: None,
+            response_size: None,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// The handles of one label set.
+#[derive(Debug)]
+struct Series {
+    duration: Histogram,
+    request_size: Histogram,
+    response_size: Histogram,
+}
+
+impl Series {
+    fn new(labels: &[Label]) -> Self {
+        Self {
+            duration: metrics::histogram!(REQUEST_DURATION, labels.iter()),
+            request_size: metrics::histogram!(REQUEST_BODY_SIZE, labels.iter()),
+            response_size: metrics::histogram!(RESPONSE_BODY_SIZE, labels.iter()),
+        }
+    }
+
+    fn record(&self, r: &Request<'_>) {
+        self.duration.record(r.duration.as_secs_f64());
+        if let Some(n) = r.request_size {
+            self.request_size.record(n as f64);
+        }
+        if let Some(n) = r.response_size {
+            self.response_size.record(n as f64);
+        }
+    }
+}
+
+/// One label set, owned.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Key {
+    method: u8,
+    https: bool,
+    status: Option<u16>,
+    error: Option<&'static str>,
+    route: Option<Box<str>>,
+}
+
+/// The same, borrowed from the request (no allocation to look it up).
+#[derive(Hash)]
+struct KeyRef<'a> {
+    method: u8,
+    https: bool,
+    status: Option<u16>,
+    error: Option<&'static str>,
+    route: Option<&'a str>,
+}
+
+impl KeyRef<'_> {
+    fn matches(&self, k: &Key) -> bool {
+        self.method == k.method
+            && self.https == k.https
+            && self.status == k.status
+            && self.error == k.error
+            && self.route == k.route.as_deref()
+    }
+
+    fn labels(&self) -> Vec<Label> {
+        let mut labels = vec![
+            Label::from_static_parts("http_request_method", method_name(self.method)),
+            Label::from_static_parts("url_scheme", if self.https { "https" } else { "http" }),
+        ];
+        if let Some(route) = self.route {
+            labels.push(Label::new("http_route", route.to_owned()));
+        }
+        if let Some(status) = self.status {
+            labels.push(Label::new("http_response_status_code", status.to_string()));
+        }
+        if let Some(error) = self.error {
+            labels.push(Label::from_static_parts("error_type", error));
+        }
+        labels
+    }
+}
+
+/// The label sets whose keys hash alike (almost always one).
+type Bucket = Vec<(Key, Arc<Series>)>;
+
+/// The HTTP server metrics: cheap to clone, shared by every adapter.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    max_series: usize,
+    hasher: std::collections::hash_map::RandomState,
+    /// Buckets by hash of the borrowed key; collisions share a bucket.
+    series: RwLock<HashMap<u64, Bucket>>,
+    count: AtomicUsize,
+    overflow: OnceLock<(Series, Counter)>,
+    /// `http_server_active_requests` by method code and scheme, made on first use.
+    active: [OnceLock<Gauge>; 20],
+}
+
+/// A request in flight: counted in `http_server_active_requests` until dropped.
+#[derive(Debug)]
+pub struct Active(Option<Gauge>);
+
+impl HttpMetrics {
+    /// Metrics recorded into the global `metrics` recorder.
+    pub fn new(settings: &MetricsSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                max_series: settings.max_series,
+                hasher: std::collections::hash_map::RandomState::new(),
+                series: RwLock::new(HashMap::new()),
+                count: AtomicUsize::new(0),
+                overflow: OnceLock::new(),
+                active: std::array::from_fn(|_| OnceLock::new()),
+            }),
+        }
+    }
+
+    /// Counts a request in `http_server_active_requests` until it finishes.
+    pub fn start(&self, method: &str, https: bool) -> Active {
+        let code = method_code(method);
+        let slot = usize::from(code) * 2 + usize::from(https);
+        let gauge = self.inner.active[slot].get_or_init(|| {
+            metrics::gauge!(
+                ACTIVE_REQUESTS,
+                "http_request_method" => method_name(code),
+                "url_scheme" => if https { "https" } else { "http" }
+            )
+        });
+        gauge.increment(1.0);
+        Active(Some(gauge.clone()))
+    }
+
+    /// Records a finished (or abandoned) request.
+    pub fn finish(&self, r: &Request<'_>) {
+        let error = r.error.or(match r.status {
+            Some(s) if s >= 500 => Some(status_text(s)),
+            _ => None,
+        });
+        let key = KeyRef {
+            method: method_code(r.method),
+            https: r.https,
+            status: r.status,
+            error,
+            route: r.route,
+        };
+        let hash = self.inner.hasher.hash_one(&key);
+        {
+            let map = self.inner.series.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = map
+                .get(&hash)
+                .and_then(|b| b.iter().find(|(k, _)| key.matches(k)))
+            {
+                s.1.record(r);
+                return;
+            }
+        }
+        self.new_series(hash, &key, r);
+    }
+
+    #[cold]
+    fn new_series(&self, hash: u64, key: &KeyRef<'_>, r: &Request<'_>) {
+        let mut map = self.inner.series.write().unwrap_or_else(|e| e.into_inner());
+        let bucket = map.entry(hash).or_default();
+        if let Some((_, s)) = bucket.iter().find(|(k, _)| key.matches(k)) {
+            s.record(r);
+            return;
+        }
+        if self.inner.count.load(Ordering::Relaxed) >= self.inner.max_series {
+            drop(map);
+            let (series, counter) = self.inner.overflow.get_or_init(|| {
+                (
+                    Series::new(&[Label::from_static_parts("otel_metric_overflow", "true")]),
+                    metrics::counter!(OVERFLOW),
+                )
+            });
+            series.record(r);
+            counter.increment(1);
+            return;
+        }
+        let series = Arc::new(Series::new(&key.labels()));
+        series.record(r);
+        bucket.push((
+            Key {
+                method: key.method,
+                https: key.https,
+                status: key.status,
+                error: key.error,
+                route: key.route.map(Box::from),
+            },
+            series,
+        ));
+        self.inner.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many label sets are kept (the overflow series not counted).
+    pub fn series(&self) -> usize {
+        self.inner.count.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.take() {
+            g.decrement(1.0);
+        }
+    }
+}
+
+/// The status code as a static string (`error_type` on 5xx).
+fn status_text(status: u16) -> &'static str {
+    const CODES: [&str; 12] = [
+        "500", "501", "502", "503", "504", "505", "506", "507", "508", "509", "510", "511",
+    ];
+    CODES
+        .get(usize::from(status.saturating_sub(500)))
+        .copied()
+        .unwrap_or("5xx")
+}
+
+/// Describes opskit's metrics (HELP and unit lines) in the installed recorder.
+pub fn describe() {
+    use metrics::Unit;
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of HTTP server requests."
+    );
+    metrics::describe_gauge!(ACTIVE_REQUESTS, "Number of active HTTP server requests.");
+    metrics::describe_histogram!(
+        REQUEST_BODY_SIZE,
+        Unit::Bytes,
+        "Size of HTTP server request bodies (as declared by Content-Length)."
+    );
+    metrics::describe_histogram!(
+        RESPONSE_BODY_SIZE,
+        Unit::Bytes,
+        "Size of HTTP server response bodies (when known before sending)."
+    );
+    metrics::describe_counter!(
+        OVERFLOW,
+        "Requests recorded under the overflow series because OPSKIT_METRICS_MAX_SERIES was reached."
+    );
+    metrics::describe_gauge!(
+        "opskit_build_info",
+        "The service's build: always 1, labelled with its name, version and commit."
+    );
+    metrics::describe_counter!(
+        "opskit_log_lines_dropped_total",
+        "Log lines dropped because the log writer's buffer was full."
+    );
+    metrics::describe_counter!(
+        "opskit_error_reports_total",
+        "Error reports (Sentry envelopes) by outcome: sent, failed, dropped."
+    );
+}
+
+#[cfg(feature = "prometheus")]
+pub use exporter::Exporter;
+
+#[cfg(feature = "prometheus")]
+mod exporter {
+    use super::{
+        MetricsSettings, BODY_SIZE_BUCKETS, REQUEST_BODY_SIZE, REQUEST_DURATION, RESPONSE_BODY_SIZE,
+    };
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    /// The Prometheus text format's content type.
+    pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+    /// The Prometheus exporter: renders every metric recorded through the
+    /// `metrics` facade — opskit's and the application's — plus process metrics.
+    #[derive(Clone)]
+    pub struct Exporter {
+        handle: PrometheusHandle,
+        process: &'static metrics_process::Collector,
+    }
+
+    impl std::fmt::Debug for Exporter {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Exporter").finish_non_exhaustive()
+        }
+    }
+
+    static INSTALLED: OnceLock<Option<Exporter>> = OnceLock::new();
+
+    impl Exporter {
+        /// Installs the Prometheus recorder as the global `metrics` recorder
+        /// (once per process; later calls get the same exporter). `None` when
+        /// another recorder was installed first: metrics then go to that one.
+        pub fn install(settings: &MetricsSettings) -> Option<Self> {
+            INSTALLED
+                .get_or_init(|| {
+                    let builder = PrometheusBuilder::new()
+                        .set_buckets_for_metric(
+                            Matcher::Full(REQUEST_DURATION.to_owned()),
+                            &settings.duration_buckets,
+                        )
+                        .and_then(|b| {
+                            b.set_buckets_for_metric(
+                                Matcher::Full(REQUEST_BODY_SIZE.to_owned()),
+                                &BODY_SIZE_BUCKETS,
+                            )
+                        })
+                        .and_then(|b| {
+                            b.set_buckets_for_metric(
+                                Matcher::Full(RESPONSE_BODY_SIZE.to_owned()),
+                                &BODY_SIZE_BUCKETS,
+                            )
+                        });
+                    let handle = match builder.and_then(PrometheusBuilder::install_recorder) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot install the Prometheus recorder (another metrics recorder is installed?); /metrics is off");
+                            return None;
+                        }
+                    };
+                    // Histograms are kept as raw samples until drained: drain
+                    // them regularly even when nobody scrapes (bounded memory).
+                    let upkeep = handle.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("opskit-metrics-upkeep".to_owned())
+                        .spawn(move || loop {
+                            std::thread::sleep(Duration::from_secs(5));
+                            upkeep.run_upkeep();
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
+                    }
+                    let process: &'static metrics_process::Collector =
+                        Box::leak(Box::new(metrics_process::Collector::default()));
+                    process.describe();
+                    super::describe();
+                    Some(Self { handle, process })
+                })
+                .clone()
+        }
+
+        /// The exposition text (process metrics refreshed first).
+        pub fn render(&self) -> String {
+            self.process.collect();
+            self.handle.render()
+        }
+    }
+}
+
+#[cfg(feature = "prometheus")]
+pub use exporter::CONTENT_TYPE;
+
+/// The `/metrics` endpoint, framework-neutral: adapters route to it.
+#[cfg(feature = "prometheus")]
+#[derive(Clone)]
+pub struct Endpoint {
+    exporter: Exporter,
+    token: Option<crate::Secret>,
+    /// Refreshes opskit's own counters (drops) right before rendering.
+    before_render: Arc<dyn Fn() + Send + Sync>,
+}
+
+#[cfg(feature = "prometheus")]
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "prometheus")]
+impl Endpoint {
+    pub(crate) fn new(
+        exporter: Exporter,
+        token: Option<crate::Secret>,
+        before_render: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        Self {
+            exporter,
+            token,
+            before_render,
+        }
+    }
+
+    /// The answer to a scrape with this `Authorization` header: 200 with the
+    /// exposition text, or 401 when a token is configured and not given.
+    pub fn respond(&self, authorization: Option<&[u8]>) -> crate::health::ProbeResponse {
+        if let Some(token) = &self.token {
+            let given = authorization.and_then(|a| a.strip_prefix(b"Bearer "));
+            if !given.is_some_and(|g| crate::health::constant_time_eq(g, token.expose().as_bytes()))
+            {
+                return crate::health::ProbeResponse {
+                    status: 401,
+                    content_type: "text/plain; charset=utf-8",
+                    body: "a bearer token is required\n".to_owned(),
+                };
+            }
+        }
+        (self.before_render)();
+        crate::health::ProbeResponse {
+            status: 200,
+            content_type: CONTENT_TYPE,
+            body: self.exporter.render(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_and_errors_are_bounded() {
+        assert_eq!(method_name(method_code("PATCH")), "PATCH");
+        assert_eq!(method_name(method_code("BREW")), "_OTHER");
+        assert_eq!(status_text(503), "503");
+        assert_eq!(status_text(599), "5xx");
+    }
+
+    #[test]
+    fn series_are_capped() {
+        let m = HttpMetrics::new(&MetricsSettings {
+            max_series: 10,
+            ..Default::default()
+        });
+        for status in 200..260 {
+            m.finish(&Request {
+                status: Some(status),
+                ..Request::new("GET")
+            });
+        }
+        assert_eq!(m.series(), 10);
+        // The same label set again: found, not added.
+        m.finish(&Request {
+            status: Some(200),
+            ..Request::new("GET")
+        });
+        assert_eq!(m.series(), 10);
+    }
+}

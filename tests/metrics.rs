@@ -1,0 +1,252 @@
+//! Request metrics: names, labels, bounded series, `/metrics` checked by
+//! promtool and scraped by a real Prometheus — identical in both starters.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use opskit_conformance::{pipelined_gets, promtool_check_metrics, Kind, Prometheus, Starter};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+opskit_conformance::conformance!(
+    metrics_are_named_labelled_and_lint_clean,
+    a_flood_of_unknown_paths_and_methods_adds_no_series,
+    the_token_protects_metrics,
+    a_real_prometheus_computes_p95_and_the_error_rate,
+);
+
+/// The distinct label sets of the request-duration histogram.
+fn duration_series(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+        .collect()
+}
+
+fn metrics_are_named_labelled_and_lint_clean(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    for path in [
+        "/users/1",
+        "/users/2",
+        "/users/x",
+        "/demo/error",
+        "/demo/panic",
+        "/nowhere",
+    ] {
+        s.get(path).unwrap();
+    }
+    s.request("BREW", "/users/1", &[], b"").unwrap();
+    let r = s.get("/metrics").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = r.text();
+    promtool_check_metrics(&text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
+    let series = duration_series(&text);
+    let expect = [
+        r#"http_request_method="GET",url_scheme="http",http_route="/users/{id}",http_response_status_code="200""#,
+        r#"http_request_method="GET",url_scheme="http",http_route="/users/{id}",http_response_status_code="400""#,
+        r#"http_route="/demo/error",http_response_status_code="500",error_type="500""#,
+        r#"http_route="/demo/panic",http_response_status_code="500",error_type="panic""#,
+        r#"http_request_method="GET",url_scheme="http",http_response_status_code="404"}"#,
+        r#"http_request_method="_OTHER""#,
+    ];
+    for e in expect {
+        assert!(
+            series.iter().any(|s| s.contains(e)),
+            "no series with {e} in {series:#?}"
+        );
+    }
+    // The buckets are OpenTelemetry's.
+    assert!(
+        text.contains(r#"http_route="/users/{id}",http_response_status_code="200",le="0.005"}"#)
+    );
+    assert!(text.contains(r#"le="10"}"#));
+    for name in [
+        "http_server_active_requests{",
+        "http_server_response_body_size_bytes_bucket{",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "process_threads ",
+        "opskit_build_info{",
+        "opskit_log_lines_dropped_total ",
+        "app_users_looked_up_total 2",
+    ] {
+        assert!(text.contains(name), "no {name} in\n{text}");
+    }
+}
+
+fn a_flood_of_unknown_paths_and_methods_adds_no_series(kind: Kind) {
+    // Access log off: this test is about metrics, and 100,000 warn lines
+    // through the harness's pipes would only slow it down.
+    let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG", "false")]);
+    s.get("/nowhere").unwrap();
+    s.request("BREW", "/users/1", &[], b"").unwrap();
+    s.get("/metrics").unwrap(); // the scrape's own series exists from here on
+    let before = duration_series(&s.get("/metrics").unwrap().text());
+    let rss = |s: &Starter| -> f64 {
+        let text = s.get("/metrics").unwrap().text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("process_resident_memory_bytes "))
+            .unwrap();
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    let rss_before = rss(&s);
+    let t = Instant::now();
+    let paths: Vec<String> = (0..100_000)
+        .map(|i| format!("/random/{i}/{}", i * 7919))
+        .collect();
+    let statuses = pipelined_gets(s.addr, "GET", &paths).unwrap();
+    assert_eq!(statuses.len(), 100_000);
+    assert!(statuses.iter().all(|&st| st == 404));
+    for i in 0..200 {
+        s.request(&format!("X-ODD-{i}"), "/users/1", &[], b"")
+            .unwrap();
+    }
+    let took = t.elapsed();
+    let after = duration_series(&s.get("/metrics").unwrap().text());
+    let added: Vec<_> = after.difference(&before).collect();
+    let rss_after = rss(&s);
+    eprintln!(
+        "{kind:?}: 100,000 unknown paths + 200 odd methods in {took:?}: {} series before, {} after, RSS {:.1} → {:.1} MiB",
+        before.len(),
+        after.len(),
+        rss_before / 1048576.0,
+        rss_after / 1048576.0
+    );
+    assert!(added.is_empty(), "the flood added series: {added:#?}");
+}
+
+fn the_token_protects_metrics(kind: Kind) {
+    let token = "scrape-token-0123456789";
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_METRICS_TOKEN", token),
+            ("OPSKIT_METRICS_PATH", "/internal/metrics"),
+        ],
+    );
+    let denied = s.get("/internal/metrics").unwrap();
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
+    let wrong = s
+        .request(
+            "GET",
+            "/internal/metrics",
+            &[("authorization", "Bearer nope")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(wrong.status, 401);
+    let ok = s
+        .request(
+            "GET",
+            "/internal/metrics",
+            &[("authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    assert!(ok.text().contains("http_server_request_duration_seconds"));
+    assert_eq!(s.get("/metrics").unwrap().status, 404);
+    // Metrics off: no endpoint.
+    let s = Starter::spawn(kind, &[("OPSKIT_METRICS", "false")]);
+    assert_eq!(s.get("/metrics").unwrap().status, 404);
+}
+
+fn a_real_prometheus_computes_p95_and_the_error_rate(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let prom = Prometheus::start(s.addr, "/metrics");
+    let traffic = |slow: usize, fast: usize, errors: usize| {
+        std::thread::scope(|scope| {
+            for _ in 0..slow {
+                scope.spawn(|| assert_eq!(s.get("/demo/slow?ms=300").unwrap().status, 200));
+            }
+            for i in 0..fast {
+                assert_eq!(s.get(&format!("/users/{i}")).unwrap().status, 200);
+            }
+            for _ in 0..errors {
+                assert_eq!(s.get("/demo/error").unwrap().status, 500);
+            }
+        });
+    };
+    // First the series appear and get scraped, then the measured traffic:
+    // rate() sees only increases between two scrapes.
+    traffic(1, 1, 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    traffic(20, 60, 20);
+    std::thread::sleep(Duration::from_millis(3500));
+    let value = |q: &str| -> f64 {
+        let v = prom.query(q).unwrap();
+        let result = &v["data"]["result"];
+        assert_eq!(result.as_array().map(Vec::len), Some(1), "{q}: {v}");
+        result[0]["value"][1].as_str().unwrap().parse().unwrap()
+    };
+    let p95 = |route: &str| {
+        value(&format!(
+            r#"histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{{http_route="{route}"}}[1m])))"#
+        ))
+    };
+    let slow = p95("/demo/slow");
+    assert!((0.25..=0.5).contains(&slow), "p95 of /demo/slow: {slow}");
+    let fast = p95("/users/{id}");
+    assert!(fast < 0.1, "p95 of /users/{{id}}: {fast}");
+    let error_rate = value(
+        r#"sum(rate(http_server_request_duration_seconds_count{http_response_status_code=~"5.."}[1m])) / sum(rate(http_server_request_duration_seconds_count{http_route=~"/demo/.*|/users/.*"}[1m]))"#,
+    );
+    // 20 errors out of 100 requests.
+    assert!(
+        (0.1..=0.3).contains(&error_rate),
+        "error rate: {error_rate}"
+    );
+    // Every query of the Grafana dashboard is valid PromQL and, but for the
+    // rate limiter's (its metric comes with rate limiting), finds data.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/grafana/opskit-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let q = expr.replace("$__rate_interval", "1m").replace("$job", ".*");
+            let v = prom.query(&q).unwrap();
+            assert_eq!(v["status"], "success", "{expr}: {v}");
+            let found = v["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty());
+            assert!(
+                found || expr.contains("opskit_rate_limit") || expr.contains("overflow"),
+                "no data for {expr}"
+            );
+        }
+    }
+}
+
+/// The alert rules load and behave as their unit tests say.
+#[test]
+fn alert_rules_pass_promtool() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run promtool (scripts/test installs Debian's prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
