@@ -2,7 +2,9 @@
 //! promtool and scraped by a real Prometheus — identical in both starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{pipelined_gets, promtool_check_metrics, Kind, Prometheus, Starter};
+use opskit_conformance::{
+    free_port, pipelined_gets, promtool_check_metrics, request, Kind, Prometheus, Starter,
+};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,7 @@ opskit_conformance::conformance!(
     metrics_are_named_labelled_and_lint_clean,
     a_flood_of_unknown_paths_and_methods_adds_no_series,
     the_token_protects_metrics,
+    metrics_can_have_a_port_of_their_own,
     a_real_prometheus_computes_p95_and_the_error_rate,
 );
 
@@ -155,6 +158,54 @@ fn the_token_protects_metrics(kind: Kind) {
     // Metrics off: no endpoint.
     let s = Starter::spawn(kind, &[("OPSKIT_METRICS", "false")]);
     assert_eq!(s.get("/metrics").unwrap().status, 404);
+}
+
+fn metrics_can_have_a_port_of_their_own(kind: Kind) {
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let token = "scrape-token-0123456789";
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_METRICS_ADDR", &addr.to_string()),
+            ("OPSKIT_METRICS_TOKEN", token),
+        ],
+    );
+    s.get("/users/1").unwrap();
+    // Not on the application's port any more ...
+    assert_eq!(s.get("/metrics").unwrap().status, 404);
+    // ... but on its own, with the same token rule.
+    assert_eq!(
+        request(addr, "GET", "/metrics", &[], b"").unwrap().status,
+        401
+    );
+    let auth = format!("Bearer {token}");
+    let r = request(addr, "GET", "/metrics", &[("authorization", &auth)], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(r.text().contains(r#"http_route="/users/{id}""#));
+    promtool_check_metrics(&r.text()).unwrap();
+    assert_eq!(
+        request(addr, "GET", "/other", &[("authorization", &auth)], b"")
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        request(addr, "POST", "/metrics", &[], b"").unwrap().status,
+        405
+    );
+    // A port that is taken: a clear error and exit 70.
+    let (status, _, err) = opskit_conformance::run_to_exit(
+        kind,
+        &[("OPSKIT_METRICS_ADDR", &s.addr.to_string())],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(opskit::EXIT_SOFTWARE), "{err}");
+    assert!(err.contains("cannot listen for metrics on"), "{err}");
 }
 
 fn a_real_prometheus_computes_p95_and_the_error_rate(kind: Kind) {

@@ -94,6 +94,8 @@ pub struct MetricsSettings {
     pub max_series: usize,
     /// Buckets of the request duration, in seconds.
     pub duration_buckets: Vec<f64>,
+    /// Serve the metrics on this address instead of the application's port.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for MetricsSettings {
@@ -104,6 +106,7 @@ impl Default for MetricsSettings {
             token: None,
             max_series: 1000,
             duration_buckets: DEFAULT_DURATION_BUCKETS.to_vec(),
+            addr: None,
         }
     }
 }
@@ -546,6 +549,109 @@ impl Endpoint {
             body: self.exporter.render(),
         }
     }
+}
+
+/// Serves `endpoint` at `path` on `addr` from a thread of its own
+/// (`OPSKIT_METRICS_ADDR`): scrapes stay off the application's port and work
+/// with any framework and runtime. Hand-written rather than a hyper server
+/// because it needs no async runtime at `init` time and answers one kind of
+/// request: a GET from a scraper, one connection at a time, with timeouts and
+/// an 8 KiB limit on the request head.
+#[cfg(feature = "prometheus")]
+pub(crate) fn listen(
+    addr: std::net::SocketAddr,
+    path: String,
+    endpoint: Endpoint,
+) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    tracing::info!(address = %listener.local_addr()?, path = %path, "serving metrics");
+    std::thread::Builder::new()
+        .name("opskit-metrics-listener".to_owned())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(e) = answer_scrape(stream, &path, &endpoint) {
+                            tracing::debug!(error = %e, "metrics connection failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics listener cannot accept");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(feature = "prometheus")]
+fn answer_scrape(
+    mut stream: std::net::TcpStream,
+    path: &str,
+    endpoint: &Endpoint,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 8192 {
+            return stream.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut lines = head.split("\r\n");
+    let mut request = lines.next().unwrap_or_default().split(' ');
+    let (method, target) = (
+        request.next().unwrap_or_default(),
+        request.next().unwrap_or_default(),
+    );
+    let authorization = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.trim().as_bytes().to_vec());
+    let answer = if method != "GET" {
+        crate::health::ProbeResponse {
+            status: 405,
+            content_type: "text/plain; charset=utf-8",
+            body: "only GET\n".to_owned(),
+        }
+    } else if target.split('?').next() != Some(path) {
+        crate::health::ProbeResponse {
+            status: 404,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("metrics are at {path}\n"),
+        }
+    } else {
+        endpoint.respond(authorization.as_deref())
+    };
+    let reason = match answer.status {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        _ => "Method Not Allowed",
+    };
+    let auth = if answer.status == 401 {
+        "www-authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{auth}connection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
+    )?;
+    stream.write_all(answer.body.as_bytes())?;
+    stream.flush()
 }
 
 #[cfg(test)]

@@ -21,6 +21,14 @@ pub enum InitError {
     /// The log subscriber could not be installed (another one is already global).
     #[error("cannot install the log subscriber: {0}; call Builder::install_logging(false) if the application installs its own")]
     Logging(String),
+    /// The separate metrics listener (`OPSKIT_METRICS_ADDR`) could not bind.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsListener {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl InitError {
@@ -29,7 +37,7 @@ impl InitError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Config(_) => EXIT_CONFIG,
-            Self::Logging(_) => EXIT_SOFTWARE,
+            Self::Logging(_) | Self::MetricsListener { .. } => EXIT_SOFTWARE,
         }
     }
 
@@ -299,6 +307,16 @@ impl Builder {
                 }),
             )
         });
+        // On its own port, the endpoint is not in `routes()`.
+        #[cfg(feature = "prometheus")]
+        let metrics_endpoint = match (metrics_endpoint, settings.metrics.addr) {
+            (Some(endpoint), Some(addr)) => {
+                crate::metrics::listen(addr, settings.metrics.path.clone(), endpoint)
+                    .map_err(|source| InitError::MetricsListener { addr, source })?;
+                None
+            }
+            (endpoint, _) => endpoint,
+        };
         Ok(Ops {
             inner: Arc::new(Inner {
                 #[cfg(feature = "prometheus")]

@@ -273,6 +273,12 @@ const METRICS_PATH: VarSpec = VarSpec::new(
     "Where Prometheus scrapes the metrics.",
 );
 const METRICS_TOKEN: VarSpec = VarSpec::new("OPSKIT_METRICS_TOKEN", "a secret of at least 16 characters", None, "When set, the metrics answer only `Authorization: Bearer <token>` (Prometheus `authorization` in the scrape config).").secret();
+const METRICS_ADDR: VarSpec = VarSpec::new(
+    "OPSKIT_METRICS_ADDR",
+    "an address such as 0.0.0.0:9464",
+    None,
+    "Serve the metrics on this address (a port of their own) instead of the application's port.",
+);
 const METRICS_MAX_SERIES: VarSpec = VarSpec::new("OPSKIT_METRICS_MAX_SERIES", "a whole number from 10 to 100000", Some("1000"), "Most label sets (method, route, status, error) the HTTP metrics keep; more share one overflow series and are counted.");
 const METRICS_BUCKETS: VarSpec = VarSpec::new("OPSKIT_METRICS_BUCKETS", "a comma-separated list of increasing seconds", Some("0.005,0.01,0.025,0.05,0.075,0.1,0.25,0.5,0.75,1,2.5,5,7.5,10"), "Buckets of `http_server_request_duration_seconds` (OpenTelemetry's recommendation by default).");
 
@@ -303,6 +309,7 @@ pub static VARS: &[VarSpec] = &[
     METRICS,
     METRICS_PATH,
     METRICS_TOKEN,
+    METRICS_ADDR,
     METRICS_MAX_SERIES,
     METRICS_BUCKETS,
     COMMIT,
@@ -456,6 +463,19 @@ impl FromVar for LongDuration {
     }
 }
 
+/// A socket address (`0.0.0.0:9464`, `[::1]:9464`).
+struct Addr(SocketAddr);
+
+impl FromVar for Addr {
+    fn from_var(value: &str) -> Result<Self, String> {
+        value
+            .trim()
+            .parse()
+            .map(Self)
+            .map_err(|_| "the value is not an address such as 0.0.0.0:9464".to_owned())
+    }
+}
+
 /// Increasing positive seconds.
 struct Buckets(Vec<f64>);
 
@@ -482,6 +502,7 @@ fn read_metrics(r: &mut Reader<'_>) -> Option<crate::metrics::MetricsSettings> {
     let enabled = r.read(&METRICS);
     let path: Option<PathPrefix> = r.read(&METRICS_PATH);
     let token: Option<LongSecret> = r.read(&METRICS_TOKEN);
+    let addr: Option<Addr> = r.read(&METRICS_ADDR);
     let max_series: Option<u64> = r.read(&METRICS_MAX_SERIES);
     let buckets: Option<Buckets> = r.read(&METRICS_BUCKETS);
     let max_series = match max_series? {
@@ -510,6 +531,7 @@ fn read_metrics(r: &mut Reader<'_>) -> Option<crate::metrics::MetricsSettings> {
         token: token.map(|t| t.0),
         max_series,
         duration_buckets: buckets?.0,
+        addr: addr.map(|a| a.0),
     })
 }
 
