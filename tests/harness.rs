@@ -510,45 +510,16 @@ impl SentryReceiver {
     }
 }
 
-fn read_envelope(mut stream: TcpStream) -> Option<Envelope> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let path = lines.next()?.split(' ').nth(1)?.to_owned();
-    let mut len = 0usize;
-    let mut auth = String::new();
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().ok()?,
-                "x-sentry-auth" => auth = v.trim().to_owned(),
-                _ => {}
-            }
-        }
-    }
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+fn read_envelope(stream: TcpStream) -> Option<Envelope> {
+    let post = read_post(stream)?;
+    let path = post.path;
+    let auth = post
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-sentry-auth")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let body = post.body;
     let raw = String::from_utf8_lossy(&body).into_owned();
     let mut events = Vec::new();
     let mut transactions = Vec::new();
@@ -569,6 +540,125 @@ fn read_envelope(mut stream: TcpStream) -> Option<Envelope> {
         events,
         transactions,
     })
+}
+
+/// One request a test-side receiver got.
+#[derive(Debug, Clone)]
+pub struct Post {
+    /// The request target.
+    pub path: String,
+    /// The headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Post {
+    /// The value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request with a `Content-Length` body and answers `200 {}`.
+fn read_post(mut stream: TcpStream) -> Option<Post> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines.next()?.split(' ').nth(1)?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    Some(Post {
+        path,
+        headers,
+        body,
+    })
+}
+
+/// A test-side OTLP/HTTP receiver: keeps every POST (protobuf or JSON) and
+/// answers 200, as a collector does.
+#[derive(Debug)]
+pub struct OtlpReceiver {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Post>>>,
+}
+
+impl OtlpReceiver {
+    /// Starts the receiver on an ephemeral loopback port.
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let store = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    if let Some(post) = read_post(stream) {
+                        store.lock().expect("store").push(post);
+                    }
+                });
+            }
+        });
+        Self { addr, received }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for it.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What arrived so far.
+    pub fn posts(&self) -> Vec<Post> {
+        self.received.lock().expect("store").clone()
+    }
+
+    /// Waits until a POST satisfies `ok`, up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, ok: impl Fn(&Post) -> bool) -> Option<Post> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.posts().into_iter().find(|p| ok(p)) {
+                return Some(p);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A real Sentry-protocol server (Bugsink, from PyPI) on a loopback port,
@@ -1037,6 +1127,80 @@ impl Prometheus {
 }
 
 impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real OpenTelemetry collector (rotel, from PyPI, installed by
+/// `scripts/test` into the test venv) on loopback ports, printing what it
+/// receives; killed on drop.
+#[derive(Debug)]
+pub struct Rotel {
+    child: Child,
+    dir: PathBuf,
+    /// Its OTLP/HTTP address.
+    pub http: SocketAddr,
+}
+
+impl Rotel {
+    /// Starts rotel with its debug log of `signal` (`metrics`, `traces`) on,
+    /// and waits until its OTLP/HTTP port accepts connections.
+    pub fn start(signal: &str) -> Self {
+        let bin =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools/venv/bin/rotel-agent");
+        let (grpc, http) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!("opskit-rotel-{}-{http}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("rotel dir");
+        let out = std::fs::File::create(dir.join("out.log")).expect("rotel log");
+        let child = Command::new(&bin)
+            .args(["start", "--exporter", "blackhole", "--debug-log", signal])
+            .args(["--debug-log-verbosity", "detailed"])
+            .arg(format!("--otlp-grpc-endpoint=127.0.0.1:{grpc}"))
+            .arg(format!("--otlp-http-endpoint=127.0.0.1:{http}"))
+            .arg(format!("--pid-file={}", dir.join("rotel.pid").display()))
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {} (scripts/test installs rotel): {e}", bin.display()));
+        let http: SocketAddr = format!("127.0.0.1:{http}").parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&http, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "rotel never listened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, dir, http }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for it.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.join("out.log")).unwrap_or_default()
+    }
+
+    /// Waits until its output contains every one of `needles`.
+    pub fn wait_for(&self, timeout: Duration, needles: &[&str]) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.output();
+            if needles.iter().all(|n| out.contains(n)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Rotel {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

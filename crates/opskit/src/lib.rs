@@ -7,6 +7,7 @@ pub mod layer;
 pub mod logging;
 pub mod metrics;
 mod ops;
+pub mod otel;
 pub mod problem;
 pub mod recorder;
 #[cfg(feature = "sentry")]

@@ -149,12 +149,18 @@ impl<'a> Request<'a> {
     }
 }
 
+/// OpenTelemetry attributes of one label set, built once.
+#[cfg(feature = "otlp-http")]
+type Attributes = Arc<[opentelemetry::KeyValue]>;
+
 /// The handles of one label set.
 #[derive(Debug)]
 struct Series {
     duration: Histogram,
     request_size: Histogram,
     response_size: Histogram,
+    #[cfg(feature = "otlp-http")]
+    attributes: Attributes,
 }
 
 impl Series {
@@ -163,17 +169,50 @@ impl Series {
             duration: metrics::histogram!(REQUEST_DURATION, labels.iter()),
             request_size: metrics::histogram!(REQUEST_BODY_SIZE, labels.iter()),
             response_size: metrics::histogram!(RESPONSE_BODY_SIZE, labels.iter()),
+            #[cfg(feature = "otlp-http")]
+            attributes: labels.iter().map(otel_attribute).collect(),
         }
     }
 
-    fn record(&self, r: &Request<'_>) {
-        self.duration.record(r.duration.as_secs_f64());
+    fn record(&self, r: &Request<'_>, _inner: &Inner) {
+        let seconds = r.duration.as_secs_f64();
+        self.duration.record(seconds);
         if let Some(n) = r.request_size {
             self.request_size.record(n as f64);
         }
         if let Some(n) = r.response_size {
             self.response_size.record(n as f64);
         }
+        #[cfg(feature = "otlp-http")]
+        if let Some(o) = &_inner.otel {
+            o.duration.record(seconds, &self.attributes);
+            if let Some(n) = r.request_size {
+                o.request_size.record(n, &self.attributes);
+            }
+            if let Some(n) = r.response_size {
+                o.response_size.record(n, &self.attributes);
+            }
+        }
+    }
+}
+
+/// The OpenTelemetry attribute for a Prometheus label: the semantic
+/// conventions' dotted name, the status code as an integer.
+#[cfg(feature = "otlp-http")]
+fn otel_attribute(label: &Label) -> opentelemetry::KeyValue {
+    use opentelemetry::KeyValue;
+    let value = label.value().to_owned();
+    match label.key() {
+        "http_request_method" => KeyValue::new("http.request.method", value),
+        "url_scheme" => KeyValue::new("url.scheme", value),
+        "http_route" => KeyValue::new("http.route", value),
+        "http_response_status_code" => KeyValue::new(
+            "http.response.status_code",
+            value.parse::<i64>().unwrap_or_default(),
+        ),
+        "error_type" => KeyValue::new("error.type", value),
+        "otel_metric_overflow" => KeyValue::new("otel.metric.overflow", true),
+        other => KeyValue::new(other.to_owned(), value),
     }
 }
 
@@ -242,16 +281,50 @@ struct Inner {
     count: AtomicUsize,
     overflow: OnceLock<(Series, Counter)>,
     /// `http_server_active_requests` by method code and scheme, made on first use.
-    active: [OnceLock<Gauge>; 20],
+    active: [OnceLock<ActiveSlot>; 20],
+    #[cfg(feature = "otlp-http")]
+    otel: Option<crate::otel::OtelInstruments>,
+}
+
+#[derive(Debug)]
+struct ActiveSlot {
+    gauge: Gauge,
+    #[cfg(feature = "otlp-http")]
+    attributes: Attributes,
 }
 
 /// A request in flight: counted in `http_server_active_requests` until dropped.
 #[derive(Debug)]
-pub struct Active(Option<Gauge>);
+pub struct Active {
+    gauge: Gauge,
+    #[cfg(feature = "otlp-http")]
+    otel: Option<(opentelemetry::metrics::UpDownCounter<i64>, Attributes)>,
+}
 
 impl HttpMetrics {
     /// Metrics recorded into the global `metrics` recorder.
     pub fn new(settings: &MetricsSettings) -> Self {
+        Self::build(
+            settings,
+            #[cfg(feature = "otlp-http")]
+            None,
+        )
+    }
+
+    /// Metrics recorded into the global `metrics` recorder and into these
+    /// OpenTelemetry instruments.
+    #[cfg(feature = "otlp-http")]
+    pub(crate) fn with_otel(
+        settings: &MetricsSettings,
+        otel: Option<crate::otel::OtelInstruments>,
+    ) -> Self {
+        Self::build(settings, otel)
+    }
+
+    fn build(
+        settings: &MetricsSettings,
+        #[cfg(feature = "otlp-http")] otel: Option<crate::otel::OtelInstruments>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 max_series: settings.max_series,
@@ -260,6 +333,8 @@ impl HttpMetrics {
                 count: AtomicUsize::new(0),
                 overflow: OnceLock::new(),
                 active: std::array::from_fn(|_| OnceLock::new()),
+                #[cfg(feature = "otlp-http")]
+                otel,
             }),
         }
     }
@@ -268,15 +343,32 @@ impl HttpMetrics {
     pub fn start(&self, method: &str, https: bool) -> Active {
         let code = method_code(method);
         let slot = usize::from(code) * 2 + usize::from(https);
-        let gauge = self.inner.active[slot].get_or_init(|| {
-            metrics::gauge!(
-                ACTIVE_REQUESTS,
-                "http_request_method" => method_name(code),
-                "url_scheme" => if https { "https" } else { "http" }
-            )
+        let active = self.inner.active[slot].get_or_init(|| {
+            let scheme = if https { "https" } else { "http" };
+            ActiveSlot {
+                gauge: metrics::gauge!(
+                    ACTIVE_REQUESTS,
+                    "http_request_method" => method_name(code),
+                    "url_scheme" => scheme
+                ),
+                #[cfg(feature = "otlp-http")]
+                attributes: Arc::new([
+                    opentelemetry::KeyValue::new("http.request.method", method_name(code)),
+                    opentelemetry::KeyValue::new("url.scheme", scheme),
+                ]),
+            }
         });
-        gauge.increment(1.0);
-        Active(Some(gauge.clone()))
+        active.gauge.increment(1.0);
+        #[cfg(feature = "otlp-http")]
+        let otel = self.inner.otel.as_ref().map(|o| {
+            o.active.add(1, &active.attributes);
+            (o.active.clone(), active.attributes.clone())
+        });
+        Active {
+            gauge: active.gauge.clone(),
+            #[cfg(feature = "otlp-http")]
+            otel,
+        }
     }
 
     /// Records a finished (or abandoned) request.
@@ -299,7 +391,7 @@ impl HttpMetrics {
                 .get(&hash)
                 .and_then(|b| b.iter().find(|(k, _)| key.matches(k)))
             {
-                s.1.record(r);
+                s.1.record(r, &self.inner);
                 return;
             }
         }
@@ -311,7 +403,7 @@ impl HttpMetrics {
         let mut map = self.inner.series.write().unwrap_or_else(|e| e.into_inner());
         let bucket = map.entry(hash).or_default();
         if let Some((_, s)) = bucket.iter().find(|(k, _)| key.matches(k)) {
-            s.record(r);
+            s.record(r, &self.inner);
             return;
         }
         if self.inner.count.load(Ordering::Relaxed) >= self.inner.max_series {
@@ -322,12 +414,12 @@ impl HttpMetrics {
                     metrics::counter!(OVERFLOW),
                 )
             });
-            series.record(r);
+            series.record(r, &self.inner);
             counter.increment(1);
             return;
         }
         let series = Arc::new(Series::new(&key.labels()));
-        series.record(r);
+        series.record(r, &self.inner);
         bucket.push((
             Key {
                 method: key.method,
@@ -349,8 +441,10 @@ impl HttpMetrics {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        if let Some(g) = self.0.take() {
-            g.decrement(1.0);
+        self.gauge.decrement(1.0);
+        #[cfg(feature = "otlp-http")]
+        if let Some((counter, attributes)) = &self.otel {
+            counter.add(-1, attributes);
         }
     }
 }
@@ -396,6 +490,10 @@ pub fn describe() {
     metrics::describe_counter!(
         "opskit_log_lines_dropped_total",
         "Log lines dropped because the log writer's buffer was full."
+    );
+    metrics::describe_counter!(
+        "opskit_otlp_exports_total",
+        "OTLP exports by signal and outcome: sent, failed."
     );
     metrics::describe_counter!(
         "opskit_error_reports_total",

@@ -247,8 +247,28 @@ impl Builder {
         let exporter = metrics_on
             .then(|| crate::metrics::Exporter::install(&settings.metrics))
             .flatten();
-        let recorder = recorder
-            .with_metrics(metrics_on.then(|| crate::metrics::HttpMetrics::new(&settings.metrics)));
+        #[cfg(feature = "otlp-http")]
+        let (otlp, otel_instruments) = match (metrics_on, settings.otel.metrics_url()) {
+            (true, Some(url)) => crate::otel::MetricsPipeline::start(
+                &settings.otel,
+                url,
+                &service,
+                &settings.metrics.duration_buckets,
+            )
+            .map_or((None, None), |(p, i)| (Some(p), Some(i))),
+            _ => (None, None),
+        };
+        #[cfg(not(feature = "otlp-http"))]
+        if settings.otel.metrics_url().is_some() {
+            tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is set but opskit was built without the `otlp-http` feature; nothing is exported over OTLP");
+        }
+        #[cfg(feature = "otlp-http")]
+        let http_metrics = |m: &crate::metrics::MetricsSettings| {
+            crate::metrics::HttpMetrics::with_otel(m, otel_instruments.clone())
+        };
+        #[cfg(not(feature = "otlp-http"))]
+        let http_metrics = crate::metrics::HttpMetrics::new;
+        let recorder = recorder.with_metrics(metrics_on.then(|| http_metrics(&settings.metrics)));
         #[cfg(not(feature = "sentry"))]
         if settings.sentry.dsn.is_some() {
             tracing::warn!("SENTRY_DSN is set but opskit was built without the `sentry` feature; errors are not reported");
@@ -319,6 +339,8 @@ impl Builder {
         };
         Ok(Ops {
             inner: Arc::new(Inner {
+                #[cfg(feature = "otlp-http")]
+                otlp: std::sync::Mutex::new(otlp),
                 #[cfg(feature = "prometheus")]
                 metrics_endpoint,
                 health,
@@ -359,6 +381,9 @@ struct Inner {
     dropped_log_lines: Option<tracing_appender::non_blocking::ErrorCounter>,
     #[cfg(feature = "prometheus")]
     metrics_endpoint: Option<crate::metrics::Endpoint>,
+    /// Taken (exporting what is pending) by `finish_telemetry`.
+    #[cfg(feature = "otlp-http")]
+    otlp: std::sync::Mutex<Option<crate::otel::MetricsPipeline>>,
     #[cfg(feature = "sentry")]
     reporter: Option<crate::report::Reporter>,
     // Taken (flushing buffered log lines) by `finish_telemetry`, at the end of
@@ -369,6 +394,10 @@ struct Inner {
 impl Inner {
     /// Flushes and closes error reporting, then flushes the log. Idempotent.
     fn finish_telemetry(&self) {
+        #[cfg(feature = "otlp-http")]
+        if let Some(p) = self.otlp.lock().ok().and_then(|mut o| o.take()) {
+            p.shutdown();
+        }
         #[cfg(feature = "sentry")]
         if let Some(r) = &self.reporter {
             r.close(std::time::Duration::from_secs(2));

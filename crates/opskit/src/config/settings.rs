@@ -282,6 +282,41 @@ const METRICS_ADDR: VarSpec = VarSpec::new(
 const METRICS_MAX_SERIES: VarSpec = VarSpec::new("OPSKIT_METRICS_MAX_SERIES", "a whole number from 10 to 100000", Some("1000"), "Most label sets (method, route, status, error) the HTTP metrics keep; more share one overflow series and are counted.");
 const METRICS_BUCKETS: VarSpec = VarSpec::new("OPSKIT_METRICS_BUCKETS", "a comma-separated list of increasing seconds", Some("0.005,0.01,0.025,0.05,0.075,0.1,0.25,0.5,0.75,1,2.5,5,7.5,10"), "Buckets of `http_server_request_duration_seconds` (OpenTelemetry's recommendation by default).");
 
+const OTEL_SDK_DISABLED: VarSpec = VarSpec::new(
+    "OTEL_SDK_DISABLED",
+    "true or false",
+    Some("false"),
+    "Turn OpenTelemetry export off whatever else is set.",
+);
+const OTLP_ENDPOINT: VarSpec = VarSpec::new("OTEL_EXPORTER_OTLP_ENDPOINT", "an http(s) URL such as http://collector:4318", None, "Where OTLP data goes (`/v1/metrics` is appended). Unset: no OTLP export (feature `otlp-http`).");
+const OTLP_METRICS_ENDPOINT: VarSpec = VarSpec::new("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "an http(s) URL", None, "The metrics endpoint, used as is (overrides the one derived from `OTEL_EXPORTER_OTLP_ENDPOINT`).");
+const OTLP_PROTOCOL: VarSpec = VarSpec::new(
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "http/protobuf or http/json",
+    Some("http/protobuf"),
+    "The OTLP encoding (`grpc` is not built in).",
+);
+const OTLP_HEADERS: VarSpec = VarSpec::new(
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "a comma-separated list of key=value",
+    None,
+    "Headers sent with every export (API keys: treated as a secret).",
+)
+.secret();
+const OTLP_TIMEOUT: VarSpec = VarSpec::new(
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "milliseconds",
+    Some("10000"),
+    "Longest time one export may take.",
+);
+const METRIC_EXPORT_INTERVAL: VarSpec = VarSpec::new(
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "milliseconds",
+    Some("60000"),
+    "Time between two metric exports.",
+);
+const RESOURCE_ATTRIBUTES: VarSpec = VarSpec::new("OTEL_RESOURCE_ATTRIBUTES", "a comma-separated list of key=value (percent-encoded)", None, "Extra resource attributes (`team=payments,region=eu`); `OTEL_SERVICE_NAME` wins for `service.name`.");
+
 /// Every variable of [`Settings`], in the order of the reference.
 pub static VARS: &[VarSpec] = &[
     HOST,
@@ -312,6 +347,14 @@ pub static VARS: &[VarSpec] = &[
     METRICS_ADDR,
     METRICS_MAX_SERIES,
     METRICS_BUCKETS,
+    OTEL_SDK_DISABLED,
+    OTLP_ENDPOINT,
+    OTLP_METRICS_ENDPOINT,
+    OTLP_PROTOCOL,
+    OTLP_HEADERS,
+    OTLP_TIMEOUT,
+    METRIC_EXPORT_INTERVAL,
+    RESOURCE_ATTRIBUTES,
     COMMIT,
     SECURITY_HEADERS,
     CSP,
@@ -496,6 +539,100 @@ impl FromVar for Buckets {
         }
         Ok(Self(out))
     }
+}
+
+/// An OTLP/HTTP endpoint.
+struct HttpUrl(String);
+
+impl FromVar for HttpUrl {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let v = value.trim();
+        let u = url::Url::parse(v).map_err(|_| "the value is not a URL".to_owned())?;
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+            return Err("the value is not an http(s) URL with a host".to_owned());
+        }
+        Ok(Self(v.trim_end_matches('/').to_owned()))
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+struct ProtocolVar(crate::otel::Protocol);
+
+impl FromVar for ProtocolVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "http/protobuf" => Ok(Self(crate::otel::Protocol::HttpProtobuf)),
+            "http/json" => Ok(Self(crate::otel::Protocol::HttpJson)),
+            "grpc" => Err("grpc is not built in; use http/protobuf (port 4318)".to_owned()),
+            _ => Err("the value is not http/protobuf or http/json".to_owned()),
+        }
+    }
+}
+
+/// `key=value,key2=value2`, values percent-decoded (W3C baggage-like, as the
+/// OpenTelemetry spec says for headers and resource attributes).
+struct KeyValues(Vec<(String, String)>);
+
+impl FromVar for KeyValues {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for (i, item) in value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+        {
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(format!("item {} has no `=`", i + 1));
+            };
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(format!("item {} has an empty key", i + 1));
+            }
+            let v = percent_decode(v.trim())
+                .ok_or_else(|| format!("item {} is not valid percent-encoding", i + 1))?;
+            out.push((k.to_owned(), v));
+        }
+        Ok(Self(out))
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn read_otel(r: &mut Reader<'_>) -> Option<crate::otel::OtelSettings> {
+    let disabled = r.read(&OTEL_SDK_DISABLED);
+    let endpoint: Option<HttpUrl> = r.read(&OTLP_ENDPOINT);
+    let metrics_endpoint: Option<HttpUrl> = r.read(&OTLP_METRICS_ENDPOINT);
+    let protocol: Option<ProtocolVar> = r.read(&OTLP_PROTOCOL);
+    let headers: Option<KeyValues> = r.read(&OTLP_HEADERS);
+    let timeout: Option<u64> = r.read(&OTLP_TIMEOUT);
+    let interval: Option<u64> = r.read(&METRIC_EXPORT_INTERVAL);
+    let resource: Option<KeyValues> = r.read(&RESOURCE_ATTRIBUTES);
+    Some(crate::otel::OtelSettings {
+        disabled: disabled?,
+        endpoint: endpoint.map(|e| e.0),
+        metrics_endpoint: metrics_endpoint.map(|e| e.0),
+        protocol: protocol?.0,
+        headers: headers.map(|h| h.0).unwrap_or_default(),
+        timeout: Duration::from_millis(timeout?),
+        metric_export_interval: Duration::from_millis(interval?.max(100)),
+        resource_attributes: resource.map(|h| h.0).unwrap_or_default(),
+    })
 }
 
 fn read_metrics(r: &mut Reader<'_>) -> Option<crate::metrics::MetricsSettings> {
@@ -810,6 +947,8 @@ pub struct Settings {
     pub security: crate::security::SecuritySettings,
     /// `OPSKIT_METRICS*`.
     pub metrics: crate::metrics::MetricsSettings,
+    /// `OTEL_*` (export).
+    pub otel: crate::otel::OtelSettings,
 }
 
 /// A path prefix: empty, or `/` followed by path characters, no trailing `/`.
@@ -923,6 +1062,7 @@ impl Settings {
         let commit = r.read(&COMMIT);
         let security = read_security(&mut r);
         let metrics = read_metrics(&mut r);
+        let otel = read_otel(&mut r);
         let access_log = match (access_enabled, access_levels, skip, sample) {
             (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
                 enabled,
@@ -945,6 +1085,7 @@ impl Settings {
             sentry,
             security,
             metrics,
+            otel,
         ) {
             (
                 Some(host),
@@ -959,6 +1100,7 @@ impl Settings {
                 Some(sentry),
                 Some(security),
                 Some(metrics),
+                Some(otel),
             ) if r.report.is_empty() => Ok(Self {
                 host,
                 port,
@@ -976,6 +1118,7 @@ impl Settings {
                 commit,
                 security,
                 metrics,
+                otel,
             }),
             _ => Err(r.report),
         }
