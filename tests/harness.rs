@@ -450,6 +450,28 @@ pub struct Envelope {
     pub transactions: Vec<serde_json::Value>,
 }
 
+/// Listens on an ephemeral loopback port (for as long as the test process
+/// lives) and keeps what `read` makes of each connection.
+fn receive<T: Send + 'static>(
+    read: fn(TcpStream) -> Option<T>,
+) -> (SocketAddr, Arc<Mutex<Vec<T>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                if let Some(item) = read(stream) {
+                    store.lock().expect("store").push(item);
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
 /// A test-side Sentry ingest endpoint: parses envelopes exactly as the SDK
 /// sends them (newline-delimited: envelope header, then item header and
 /// payload pairs) and answers 200.
@@ -462,20 +484,7 @@ pub struct SentryReceiver {
 impl SentryReceiver {
     /// Starts the receiver on an ephemeral loopback port (it lives as long as the test process).
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let store = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    if let Some(env) = read_envelope(stream) {
-                        store.lock().expect("store").push(env);
-                    }
-                });
-            }
-        });
+        let (addr, received) = receive(read_envelope);
         Self { addr, received }
     }
 
@@ -619,20 +628,7 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts the receiver on an ephemeral loopback port.
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let store = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    if let Some(post) = read_post(stream) {
-                        store.lock().expect("store").push(post);
-                    }
-                });
-            }
-        });
+        let (addr, received) = receive(read_post);
         Self { addr, received }
     }
 
