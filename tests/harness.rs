@@ -254,6 +254,21 @@ impl Starter {
         self.lines.lock().expect("lines").clone()
     }
 
+    /// Waits until a line of output contains `needle` (lines arrive through
+    /// a non-blocking writer and a pipe, a moment after the response).
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.output().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -871,6 +886,18 @@ impl Redis {
     }
 
     /// Kills the server.
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: connections stay
+    /// open and nothing answers, as with a hung or overloaded Redis.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(c) = &self.child {
+            let sig = if frozen { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Kills the server (`SIGKILL`); [`Self::resume`] starts it again.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

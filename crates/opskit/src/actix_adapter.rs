@@ -104,9 +104,10 @@ impl<C: Send + Sync + 'static> Ops<C> {
 
     /// The middleware with the whole per-request stack, for `App::wrap`.
     pub fn actix_middleware(&self) -> OpsMiddleware {
-        OpsMiddleware::new(
+        OpsMiddleware::with_rate_limiter(
             self.recorder().clone(),
             crate::security::SecurityPolicy::new(&self.settings().security),
+            Some(self.rate_limiter().clone()),
         )
     }
 
@@ -165,9 +166,24 @@ struct Shared {
     csp_plain: Option<HeaderValue>,
     csp_https: Option<HeaderValue>,
     hsts: Option<HeaderValue>,
+    limiter: Option<crate::ratelimit::Limiter>,
 }
 
 impl Shared {
+    fn add_rate_headers(
+        &self,
+        headers: &mut actix_web::http::header::HeaderMap,
+        rate: Option<&crate::ratelimit::Checked>,
+    ) {
+        if let (Some(rate), Some(limiter)) = (rate, &self.limiter) {
+            for (name, value) in rate.headers(limiter.legacy_headers()) {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(HeaderName::from_static(name), v);
+                }
+            }
+        }
+    }
+
     /// Security headers, CORS headers, the request id; no `Server`/`X-Powered-By`.
     /// (The same steps as the tower layer's, on Actix's header types.)
     fn decorate(
@@ -228,6 +244,15 @@ pub struct OpsMiddleware {
 impl OpsMiddleware {
     /// The middleware around this recorder and security policy.
     pub fn new(recorder: Recorder, security: SecurityPolicy) -> Self {
+        Self::with_rate_limiter(recorder, security, None)
+    }
+
+    /// The same with a rate limiter (used when it limits anything).
+    pub fn with_rate_limiter(
+        recorder: Recorder,
+        security: SecurityPolicy,
+        limiter: Option<crate::ratelimit::Limiter>,
+    ) -> Self {
         let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id"));
         let fixed = security
@@ -258,6 +283,7 @@ impl OpsMiddleware {
                 csp_plain,
                 csp_https,
                 hsts,
+                limiter: limiter.filter(crate::ratelimit::Limiter::is_active),
             }),
         }
     }
@@ -276,7 +302,7 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(OpsActixService {
-            service,
+            service: Rc::new(service),
             shared: self.shared.clone(),
         }))
     }
@@ -285,7 +311,7 @@ where
 /// The service made by [`OpsMiddleware`].
 #[derive(Debug)]
 pub struct OpsActixService<S> {
-    service: S,
+    service: Rc<S>,
     shared: Rc<Shared>,
 }
 
@@ -337,6 +363,8 @@ impl Captured {
 /// an answer given without the handler.
 enum Start<F> {
     Call(F),
+    /// Redis decides first; then the service is called.
+    Deferred(ServiceRequest, crate::ratelimit::Limiter),
     Panicked(Box<dyn std::any::Any + Send>),
     Early(HttpResponse),
 }
@@ -450,9 +478,30 @@ where
         // `ResponseError`. (Keeping a clone of the `HttpRequest` to build a
         // `ServiceResponse` here would break Actix's router, which needs the
         // request uniquely owned while it matches.)
-        let start = match early {
-            Some(res) => Start::Early(res),
-            None => {
+        let mut rate = None;
+        let start = match (early, &shared.limiter) {
+            (Some(res), _) => Start::Early(res),
+            (None, Some(limiter)) if limiter.uses_redis() => Start::Deferred(req, limiter.clone()),
+            (None, Some(limiter))
+                if {
+                    let h = req.headers();
+                    let header = |name: &str| h.get(name).map(HeaderValue::as_bytes);
+                    let info = crate::ratelimit::RequestInfo {
+                        method: req.method().as_str(),
+                        path: req.path(),
+                        peer: captured.client,
+                        header: &header,
+                    };
+                    rate = limiter.check_memory(&info);
+                    rate.as_ref().is_some_and(|c| !c.decision.allowed)
+                } =>
+            {
+                let problem = rate.as_ref().map(crate::ratelimit::Checked::problem);
+                Start::Early(actix_web::ResponseError::error_response(
+                    &problem.unwrap_or_else(|| crate::Problem::new(429)),
+                ))
+            }
+            (None, _) => {
                 let _entered = started.span.enter();
                 let _in_request = crate::layer::InRequest::enter();
                 match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
@@ -468,9 +517,40 @@ where
             captured,
             done: false,
         };
+        let service = self.service.clone();
         Box::pin(
             async move {
                 let mut error = None;
+                let start = match start {
+                    Start::Deferred(req, limiter) => {
+                        rate = {
+                            let h = req.headers();
+                            let header = |name: &str| h.get(name).map(HeaderValue::as_bytes);
+                            let info = crate::ratelimit::RequestInfo {
+                                method: req.method().as_str(),
+                                path: req.path(),
+                                peer: req.peer_addr().map(|a| a.ip()),
+                                header: &header,
+                            };
+                            limiter.check(&info).await
+                        };
+                        match rate.as_ref().filter(|c| !c.decision.allowed) {
+                            Some(c) => {
+                                Start::Early(actix_web::ResponseError::error_response(&c.problem()))
+                            }
+                            None => {
+                                let _in_request = crate::layer::InRequest::enter();
+                                match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    service.call(req)
+                                })) {
+                                    Ok(fut) => Start::Call(fut),
+                                    Err(payload) => Start::Panicked(payload),
+                                }
+                            }
+                        }
+                    }
+                    other => other,
+                };
                 let outcome = match start {
                     // A preflight or a refused body: answered without the handler.
                     Start::Early(res) => Ok(Err(actix_web::error::InternalError::from_response(
@@ -478,6 +558,7 @@ where
                     )
                     .into())),
                     Start::Panicked(payload) => Err(payload),
+                    Start::Deferred(..) => unreachable!("resolved above"),
                     Start::Call(fut) => {
                         let guarded =
                             AssertUnwindSafe(crate::layer::InRequestFuture { inner: fut })
@@ -528,6 +609,9 @@ where
                             &cors,
                             header,
                         );
+                        guard
+                            .shared
+                            .add_rate_headers(res.headers_mut(), rate.as_ref());
                         response_size = sized(res.response().body().size());
                         Ok(res)
                     }
@@ -540,6 +624,9 @@ where
                             &cors,
                             header,
                         );
+                        guard
+                            .shared
+                            .add_rate_headers(res.headers_mut(), rate.as_ref());
                         response_size = sized(res.body().size());
                         Err(actix_web::error::InternalError::from_response(e, res).into())
                     }

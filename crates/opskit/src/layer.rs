@@ -54,6 +54,7 @@ struct Shared {
     csp_plain: Option<HeaderValue>,
     csp_https: Option<HeaderValue>,
     hsts: Option<HeaderValue>,
+    limiter: Option<crate::ratelimit::Limiter>,
 }
 
 impl Shared {
@@ -122,6 +123,15 @@ impl Default for OpsLayer {
 impl OpsLayer {
     /// The layer around this recorder and security policy.
     pub fn new(recorder: Recorder, security: SecurityPolicy) -> Self {
+        Self::with_rate_limiter(recorder, security, None)
+    }
+
+    /// The same with a rate limiter (used when it limits anything).
+    pub fn with_rate_limiter(
+        recorder: Recorder,
+        security: SecurityPolicy,
+        limiter: Option<crate::ratelimit::Limiter>,
+    ) -> Self {
         let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id"));
         let fixed = security
@@ -153,6 +163,7 @@ impl OpsLayer {
                 csp_plain,
                 csp_https,
                 hsts,
+                limiter: limiter.filter(crate::ratelimit::Limiter::is_active),
             }),
         }
     }
@@ -272,9 +283,11 @@ fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for OpsService<S>
 where
-    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
-    ReqB: Body,
-    ResB: Body<Data = Bytes>,
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Body + Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<OpsBody<ResB>>;
     type Error = S::Error;
@@ -354,8 +367,45 @@ where
                 req.headers().get(http::header::CONTENT_TYPE).cloned(),
             ],
         };
+        // Rate limit: in memory, decided here; in Redis, awaited in a boxed
+        // future that then calls the service.
+        let mut rate = None;
+        let mut limited = None;
+        let early = match (early, &shared.limiter) {
+            (None, Some(limiter)) if limiter.uses_redis() => {
+                limited = Some(limiter.clone());
+                None
+            }
+            (None, Some(limiter)) => {
+                let h = req.headers();
+                let header = |name: &str| h.get(name).map(HeaderValue::as_bytes);
+                let info = crate::ratelimit::RequestInfo {
+                    method: req.method().as_str(),
+                    path: req.uri().path(),
+                    peer: captured.client,
+                    header: &header,
+                };
+                rate = limiter.check_memory(&info);
+                rate.as_ref()
+                    .filter(|c| !c.decision.allowed)
+                    .map(|c| c.problem().to_response::<Vec<u8>>())
+            }
+            (early, _) => early,
+        };
         let kind = if let Some(res) = early {
             Kind::Early { res: Some(res) }
+        } else if let Some(limiter) = limited {
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            Kind::Limited {
+                future: Box::pin(limited_call(
+                    limiter,
+                    inner,
+                    req,
+                    captured.client,
+                    shared.security.timeout(),
+                )),
+            }
         } else {
             let _entered = started.span.enter();
             let _in_request = InRequest::enter();
@@ -381,9 +431,60 @@ where
                 nonce,
                 cors,
                 over,
+                rate,
             }),
         }
     }
+}
+
+/// What the boxed rate-limited call ends with (type-erased in [`Kind`],
+/// which names only the service's future type).
+enum LimitedOut<T> {
+    Refused(crate::ratelimit::Checked),
+    TimedOut(Option<crate::ratelimit::Checked>),
+    Done(Option<crate::ratelimit::Checked>, T),
+}
+
+/// Asks the (Redis) limiter, then calls the service if admitted.
+async fn limited_call<S, ReqB, ResB>(
+    limiter: crate::ratelimit::Limiter,
+    mut inner: S,
+    req: Request<RequestBody<ReqB>>,
+    peer: Option<IpAddr>,
+    timeout: Option<std::time::Duration>,
+) -> Box<dyn Any + Send>
+where
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Send + 'static,
+{
+    let checked = {
+        let h = req.headers();
+        let header = |name: &str| h.get(name).map(HeaderValue::as_bytes);
+        let info = crate::ratelimit::RequestInfo {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            peer,
+            header: &header,
+        };
+        limiter.check(&info).await
+    };
+    if let Some(c) = checked.as_ref().filter(|c| !c.decision.allowed) {
+        return Box::new(LimitedOut::<Result<S::Response, S::Error>>::Refused(
+            c.clone(),
+        ));
+    }
+    let future = inner.call(req);
+    let out = match timeout {
+        Some(t) => match tokio::time::timeout(t, future).await {
+            Ok(r) => LimitedOut::Done(checked, r),
+            Err(_) => LimitedOut::TimedOut(checked),
+        },
+        None => LimitedOut::Done(checked, future.await),
+    };
+    Box::new(out)
 }
 
 #[derive(Debug)]
@@ -396,6 +497,8 @@ struct State {
     cors: Vec<(&'static str, String)>,
     /// Set when a streamed request body went over the limit.
     over: Option<Arc<AtomicBool>>,
+    /// The rate-limit decision, for its headers.
+    rate: Option<crate::ratelimit::Checked>,
 }
 
 impl State {
@@ -415,6 +518,13 @@ impl State {
         if let Ok(v) = HeaderValue::from_maybe_shared(self.started.request_id.to_bytes()) {
             res.headers_mut()
                 .insert(self.shared.request_id_header.clone(), v);
+        }
+        if let (Some(rate), Some(limiter)) = (&self.rate, &self.shared.limiter) {
+            for (name, value) in rate.headers(limiter.legacy_headers()) {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    res.headers_mut().insert(HeaderName::from_static(name), v);
+                }
+            }
         }
         let mut outcome = self.captured.outcome(res.status().as_u16(), false);
         outcome.panic = panic;
@@ -453,6 +563,7 @@ pin_project! {
         Timed { #[pin] future: tokio::time::Timeout<F> },
         Panicked { payload: Option<Box<dyn Any + Send>> },
         Early { res: Option<Response<Vec<u8>>> },
+        Limited { future: Pin<Box<dyn Future<Output = Box<dyn Any + Send>> + Send>> },
     }
 }
 
@@ -465,7 +576,8 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + 'static,
+    E: 'static,
 {
     type Output = Result<Response<OpsBody<B>>, E>;
 
@@ -528,6 +640,55 @@ where
                 .take()
                 .unwrap_or_default()
                 .map(|v| OpsBody::full(Bytes::from(v)))),
+            KindProj::Limited { future } => {
+                let mut new_rate = None;
+                let polled = {
+                    let _entered = this.state.as_ref().map(|s| s.started.span.enter());
+                    let _in_request = InRequest::enter();
+                    match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(out)) => {
+                            let full = |p: Problem| {
+                                p.to_response::<Vec<u8>>()
+                                    .map(|v| OpsBody::full(Bytes::from(v)))
+                            };
+                            match out
+                                .downcast::<LimitedOut<Result<Response<B>, E>>>()
+                                .map(|b| *b)
+                            {
+                                Ok(LimitedOut::Refused(c)) => {
+                                    let res = full(c.problem());
+                                    new_rate = Some(c);
+                                    Ok(res)
+                                }
+                                Ok(LimitedOut::TimedOut(c)) => {
+                                    error = Some("timeout");
+                                    new_rate = c;
+                                    Ok(full(this.state.as_ref().map_or_else(
+                                        || Problem::new(504),
+                                        |s| s.shared.security.timeout_problem(),
+                                    )))
+                                }
+                                Ok(LimitedOut::Done(c, r)) => {
+                                    new_rate = c;
+                                    r.map(|res| res.map(OpsBody::inner))
+                                }
+                                // Not reachable: the future is made in `call`
+                                // for exactly this output type.
+                                Err(_) => Ok(full(Problem::new(500))),
+                            }
+                        }
+                        Err(payload) => {
+                            panicked = Some(payload);
+                            Ok(panic_response())
+                        }
+                    }
+                };
+                if let (Some(s), Some(c)) = (this.state.as_mut(), new_rate) {
+                    s.rate = Some(c);
+                }
+                polled
+            }
         };
         match polled {
             Ok(mut res) => {

@@ -9,6 +9,7 @@ pub mod metrics;
 mod ops;
 pub mod otel;
 pub mod problem;
+pub mod ratelimit;
 pub mod recorder;
 #[cfg(feature = "sentry")]
 pub mod report;

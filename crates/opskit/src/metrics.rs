@@ -492,6 +492,10 @@ pub fn describe() {
         "Log lines dropped because the log writer's buffer was full."
     );
     metrics::describe_counter!(
+        "opskit_rate_limit_decisions_total",
+        "Rate-limit decisions by policy and decision: allowed, rejected, allowed_store_failed, rejected_store_failed."
+    );
+    metrics::describe_counter!(
         "opskit_otlp_exports_total",
         "OTLP exports by signal and outcome: sent, failed."
     );

@@ -91,6 +91,8 @@ pub struct Builder {
     version: Option<String>,
     commit: Option<String>,
     csp: Option<String>,
+    rate_limit_routes: Vec<crate::ratelimit::RoutePolicy>,
+    rate_limit_key: Option<crate::ratelimit::KeyFn>,
     no_logging: bool,
     #[cfg(feature = "sentry")]
     before_send: Option<crate::report::BeforeSend>,
@@ -142,6 +144,31 @@ impl Builder {
     /// so operators can tighten or relax it without a rebuild).
     pub fn csp(mut self, csp: &crate::security::Csp) -> Self {
         self.csp = Some(csp.to_string());
+        self
+    }
+
+    /// A rate-limit policy for paths matching `pattern` (exact, or a prefix
+    /// ending in `*`): `quota`, or `None` to exempt them. Policies from
+    /// `OPSKIT_RATE_LIMIT_ROUTES` come first (operators win).
+    pub fn rate_limit_route(
+        mut self,
+        pattern: &str,
+        quota: Option<crate::ratelimit::Quota>,
+    ) -> Self {
+        self.rate_limit_routes.push(crate::ratelimit::RoutePolicy {
+            pattern: pattern.to_owned(),
+            quota,
+        });
+        self
+    }
+
+    /// Keys rate limits by `key` (an authenticated user id, say); requests
+    /// for which it returns `None` are keyed by client IP.
+    pub fn rate_limit_key(
+        mut self,
+        key: impl Fn(&crate::ratelimit::RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.rate_limit_key = Some(Arc::new(key));
         self
     }
 
@@ -273,6 +300,25 @@ impl Builder {
         if settings.sentry.dsn.is_some() {
             tracing::warn!("SENTRY_DSN is set but opskit was built without the `sentry` feature; errors are not reported");
         }
+        let limiter = {
+            let mut l = settings.rate_limit.clone();
+            l.routes.extend(self.rate_limit_routes);
+            // Probes and scrapes come from a few addresses many times a
+            // minute: never limited.
+            let prefix = &settings.health_prefix;
+            l.exempt = ["livez", "readyz", "startupz", "health"]
+                .iter()
+                .map(|p| format!("{prefix}/{p}"))
+                .chain([settings.metrics.path.clone()])
+                .collect();
+            if let Some(f) = self.rate_limit_key {
+                l.key_by = crate::ratelimit::KeyBy::Custom(f);
+            }
+            if l.redis_url.is_some() && cfg!(not(feature = "redis")) {
+                tracing::warn!("OPSKIT_RATE_LIMIT_REDIS_URL is set but opskit was built without the `redis` feature; quotas stay in memory, per process");
+            }
+            crate::ratelimit::Limiter::new(l)
+        };
         let commit = settings
             .commit
             .clone()
@@ -345,10 +391,12 @@ impl Builder {
                 metrics_endpoint,
                 health,
                 shutdown,
-                layer: crate::layer::OpsLayer::new(
+                layer: crate::layer::OpsLayer::with_rate_limiter(
                     recorder.clone(),
                     crate::security::SecurityPolicy::new(&settings.security),
+                    Some(limiter.clone()),
                 ),
+                limiter,
                 recorder,
                 dropped_log_lines,
                 #[cfg(feature = "sentry")]
@@ -381,6 +429,7 @@ struct Inner {
     dropped_log_lines: Option<tracing_appender::non_blocking::ErrorCounter>,
     #[cfg(feature = "prometheus")]
     metrics_endpoint: Option<crate::metrics::Endpoint>,
+    limiter: crate::ratelimit::Limiter,
     /// Taken (exporting what is pending) by `finish_telemetry`.
     #[cfg(feature = "otlp-http")]
     otlp: std::sync::Mutex<Option<crate::otel::MetricsPipeline>>,
@@ -472,6 +521,11 @@ impl<C> Ops<C> {
     /// The framework-neutral request recorder behind the layer and the middleware.
     pub fn recorder(&self) -> &crate::recorder::Recorder {
         &self.inner.recorder
+    }
+
+    /// The rate limiter (in both adapters when it limits anything).
+    pub fn rate_limiter(&self) -> &crate::ratelimit::Limiter {
+        &self.inner.limiter
     }
 
     /// The Sentry reporter, when `SENTRY_DSN` is set.

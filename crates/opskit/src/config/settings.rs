@@ -317,6 +317,65 @@ const METRIC_EXPORT_INTERVAL: VarSpec = VarSpec::new(
 );
 const RESOURCE_ATTRIBUTES: VarSpec = VarSpec::new("OTEL_RESOURCE_ATTRIBUTES", "a comma-separated list of key=value (percent-encoded)", None, "Extra resource attributes (`team=payments,region=eu`); `OTEL_SERVICE_NAME` wins for `service.name`.");
 
+const RATE_LIMIT: VarSpec = VarSpec::new(
+    "OPSKIT_RATE_LIMIT",
+    "a quota such as 100/1m, or off",
+    Some("off"),
+    "Requests per client per period for routes no policy names (see docs/rate-limiting.md).",
+);
+const RATE_LIMIT_BURST: VarSpec = VarSpec::new(
+    "OPSKIT_RATE_LIMIT_BURST",
+    "a whole number above 0",
+    None,
+    "Requests a client may make at once. Unset: the whole quota.",
+);
+const RATE_LIMIT_ROUTES: VarSpec = VarSpec::new("OPSKIT_RATE_LIMIT_ROUTES", "a comma-separated list of path=quota or path=off", None, "Per-route policies, first match wins; a path ending in `*` is a prefix: `/auth/*=5/1m,/public/*=off`.");
+const RATE_LIMIT_KEY: VarSpec = VarSpec::new("OPSKIT_RATE_LIMIT_KEY", "ip, or header:<name>", Some("ip"), "What identifies a client: its IP (IPv6 by prefix), or a header such as `header:x-api-key` (IP when absent).");
+const TRUSTED_PROXIES: VarSpec = VarSpec::new("OPSKIT_TRUSTED_PROXIES", "a comma-separated list of CIDRs", None, "Proxies whose forwarding header is believed for the client IP. Unset: the socket peer is the client.");
+const FORWARDED_HEADER: VarSpec = VarSpec::new(
+    "OPSKIT_FORWARDED_HEADER",
+    "x-forwarded-for or forwarded",
+    Some("x-forwarded-for"),
+    "Which header trusted proxies set.",
+);
+const RATE_LIMIT_IPV6_PREFIX: VarSpec = VarSpec::new(
+    "OPSKIT_RATE_LIMIT_IPV6_PREFIX",
+    "a prefix length from 32 to 128",
+    Some("64"),
+    "IPv6 clients share a quota per prefix of this length.",
+);
+const RATE_LIMIT_LEGACY_HEADERS: VarSpec = VarSpec::new(
+    "OPSKIT_RATE_LIMIT_LEGACY_HEADERS",
+    "true or false",
+    Some("false"),
+    "Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset`.",
+);
+const RATE_LIMIT_CAPACITY: VarSpec = VarSpec::new(
+    "OPSKIT_RATE_LIMIT_CAPACITY",
+    "a whole number from 64 to 100000000",
+    Some("100000"),
+    "Most client keys kept in memory (about 40 bytes each).",
+);
+const RATE_LIMIT_REDIS_URL: VarSpec = VarSpec::new(
+    "OPSKIT_RATE_LIMIT_REDIS_URL",
+    "a redis:// URL",
+    None,
+    "Keep the quotas in Redis, shared by every replica (feature `redis`).",
+)
+.secret();
+const RATE_LIMIT_REDIS_TIMEOUT: VarSpec = VarSpec::new(
+    "OPSKIT_RATE_LIMIT_REDIS_TIMEOUT",
+    "a duration such as 100ms",
+    Some("100ms"),
+    "Longest wait for Redis per decision.",
+);
+const RATE_LIMIT_FAILURE: VarSpec = VarSpec::new(
+    "OPSKIT_RATE_LIMIT_FAILURE",
+    "open or closed",
+    Some("open"),
+    "When Redis cannot decide: admit (`open`) or refuse with 503 (`closed`).",
+);
+
 /// Every variable of [`Settings`], in the order of the reference.
 pub static VARS: &[VarSpec] = &[
     HOST,
@@ -355,6 +414,18 @@ pub static VARS: &[VarSpec] = &[
     OTLP_TIMEOUT,
     METRIC_EXPORT_INTERVAL,
     RESOURCE_ATTRIBUTES,
+    RATE_LIMIT,
+    RATE_LIMIT_BURST,
+    RATE_LIMIT_ROUTES,
+    RATE_LIMIT_KEY,
+    TRUSTED_PROXIES,
+    FORWARDED_HEADER,
+    RATE_LIMIT_IPV6_PREFIX,
+    RATE_LIMIT_LEGACY_HEADERS,
+    RATE_LIMIT_CAPACITY,
+    RATE_LIMIT_REDIS_URL,
+    RATE_LIMIT_REDIS_TIMEOUT,
+    RATE_LIMIT_FAILURE,
     COMMIT,
     SECURITY_HEADERS,
     CSP,
@@ -576,25 +647,30 @@ struct KeyValues(Vec<(String, String)>);
 impl FromVar for KeyValues {
     fn from_var(value: &str) -> Result<Self, String> {
         let mut out = Vec::new();
-        for (i, item) in value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .enumerate()
-        {
+        for (n, item) in items(value) {
             let Some((k, v)) = item.split_once('=') else {
-                return Err(format!("item {} has no `=`", i + 1));
+                return Err(format!("item {n} has no `=`"));
             };
             let k = k.trim();
             if k.is_empty() {
-                return Err(format!("item {} has an empty key", i + 1));
+                return Err(format!("item {n} has an empty key"));
             }
             let v = percent_decode(v.trim())
-                .ok_or_else(|| format!("item {} is not valid percent-encoding", i + 1))?;
+                .ok_or_else(|| format!("item {n} is not valid percent-encoding"))?;
             out.push((k.to_owned(), v));
         }
         Ok(Self(out))
     }
+}
+
+/// The non-empty items of a comma-separated list, numbered from 1.
+fn items(value: &str) -> impl Iterator<Item = (usize, &str)> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, item)| (i + 1, item))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -612,6 +688,174 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// `100/1m` or `off`.
+struct QuotaVar(Option<crate::ratelimit::Quota>);
+
+impl FromVar for QuotaVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        if value.trim().eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        crate::ratelimit::Quota::parse(value).map(|q| Self(Some(q)))
+    }
+}
+
+struct RoutesVar(Vec<crate::ratelimit::RoutePolicy>);
+
+impl FromVar for RoutesVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for (n, item) in items(value) {
+            let (path, quota) = item
+                .rsplit_once('=')
+                .ok_or_else(|| format!("item {n} is not path=quota"))?;
+            if !path.starts_with('/') {
+                return Err(format!("item {n}: the path does not start with /"));
+            }
+            let quota = QuotaVar::from_var(quota)
+                .map_err(|e| format!("item {n}: {e}"))?
+                .0;
+            out.push(crate::ratelimit::RoutePolicy {
+                pattern: path.trim().to_owned(),
+                quota,
+            });
+        }
+        Ok(Self(out))
+    }
+}
+
+struct KeyVar(crate::ratelimit::KeyBy);
+
+impl FromVar for KeyVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let v = value.trim();
+        if v.eq_ignore_ascii_case("ip") {
+            return Ok(Self(crate::ratelimit::KeyBy::Ip));
+        }
+        match v.split_once(':') {
+            Some((kind, h)) if kind.eq_ignore_ascii_case("header") && !h.trim().is_empty() => {
+                Ok(Self(crate::ratelimit::KeyBy::Header(
+                    h.trim().to_ascii_lowercase(),
+                )))
+            }
+            _ => Err("the value is not ip or header:<name>".to_owned()),
+        }
+    }
+}
+
+/// A `redis://` or `rediss://` URL (a secret: it may carry a password).
+struct RedisUrl(crate::Secret);
+
+impl FromVar for RedisUrl {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let url = url::Url::parse(value.trim())
+            .map_err(|_| "the value is not a URL (value not shown)".to_owned())?;
+        if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none() {
+            return Err(
+                "the value is not a redis:// or rediss:// URL with a host (value not shown)"
+                    .to_owned(),
+            );
+        }
+        Ok(Self(crate::Secret::new(value.trim())))
+    }
+}
+
+struct Cidrs(Vec<crate::ratelimit::Cidr>);
+
+impl FromVar for Cidrs {
+    fn from_var(value: &str) -> Result<Self, String> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(crate::ratelimit::Cidr::parse)
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+fn read_rate_limit(r: &mut Reader<'_>) -> Option<crate::ratelimit::LimitSettings> {
+    use crate::ratelimit::{FailurePolicy, ForwardedHeader, LimitSettings};
+    let quota: Option<QuotaVar> = r.read(&RATE_LIMIT);
+    let burst: Option<u64> = r.read(&RATE_LIMIT_BURST);
+    let routes: Option<RoutesVar> = r.read(&RATE_LIMIT_ROUTES);
+    let key: Option<KeyVar> = r.read(&RATE_LIMIT_KEY);
+    let trusted: Option<Cidrs> = r.read(&TRUSTED_PROXIES);
+    let header: Option<String> = r.read(&FORWARDED_HEADER);
+    let prefix: Option<u64> = r.read(&RATE_LIMIT_IPV6_PREFIX);
+    let legacy = r.read(&RATE_LIMIT_LEGACY_HEADERS);
+    let capacity: Option<u64> = r.read(&RATE_LIMIT_CAPACITY);
+    let redis: Option<RedisUrl> = r.read(&RATE_LIMIT_REDIS_URL);
+    let timeout = r.read(&RATE_LIMIT_REDIS_TIMEOUT);
+    let failure: Option<String> = r.read(&RATE_LIMIT_FAILURE);
+    let mut bad = |var: &VarSpec, problem: &str| {
+        r.report.push(var.name, var.expected, problem);
+    };
+    let forwarded_header = match header?.trim().to_ascii_lowercase().as_str() {
+        "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+        "forwarded" => ForwardedHeader::Forwarded,
+        _ => {
+            bad(
+                &FORWARDED_HEADER,
+                "the value is not x-forwarded-for or forwarded",
+            );
+            return None;
+        }
+    };
+    let failure = match failure?.trim().to_ascii_lowercase().as_str() {
+        "open" => FailurePolicy::Open,
+        "closed" => FailurePolicy::Closed,
+        _ => {
+            bad(&RATE_LIMIT_FAILURE, "the value is not open or closed");
+            return None;
+        }
+    };
+    let ipv6_prefix = match prefix? {
+        p @ 32..=128 => p as u8,
+        _ => {
+            bad(&RATE_LIMIT_IPV6_PREFIX, "the number is out of range");
+            return None;
+        }
+    };
+    let capacity = match capacity? {
+        c @ 64..=100_000_000 => c as usize,
+        _ => {
+            bad(&RATE_LIMIT_CAPACITY, "the number is out of range");
+            return None;
+        }
+    };
+    let burst = match burst {
+        Some(b @ 1..=4_294_967_295) => Some(b as u32),
+        Some(_) => {
+            bad(&RATE_LIMIT_BURST, "the number is out of range");
+            return None;
+        }
+        None => None,
+    };
+    let with_burst = |q: crate::ratelimit::Quota| match burst {
+        Some(b) => q.with_burst(b),
+        None => q,
+    };
+    let mut routes = routes.map(|r| r.0).unwrap_or_default();
+    for route in &mut routes {
+        route.quota = route.quota.map(with_burst);
+    }
+    Some(LimitSettings {
+        default: quota?.0.map(with_burst),
+        routes,
+        exempt: Vec::new(),
+        key_by: key?.0,
+        trusted_proxies: trusted.map(|t| t.0).unwrap_or_default(),
+        forwarded_header,
+        ipv6_prefix,
+        legacy_headers: legacy?,
+        capacity,
+        redis_url: redis.map(|d| d.0),
+        redis_timeout: timeout?,
+        failure,
+    })
 }
 
 fn read_otel(r: &mut Reader<'_>) -> Option<crate::otel::OtelSettings> {
@@ -949,6 +1193,8 @@ pub struct Settings {
     pub metrics: crate::metrics::MetricsSettings,
     /// `OTEL_*` (export).
     pub otel: crate::otel::OtelSettings,
+    /// `OPSKIT_RATE_LIMIT*`, `OPSKIT_TRUSTED_PROXIES`.
+    pub rate_limit: crate::ratelimit::LimitSettings,
 }
 
 /// A path prefix: empty, or `/` followed by path characters, no trailing `/`.
@@ -1063,6 +1309,7 @@ impl Settings {
         let security = read_security(&mut r);
         let metrics = read_metrics(&mut r);
         let otel = read_otel(&mut r);
+        let rate_limit = read_rate_limit(&mut r);
         let access_log = match (access_enabled, access_levels, skip, sample) {
             (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
                 enabled,
@@ -1086,6 +1333,7 @@ impl Settings {
             security,
             metrics,
             otel,
+            rate_limit,
         ) {
             (
                 Some(host),
@@ -1101,6 +1349,7 @@ impl Settings {
                 Some(security),
                 Some(metrics),
                 Some(otel),
+                Some(rate_limit),
             ) if r.report.is_empty() => Ok(Self {
                 host,
                 port,
@@ -1119,6 +1368,7 @@ impl Settings {
                 security,
                 metrics,
                 otel,
+                rate_limit,
             }),
             _ => Err(r.report),
         }

@@ -1,0 +1,225 @@
+//! The client address behind trusted proxies, and IPv6 prefixes.
+
+use super::{ForwardedHeader, RequestInfo};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An address block: `10.0.0.0/8`, `fd00::/8`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`, `x::y/n` or a bare address.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`/{p}` is not a prefix length up to {max}"))?,
+            None => max,
+        };
+        // `::ffff:a.b.c.d/n` is the IPv4 block `a.b.c.d/(n - 96)`.
+        let (addr, prefix) = match canonical(addr) {
+            v4 @ IpAddr::V4(_) if addr.is_ipv6() => (v4, prefix.saturating_sub(96)),
+            other => (other, prefix),
+        };
+        Ok(Self {
+            addr: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix.min(32)))
+            };
+            IpAddr::V4(Ipv4Addr::from(bits & m))
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix.min(128)))
+            };
+            IpAddr::V6(Ipv6Addr::from(bits & m))
+        }
+    }
+}
+
+/// The key form of an address: IPv4 whole, IPv6 by its `/prefix`.
+pub(crate) fn masked(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        v4 @ IpAddr::V4(_) => v4,
+        v6 => mask(v6, v6_prefix),
+    }
+}
+
+/// One address from a forwarding entry: `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`,
+/// `"[::1]"`; `None` for `unknown`, obfuscated ids and anything malformed.
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim().trim_matches('"');
+    if let Some(rest) = e.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    if let Ok(ip) = e.parse() {
+        return Some(ip);
+    }
+    // `a.b.c.d:port`
+    let (host, port) = e.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// The client: the socket peer, unless the peer is a trusted proxy; then the
+/// forwarding entries from the right, skipping trusted proxies, and the first
+/// untrusted one is the client. A malformed entry stops the walk (the client
+/// is then the last trusted hop seen); the left-most entry is never believed
+/// just for being there.
+pub(crate) fn client_ip(
+    info: &RequestInfo<'_>,
+    trusted: &[Cidr],
+    header: ForwardedHeader,
+) -> Option<IpAddr> {
+    let peer = canonical(info.peer?);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let raw = match header {
+        ForwardedHeader::XForwardedFor => (info.header)("x-forwarded-for"),
+        ForwardedHeader::Forwarded => (info.header)("forwarded"),
+    };
+    let Some(raw) = raw.and_then(|r| std::str::from_utf8(r).ok()) else {
+        return Some(peer);
+    };
+    let entries: Vec<&str> = match header {
+        ForwardedHeader::XForwardedFor => raw.split(',').collect(),
+        ForwardedHeader::Forwarded => raw
+            .split(',')
+            .map(|elem| {
+                elem.split(';')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
+                    .map_or("", |(_, v)| v)
+            })
+            .collect(),
+    };
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let Some(ip) = parse_entry(entry).map(canonical) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip_of(peer: &str, xff: Option<&'static str>, trusted: &[&str]) -> IpAddr {
+        let trusted: Vec<Cidr> = trusted.iter().map(|c| Cidr::parse(c).unwrap()).collect();
+        let header = move |name: &str| -> Option<&[u8]> {
+            (name == "x-forwarded-for").then_some(xff?.as_bytes())
+        };
+        let info = RequestInfo {
+            method: "GET",
+            path: "/",
+            peer: peer.parse().ok(),
+            header: &header,
+        };
+        client_ip(&info, &trusted, ForwardedHeader::XForwardedFor).unwrap()
+    }
+
+    #[test]
+    fn spoofed_headers_from_untrusted_peers_are_ignored() {
+        assert_eq!(
+            ip_of("198.51.100.7", Some("1.2.3.4"), &[]).to_string(),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            ip_of("198.51.100.7", Some("1.2.3.4"), &["10.0.0.0/8"]).to_string(),
+            "198.51.100.7"
+        );
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_entry_is_the_client() {
+        let t = ["10.0.0.0/8"];
+        // The client prepended a fake entry; the proxy appended the real peer.
+        assert_eq!(
+            ip_of("10.0.0.2", Some("6.6.6.6, 203.0.113.5"), &t).to_string(),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            ip_of("10.0.0.2", Some("203.0.113.5, 10.0.0.9"), &t).to_string(),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            ip_of("10.0.0.2", Some("203.0.113.5:4711"), &t).to_string(),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            ip_of("10.0.0.2", Some("garbage, 10.0.0.9"), &t).to_string(),
+            "10.0.0.9"
+        );
+        assert_eq!(ip_of("10.0.0.2", None, &t).to_string(), "10.0.0.2");
+    }
+
+    #[test]
+    fn cidrs_and_prefixes() {
+        let c = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(c.contains("2001:db8:1::1".parse().unwrap()));
+        assert!(!c.contains("2001:db9::1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("::ffff:10.0.0.1")
+            .unwrap()
+            .contains("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            masked("2001:db8:1:2:3:4:5:6".parse().unwrap(), 64).to_string(),
+            "2001:db8:1:2::"
+        );
+        assert_eq!(
+            parse_entry("\"[2001:db8::1]:443\"").unwrap().to_string(),
+            "2001:db8::1"
+        );
+        assert!(parse_entry("unknown").is_none() && parse_entry("_hidden").is_none());
+    }
+}

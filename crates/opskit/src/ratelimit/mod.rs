@@ -1,0 +1,699 @@
+//! Rate limiting: GCRA quotas per key and per route, IETF `RateLimit`
+//! headers, 429 problems; in memory (sharded, bounded) or in Redis (shared by
+//! every replica).
+//!
+//! Written here rather than on `governor`: governor's keyed limiter grows
+//! without bound until `retain_recent` is called and has no Redis backend,
+//! while the same GCRA step must run in memory and, atomically, in Redis;
+//! the step itself is a dozen lines ([`gcra::decide`]).
+//!
+//! ```
+//! use opskit::ratelimit::{Limiter, LimitSettings, Quota, RequestInfo};
+//! let mut settings = LimitSettings::default();
+//! settings.default = Some(Quota::parse("2/1m").unwrap());
+//! let limiter = Limiter::new(settings);
+//! let peer = "203.0.113.9".parse().ok();
+//! let info = RequestInfo { method: "GET", path: "/", peer, header: &|_| None };
+//! assert!(limiter.check_memory(&info).unwrap().decision.allowed);
+//! assert!(limiter.check_memory(&info).unwrap().decision.allowed);
+//! assert!(!limiter.check_memory(&info).unwrap().decision.allowed);
+//! ```
+
+pub mod gcra;
+mod ip;
+#[cfg(feature = "redis")]
+mod redis_store;
+
+pub use gcra::{Decision, Quota};
+pub use ip::Cidr;
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which header carries the client address behind trusted proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (default).
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+/// A function from a request to its client key.
+pub type KeyFn = Arc<dyn Fn(&RequestInfo<'_>) -> Option<String> + Send + Sync>;
+
+/// What identifies a client.
+#[derive(Clone)]
+pub enum KeyBy {
+    /// The client IP (IPv6 by prefix), through trusted proxies only.
+    Ip,
+    /// A request header (an API key); requests without it are keyed by IP.
+    Header(String),
+    /// A function of the request (an authenticated user id, say); `None`
+    /// falls back to the IP.
+    Custom(KeyFn),
+}
+
+impl std::fmt::Debug for KeyBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip => f.write_str("Ip"),
+            Self::Header(h) => write!(f, "Header({h})"),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// When the store (Redis) cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Admit the request (default): an outage of the limiter is not an outage of the service.
+    Open,
+    /// Refuse it with 503: for quotas that protect something costly.
+    Closed,
+}
+
+/// A route policy: requests whose path matches `pattern` (exact, or a prefix
+/// when it ends with `*`) use `quota`; `None` exempts them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutePolicy {
+    /// `/auth/*`, `/login`.
+    pub pattern: String,
+    /// The quota, or `None` for no limit.
+    pub quota: Option<Quota>,
+}
+
+/// Rate-limit settings (`OPSKIT_RATE_LIMIT*`, `OPSKIT_TRUSTED_PROXIES`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LimitSettings {
+    /// The quota of routes no policy names; `None`: off.
+    pub default: Option<Quota>,
+    /// Route policies, first match wins.
+    pub routes: Vec<RoutePolicy>,
+    /// Paths never limited: the probes and `/metrics` (filled in by `init`).
+    pub exempt: Vec<String>,
+    /// What a key is.
+    pub key_by: KeyBy,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Which forwarding header they set.
+    pub forwarded_header: ForwardedHeader,
+    /// IPv6 clients share a bucket per prefix of this length.
+    pub ipv6_prefix: u8,
+    /// Also send `X-RateLimit-Limit/Remaining/Reset`.
+    pub legacy_headers: bool,
+    /// Most keys kept in memory.
+    pub capacity: usize,
+    /// Redis URL for a quota shared by every replica.
+    pub redis_url: Option<crate::Secret>,
+    /// Longest wait for Redis per decision.
+    pub redis_timeout: Duration,
+    /// What to do when Redis cannot answer.
+    pub failure: FailurePolicy,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            default: None,
+            routes: Vec::new(),
+            exempt: Vec::new(),
+            key_by: KeyBy::Ip,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            ipv6_prefix: 64,
+            legacy_headers: false,
+            capacity: 100_000,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(100),
+            failure: FailurePolicy::Open,
+        }
+    }
+}
+
+/// What the limiter reads from a request (framework-neutral).
+pub struct RequestInfo<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The socket peer.
+    pub peer: Option<IpAddr>,
+    /// Header lookup by lower-case name.
+    pub header: &'a (dyn Fn(&str) -> Option<&'a [u8]> + Sync),
+}
+
+impl std::fmt::Debug for RequestInfo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestInfo")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A decision with what the response needs.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The decision.
+    pub decision: Decision,
+    /// The policy's name (its pattern, or `default`).
+    pub policy: Arc<str>,
+    /// Its quota.
+    pub quota: Quota,
+    /// The store could not answer: the failure policy decided.
+    pub store_failed: bool,
+}
+
+const SHARDS: usize = 64;
+
+/// In-memory TATs: 64 shards of `key hash → TAT`, each behind its own lock,
+/// each holding at most `capacity / 64` keys. A full shard drops the keys
+/// whose bucket is whole again (TAT passed: the same as absent), then, under
+/// a flood of new keys, those closest to whole, a quarter of the shard at a
+/// time.
+struct Memory {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+}
+
+/// Keys are already keyed SipHash values: the map uses them as they are.
+type Shard = std::collections::HashMap<u64, u64, std::hash::BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (u64 keys); fold anything else in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl Memory {
+    fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard: (capacity / SHARDS).max(1),
+        }
+    }
+
+    fn decide(&self, hash: u64, quota: &Quota, now: u64) -> Decision {
+        // Middle bits pick the shard: the map itself uses the low bits
+        // (bucket) and the top bits (tags).
+        let shard = &self.shards[((hash >> 32) as usize) % SHARDS];
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let tat = map.get(&hash).copied();
+        let (decision, new_tat) = gcra::decide(quota, tat, now);
+        if tat.is_none() && map.len() >= self.per_shard {
+            // Make room for a quarter of the shard at once (amortised O(1)
+            // per new key under a flood): first the keys whose bucket is
+            // whole again, then those closest to whole.
+            map.retain(|_, t| *t > now);
+            let target = self.per_shard - self.per_shard / 4 - 1;
+            if map.len() > target {
+                let mut tats: Vec<(u64, u64)> = map.iter().map(|(k, t)| (*t, *k)).collect();
+                let cut = map.len() - target;
+                tats.select_nth_unstable(cut - 1);
+                for (_, k) in &tats[..cut] {
+                    map.remove(k);
+                }
+            }
+        }
+        if decision.allowed {
+            map.insert(hash, new_tat);
+        }
+        decision
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+}
+
+/// The limiter: policies, key extraction, the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Limiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: LimitSettings,
+    /// Policy names: `default`, then each route's pattern.
+    names: Vec<Arc<str>>,
+    /// `opskit_rate_limit_decisions_total` per policy: allowed, rejected,
+    /// allowed_store_failed, rejected_store_failed.
+    counters: Vec<[metrics::Counter; 4]>,
+    hasher: std::collections::hash_map::RandomState,
+    memory: Memory,
+    epoch: Instant,
+    #[cfg(feature = "redis")]
+    redis: Option<redis_store::RedisStore>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limiter {
+    /// A limiter with these settings (Redis connects lazily, on first use).
+    pub fn new(settings: LimitSettings) -> Self {
+        let active =
+            settings.default.is_some() || settings.routes.iter().any(|r| r.quota.is_some());
+        let names: Vec<Arc<str>> = std::iter::once(Arc::from("default"))
+            .chain(
+                settings
+                    .routes
+                    .iter()
+                    .map(|r| Arc::from(r.pattern.as_str())),
+            )
+            .collect();
+        #[cfg(feature = "redis")]
+        let redis = settings
+            .redis_url
+            .as_ref()
+            .and_then(|u| redis_store::RedisStore::new(u.expose(), settings.redis_timeout));
+        Self {
+            inner: Arc::new(Inner {
+                // Registered (as 0) only when something is limited.
+                counters: names
+                    .iter()
+                    .map(|n| {
+                        if !active {
+                            return std::array::from_fn(|_| metrics::Counter::noop());
+                        }
+                        [
+                            "allowed",
+                            "rejected",
+                            "allowed_store_failed",
+                            "rejected_store_failed",
+                        ]
+                        .map(|d| {
+                            metrics::counter!(
+                                "opskit_rate_limit_decisions_total",
+                                "policy" => n.to_string(),
+                                "decision" => d
+                            )
+                        })
+                    })
+                    .collect(),
+                names,
+                hasher: std::collections::hash_map::RandomState::new(),
+                memory: Memory::new(settings.capacity),
+                epoch: Instant::now(),
+                #[cfg(feature = "redis")]
+                redis,
+                settings,
+            }),
+        }
+    }
+
+    /// Whether any request can be limited at all.
+    pub fn is_active(&self) -> bool {
+        let s = &self.inner.settings;
+        s.default.is_some() || s.routes.iter().any(|r| r.quota.is_some())
+    }
+
+    /// Whether decisions go to Redis.
+    pub fn uses_redis(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.inner.redis.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
+    /// Also send the legacy `X-RateLimit-*` headers.
+    pub fn legacy_headers(&self) -> bool {
+        self.inner.settings.legacy_headers
+    }
+
+    /// Keys held in memory now.
+    pub fn keys_in_memory(&self) -> usize {
+        self.inner.memory.len()
+    }
+
+    /// The policy for a path: its name and quota; `None` when not limited.
+    pub fn policy(&self, path: &str) -> Option<(Arc<str>, Quota)> {
+        self.policy_index(path)
+            .map(|(i, q)| (self.inner.names[i].clone(), q))
+    }
+
+    /// Index into `names`/`counters` (0: default) and quota.
+    fn policy_index(&self, path: &str) -> Option<(usize, Quota)> {
+        let s = &self.inner.settings;
+        if s.exempt.iter().any(|e| {
+            path == e
+                || path
+                    .strip_prefix(e.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        }) {
+            return None;
+        }
+        for (i, r) in s.routes.iter().enumerate() {
+            let hit = match r.pattern.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => path == r.pattern,
+            };
+            if hit {
+                return r.quota.map(|q| (i + 1, q));
+            }
+        }
+        s.default.map(|q| (0, q))
+    }
+
+    /// The client key of a request (never logged raw: only hashed).
+    fn client_key<'a>(&self, info: &RequestInfo<'a>) -> ClientKey<'a> {
+        let s = &self.inner.settings;
+        let custom = match &s.key_by {
+            KeyBy::Ip => None,
+            KeyBy::Header(h) => (info.header)(h).map(ClientKey::Header),
+            KeyBy::Custom(f) => f(info).map(ClientKey::Custom),
+        };
+        custom.unwrap_or_else(|| {
+            match ip::client_ip(info, &s.trusted_proxies, s.forwarded_header) {
+                Some(ip) => ClientKey::Ip(ip::masked(ip, s.ipv6_prefix)),
+                None => ClientKey::Unknown,
+            }
+        })
+    }
+
+    fn now_us(&self) -> u64 {
+        self.inner.epoch.elapsed().as_micros() as u64 + 1
+    }
+
+    /// Decides in memory (Redis is not consulted). `None`: not limited.
+    pub fn check_memory(&self, info: &RequestInfo<'_>) -> Option<Checked> {
+        if info.method == "OPTIONS" && (info.header)("access-control-request-method").is_some() {
+            return None; // CORS preflights never count against the quota
+        }
+        let (index, quota) = self.policy_index(info.path)?;
+        let key = self.client_key(info);
+        let hash = self.inner.hasher.hash_one((index, &key));
+        let decision = self.inner.memory.decide(hash, &quota, self.now_us());
+        let checked = Checked {
+            decision,
+            policy: self.inner.names[index].clone(),
+            quota,
+            store_failed: false,
+        };
+        self.record(index, &checked, &key);
+        Some(checked)
+    }
+
+    /// Decides in Redis when configured, else in memory. `None`: not limited.
+    pub async fn check(&self, info: &RequestInfo<'_>) -> Option<Checked> {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.inner.redis {
+            if info.method == "OPTIONS" && (info.header)("access-control-request-method").is_some()
+            {
+                return None;
+            }
+            let (index, quota) = self.policy_index(info.path)?;
+            let key = self.client_key(info);
+            let policy = self.inner.names[index].clone();
+            let redis_key = format!("opskit:rl:{policy}:{:016x}", key.stable_hash());
+            let checked = match redis.decide(&redis_key, &quota).await {
+                Ok(decision) => Checked {
+                    decision,
+                    policy,
+                    quota,
+                    store_failed: false,
+                },
+                Err(reason) => {
+                    let allowed = self.inner.settings.failure == FailurePolicy::Open;
+                    redis_store::warn_failure(&reason, allowed);
+                    Checked {
+                        decision: Decision {
+                            allowed,
+                            remaining: 0,
+                            reset_us: 1_000_000,
+                        },
+                        policy,
+                        quota,
+                        store_failed: true,
+                    }
+                }
+            };
+            self.record(index, &checked, &key);
+            return Some(checked);
+        }
+        self.check_memory(info)
+    }
+
+    fn record(&self, index: usize, c: &Checked, key: &ClientKey<'_>) {
+        let slot = match (c.decision.allowed, c.store_failed) {
+            (true, false) => 0,
+            (false, false) => 1,
+            (true, true) => 2,
+            (false, true) => 3,
+        };
+        self.inner.counters[index][slot].increment(1);
+        if !c.decision.allowed && !c.store_failed {
+            tracing::warn!(
+                rate_limit.policy = &*c.policy,
+                rate_limit.key_hash = format!("{:016x}", self.inner.hasher.hash_one(key)),
+                retry_after_ms = c.decision.reset_us / 1000,
+                "rate limit exceeded"
+            );
+        }
+    }
+}
+
+/// What identifies a client, borrowed from the request where it can be.
+#[derive(Hash)]
+enum ClientKey<'a> {
+    Ip(IpAddr),
+    Header(&'a [u8]),
+    Custom(String),
+    Unknown,
+}
+
+impl ClientKey<'_> {
+    /// FNV-1a 64 over a tagged encoding: every replica computes the same
+    /// Redis key (the raw key never leaves the process). Hand-written: a
+    /// stable hash is a dozen lines, not a dependency.
+    #[cfg(feature = "redis")]
+    fn stable_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        match self {
+            Self::Ip(IpAddr::V4(a)) => {
+                eat(b"4");
+                eat(&a.octets());
+            }
+            Self::Ip(IpAddr::V6(a)) => {
+                eat(b"6");
+                eat(&a.octets());
+            }
+            Self::Header(v) => {
+                eat(b"h");
+                eat(v);
+            }
+            Self::Custom(s) => {
+                eat(b"c");
+                eat(s.as_bytes());
+            }
+            Self::Unknown => eat(b"u"),
+        }
+        h
+    }
+}
+
+impl Checked {
+    /// The response headers: `RateLimit-Policy` and `RateLimit` (draft-10
+    /// syntax), `Retry-After` when refused, and the legacy `X-RateLimit-*`
+    /// when asked for.
+    pub fn headers(&self, legacy: bool) -> Vec<(&'static str, String)> {
+        let name = sf_string(&self.policy);
+        let w = self.quota.period.as_secs().max(1);
+        let t = self.decision.reset_us.div_ceil(1_000_000);
+        let mut h = vec![
+            (
+                "ratelimit-policy",
+                format!("{name};q={};w={w}", self.quota.count),
+            ),
+            (
+                "ratelimit",
+                format!("{name};r={};t={t}", self.decision.remaining),
+            ),
+        ];
+        if !self.decision.allowed {
+            h.push(("retry-after", t.max(1).to_string()));
+        }
+        if legacy {
+            let reset = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                + t;
+            h.push(("x-ratelimit-limit", self.quota.count.to_string()));
+            h.push(("x-ratelimit-remaining", self.decision.remaining.to_string()));
+            h.push(("x-ratelimit-reset", reset.to_string()));
+        }
+        h
+    }
+
+    /// The answer to a refused request: 429 (or 503 when the store failed
+    /// closed) as an RFC 9457 problem.
+    pub fn problem(&self) -> crate::Problem {
+        if self.store_failed {
+            return crate::Problem::new(503)
+                .detail("the rate limiter cannot decide right now; try again shortly");
+        }
+        crate::Problem::new(429)
+            .with_type("https://iana.org/assignments/http-problem-types#quota-exceeded")
+            .title("Too Many Requests")
+            .detail(format!(
+                "the quota of {} requests per {} s is used up; retry in {} s",
+                self.quota.count,
+                self.quota.period.as_secs().max(1),
+                self.decision.reset_us.div_ceil(1_000_000).max(1)
+            ))
+            .extension("violated-policies", vec![self.policy.to_string()])
+    }
+}
+
+/// A Structured-Field string: quoted, `"` and `\` escaped, printable ASCII only.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info<'a>(
+        path: &'a str,
+        peer: &str,
+        header: &'a (dyn Fn(&str) -> Option<&'a [u8]> + Sync),
+    ) -> RequestInfo<'a> {
+        RequestInfo {
+            method: "GET",
+            path,
+            peer: peer.parse().ok(),
+            header,
+        }
+    }
+
+    #[test]
+    fn route_policies_and_exemptions() {
+        let l = Limiter::new(LimitSettings {
+            default: Some(Quota::parse("100/1m").unwrap()),
+            routes: vec![
+                RoutePolicy {
+                    pattern: "/auth/*".into(),
+                    quota: Some(Quota::parse("1/1m").unwrap()),
+                },
+                RoutePolicy {
+                    pattern: "/livez".into(),
+                    quota: None,
+                },
+            ],
+            ..Default::default()
+        });
+        let none = |_: &str| None;
+        assert_eq!(&*l.policy("/auth/login").unwrap().0, "/auth/*");
+        assert!(l.policy("/livez").is_none());
+        assert_eq!(&*l.policy("/users/1").unwrap().0, "default");
+        assert!(
+            l.check_memory(&info("/auth/login", "10.0.0.1", &none))
+                .unwrap()
+                .decision
+                .allowed
+        );
+        assert!(
+            !l.check_memory(&info("/auth/x", "10.0.0.1", &none))
+                .unwrap()
+                .decision
+                .allowed
+        );
+        // Another client, and the default policy, are separate buckets.
+        assert!(
+            l.check_memory(&info("/auth/login", "10.0.0.2", &none))
+                .unwrap()
+                .decision
+                .allowed
+        );
+        assert!(
+            l.check_memory(&info("/users/1", "10.0.0.1", &none))
+                .unwrap()
+                .decision
+                .allowed
+        );
+    }
+
+    #[test]
+    fn a_flood_of_keys_stays_within_the_capacity() {
+        let l = Limiter::new(LimitSettings {
+            default: Some(Quota::parse("10/1h").unwrap()),
+            capacity: 10_000,
+            ..Default::default()
+        });
+        let none = |_: &str| None;
+        for i in 0..1_000_000u32 {
+            let ip = std::net::Ipv4Addr::from(i.wrapping_mul(2_654_435_761)).to_string();
+            assert!(
+                l.check_memory(&info("/", &ip, &none))
+                    .unwrap()
+                    .decision
+                    .allowed
+            );
+        }
+        let keys = l.keys_in_memory();
+        assert!(keys <= 10_000, "{keys} keys kept");
+        assert!(keys >= 7_000, "{keys} keys kept");
+    }
+
+    #[test]
+    fn headers_follow_the_draft() {
+        let c = Checked {
+            decision: Decision {
+                allowed: false,
+                remaining: 0,
+                reset_us: 11_500_000,
+            },
+            policy: Arc::from("default"),
+            quota: Quota::parse("5/1m").unwrap(),
+            store_failed: false,
+        };
+        let h = c.headers(true);
+        assert!(h.contains(&("ratelimit-policy", "\"default\";q=5;w=60".to_owned())));
+        assert!(h.contains(&("ratelimit", "\"default\";r=0;t=12".to_owned())));
+        assert!(h.contains(&("retry-after", "12".to_owned())));
+        assert!(h.iter().any(|(n, _)| *n == "x-ratelimit-reset"));
+        assert_eq!(c.problem().status(), 429);
+        assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+}
