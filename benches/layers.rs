@@ -209,3 +209,38 @@ mod metrics_layer {
         drive(b, bare_router().layer(peer_layer()));
     }
 }
+
+/// The rate limiter's cost inside the layer (in memory, every request
+/// admitted): decision, `RateLimit` headers. Security headers off.
+mod rate_limit_layer {
+    use super::drive;
+    use opskit::layer::OpsLayer;
+    use opskit::ratelimit::{LimitSettings, Limiter, Quota};
+    use opskit::recorder::Recorder;
+    use opskit::security::{SecurityPolicy, SecuritySettings};
+    use opskit_benches::bare_router;
+
+    fn layer(limit: bool) -> OpsLayer {
+        let mut off = SecuritySettings::default();
+        off.enabled = false;
+        let mut l = LimitSettings::default();
+        l.default = limit.then(|| Quota::parse("1000000000/1m").expect("quota"));
+        OpsLayer::with_rate_limiter(
+            Recorder::default(),
+            SecurityPolicy::new(&off),
+            Some(Limiter::new(l)),
+        )
+    }
+
+    /// opskit's layer, no rate limit.
+    #[divan::bench]
+    fn opskit_rate_limit_off(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(layer(false)));
+    }
+
+    /// opskit's layer with an in-memory rate limit.
+    #[divan::bench]
+    fn opskit_rate_limit_on(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(layer(true)));
+    }
+}

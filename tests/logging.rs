@@ -252,6 +252,11 @@ fn access_log_lines_are_identical_between_frameworks() {
             let o = v.as_object_mut().unwrap();
             assert!(o.remove("duration_ms").is_some());
             assert!(o.remove("timestamp").is_some());
+            // Fresh for every request: only their shape can match.
+            for id in ["trace_id", "span_id"] {
+                let value = o.remove(id).unwrap();
+                assert!(value.as_str().is_some_and(|s| s.len() >= 16), "{value}");
+            }
             mine.push(v);
         }
         lines.push(mine);

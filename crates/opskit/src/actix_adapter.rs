@@ -167,17 +167,26 @@ struct Shared {
     csp_https: Option<HeaderValue>,
     hsts: Option<HeaderValue>,
     limiter: Option<crate::ratelimit::Limiter>,
+    trace_response_header: Option<HeaderName>,
 }
 
 impl Shared {
+    /// `traceresponse` and the rate-limit fields.
     fn add_rate_headers(
         &self,
         headers: &mut actix_web::http::header::HeaderMap,
         rate: Option<&crate::ratelimit::Checked>,
+        trace: &crate::trace::TraceContext,
     ) {
+        if let Some(name) = &self.trace_response_header {
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(trace.traceresponse()))
+            {
+                headers.insert(name.clone(), v);
+            }
+        }
         if let (Some(rate), Some(limiter)) = (rate, &self.limiter) {
-            for (name, value) in rate.headers(limiter.legacy_headers()) {
-                if let Ok(v) = HeaderValue::from_str(&value) {
+            for (name, value) in rate.headers(limiter.legacy_headers()).into_iter().flatten() {
+                if let Ok(v) = HeaderValue::from_maybe_shared(value) {
                     headers.insert(HeaderName::from_static(name), v);
                 }
             }
@@ -255,6 +264,9 @@ impl OpsMiddleware {
     ) -> Self {
         let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id"));
+        let trace_response_header = recorder
+            .trace_response_header()
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
         let fixed = security
             .fixed_headers()
             .iter()
@@ -284,6 +296,7 @@ impl OpsMiddleware {
                 csp_https,
                 hsts,
                 limiter: limiter.filter(crate::ratelimit::Limiter::is_active),
+                trace_response_header,
             }),
         }
     }
@@ -420,6 +433,10 @@ where
             h.get(&shared.request_id_header).map(HeaderValue::as_bytes),
             req.method().as_str(),
             https,
+            [
+                h.get("traceparent").map(HeaderValue::as_bytes),
+                h.get("tracestate").map(HeaderValue::as_bytes),
+            ],
         );
         req.extensions_mut().insert(started.request_id.clone());
         let nonce = security.nonce_enabled().then(CspNonce::generate);
@@ -504,6 +521,7 @@ where
             (None, _) => {
                 let _entered = started.span.enter();
                 let _in_request = crate::layer::InRequest::enter();
+                let _trace = crate::trace::Entered::enter(&started.trace);
                 match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
                     Ok(fut) => Start::Call(fut),
                     Err(payload) => Start::Panicked(payload),
@@ -540,6 +558,7 @@ where
                             }
                             None => {
                                 let _in_request = crate::layer::InRequest::enter();
+                                let _trace = crate::trace::Entered::enter(&guard.started.trace);
                                 match std::panic::catch_unwind(AssertUnwindSafe(|| {
                                     service.call(req)
                                 })) {
@@ -560,9 +579,11 @@ where
                     Start::Panicked(payload) => Err(payload),
                     Start::Deferred(..) => unreachable!("resolved above"),
                     Start::Call(fut) => {
-                        let guarded =
-                            AssertUnwindSafe(crate::layer::InRequestFuture { inner: fut })
-                                .catch_unwind();
+                        let guarded = AssertUnwindSafe(crate::layer::InRequestFuture {
+                            inner: fut,
+                            trace: Some(guard.started.trace.clone()),
+                        })
+                        .catch_unwind();
                         match timeout {
                             Some(t) => match actix_web::rt::time::timeout(t, guarded).await {
                                 Ok(r) => r,
@@ -609,9 +630,11 @@ where
                             &cors,
                             header,
                         );
-                        guard
-                            .shared
-                            .add_rate_headers(res.headers_mut(), rate.as_ref());
+                        guard.shared.add_rate_headers(
+                            res.headers_mut(),
+                            rate.as_ref(),
+                            &guard.started.trace,
+                        );
                         response_size = sized(res.response().body().size());
                         Ok(res)
                     }
@@ -624,9 +647,11 @@ where
                             &cors,
                             header,
                         );
-                        guard
-                            .shared
-                            .add_rate_headers(res.headers_mut(), rate.as_ref());
+                        guard.shared.add_rate_headers(
+                            res.headers_mut(),
+                            rate.as_ref(),
+                            &guard.started.trace,
+                        );
                         response_size = sized(res.body().size());
                         Err(actix_web::error::InternalError::from_response(e, res).into())
                     }

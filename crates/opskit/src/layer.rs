@@ -55,6 +55,7 @@ struct Shared {
     csp_https: Option<HeaderValue>,
     hsts: Option<HeaderValue>,
     limiter: Option<crate::ratelimit::Limiter>,
+    trace_response_header: Option<HeaderName>,
 }
 
 impl Shared {
@@ -134,6 +135,9 @@ impl OpsLayer {
     ) -> Self {
         let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
             .unwrap_or(HeaderName::from_static("x-request-id"));
+        let trace_response_header = recorder
+            .trace_response_header()
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
         let fixed = security
             .fixed_headers()
             .iter()
@@ -164,6 +168,7 @@ impl OpsLayer {
                 csp_https,
                 hsts,
                 limiter: limiter.filter(crate::ratelimit::Limiter::is_active),
+                trace_response_header,
             }),
         }
     }
@@ -257,6 +262,7 @@ pin_project! {
     pub(crate) struct InRequestFuture<F> {
         #[pin]
         pub(crate) inner: F,
+        pub(crate) trace: Option<crate::trace::TraceContext>,
     }
 }
 
@@ -264,7 +270,9 @@ impl<F: Future> Future for InRequestFuture<F> {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let _in_request = InRequest::enter();
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let _trace = this.trace.as_ref().map(crate::trace::Entered::enter);
+        this.inner.poll(cx)
     }
 }
 
@@ -318,6 +326,10 @@ where
             h.get(&shared.request_id_header).map(HeaderValue::as_bytes),
             req.method().as_str(),
             https,
+            [
+                h.get("traceparent").map(HeaderValue::as_bytes),
+                h.get("tracestate").map(HeaderValue::as_bytes),
+            ],
         );
         req.extensions_mut().insert(started.request_id.clone());
         let nonce = shared.security.nonce_enabled().then(CspNonce::generate);
@@ -409,6 +421,7 @@ where
         } else {
             let _entered = started.span.enter();
             let _in_request = InRequest::enter();
+            let _trace = crate::trace::Entered::enter(&started.trace);
             match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
                 Ok(future) => match shared.security.timeout() {
                     Some(t) => Kind::Timed {
@@ -519,9 +532,16 @@ impl State {
             res.headers_mut()
                 .insert(self.shared.request_id_header.clone(), v);
         }
+        if let Some(name) = &self.shared.trace_response_header {
+            if let Ok(v) =
+                HeaderValue::from_maybe_shared(Bytes::from(self.started.trace.traceresponse()))
+            {
+                res.headers_mut().insert(name.clone(), v);
+            }
+        }
         if let (Some(rate), Some(limiter)) = (&self.rate, &self.shared.limiter) {
-            for (name, value) in rate.headers(limiter.legacy_headers()) {
-                if let Ok(v) = HeaderValue::from_str(&value) {
+            for (name, value) in rate.headers(limiter.legacy_headers()).into_iter().flatten() {
+                if let Ok(v) = HeaderValue::from_maybe_shared(value) {
                     res.headers_mut().insert(HeaderName::from_static(name), v);
                 }
             }
@@ -589,6 +609,10 @@ where
             KindProj::Running { future } => {
                 let _entered = this.state.as_ref().map(|s| s.started.span.enter());
                 let _in_request = InRequest::enter();
+                let _trace = this
+                    .state
+                    .as_ref()
+                    .map(|s| crate::trace::Entered::enter(&s.started.trace));
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(res))) => Ok(res.map(OpsBody::inner)),
@@ -602,6 +626,10 @@ where
             KindProj::Timed { future } => {
                 let _entered = this.state.as_ref().map(|s| s.started.span.enter());
                 let _in_request = InRequest::enter();
+                let _trace = this
+                    .state
+                    .as_ref()
+                    .map(|s| crate::trace::Entered::enter(&s.started.trace));
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(Ok(res)))) => Ok(res.map(OpsBody::inner)),
@@ -645,6 +673,10 @@ where
                 let polled = {
                     let _entered = this.state.as_ref().map(|s| s.started.span.enter());
                     let _in_request = InRequest::enter();
+                    let _trace = this
+                        .state
+                        .as_ref()
+                        .map(|s| crate::trace::Entered::enter(&s.started.trace));
                     match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(out)) => {

@@ -17,6 +17,7 @@ pub mod request_id;
 mod secret;
 pub mod security;
 mod shutdown;
+pub mod trace;
 
 #[cfg(feature = "actix")]
 mod actix_adapter;

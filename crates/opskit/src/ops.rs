@@ -260,7 +260,8 @@ impl Builder {
         let recorder = crate::recorder::Recorder::new(
             settings.access_log.clone(),
             &settings.request_id_header,
-        );
+        )
+        .with_trace_response_header(settings.trace_response_header.clone());
         #[cfg(feature = "sentry")]
         let recorder = {
             if let Some(r) = &reporter {

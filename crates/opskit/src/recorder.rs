@@ -9,7 +9,7 @@
 //! ```
 //! use opskit::recorder::{Outcome, Recorder};
 //! let rec = Recorder::new(Default::default(), "x-request-id");
-//! let start = rec.start(Some(b"abc-123"), "GET", false);
+//! let start = rec.start(Some(b"abc-123"), "GET", false, [None, None]);
 //! assert_eq!(start.request_id.as_str(), "abc-123");
 //! rec.finish(&start, &Outcome { status: 200, ..Outcome::new("GET", "/users/7") });
 //! ```
@@ -32,6 +32,7 @@ pub struct Recorder {
     #[cfg(feature = "sentry")]
     reporter: Option<crate::report::Reporter>,
     metrics: Option<crate::metrics::HttpMetrics>,
+    trace_response_header: Option<String>,
 }
 
 /// What [`Recorder::start`] hands back to the adapter.
@@ -45,6 +46,8 @@ pub struct Started {
     pub at: Instant,
     /// Counted in `http_server_active_requests` while this lives.
     pub active: Option<crate::metrics::Active>,
+    /// The W3C trace context (joined or new); its ids are on every log line.
+    pub trace: crate::trace::TraceContext,
 }
 
 /// What an adapter knows once the response is decided.
@@ -189,7 +192,20 @@ impl Recorder {
             #[cfg(feature = "sentry")]
             reporter: None,
             metrics: None,
+            trace_response_header: Some("traceresponse".to_owned()),
         }
+    }
+
+    /// Answers the trace context in this header (`None`: not at all).
+    #[must_use]
+    pub fn with_trace_response_header(mut self, name: Option<String>) -> Self {
+        self.trace_response_header = name;
+        self
+    }
+
+    /// The header answering the trace context, lower case.
+    pub fn trace_response_header(&self) -> Option<&str> {
+        self.trace_response_header.as_deref()
     }
 
     /// Records the HTTP server metrics of every request into `metrics`.
@@ -212,21 +228,33 @@ impl Recorder {
         &self.request_id_header
     }
 
-    /// Starts a request: validates or makes its id, opens its span, counts it as active.
-    pub fn start(&self, incoming_request_id: Option<&[u8]>, method: &str, https: bool) -> Started {
+    /// Starts a request: validates or makes its id, joins or starts its
+    /// trace (`traceparent`/`tracestate`), opens its log span, counts it as active.
+    pub fn start(
+        &self,
+        incoming_request_id: Option<&[u8]>,
+        method: &str,
+        https: bool,
+        trace_headers: [Option<&[u8]>; 2],
+    ) -> Started {
         let request_id = RequestId::from_incoming_or_generate(incoming_request_id);
+        let trace = crate::trace::TraceContext::from_headers(trace_headers[0], trace_headers[1]);
+        let (trace_id, span_id) = trace.ids();
         // ERROR level so that the span exists under any filter but `off`:
         // its only job is to put `request_id` on every line inside it.
         let span = tracing::error_span!(
             target: "opskit::request",
             "request",
-            request_id = request_id.as_str()
+            request_id = request_id.as_str(),
+            trace_id = %trace_id,
+            span_id = %span_id
         );
         Started {
             request_id,
             span,
             at: Instant::now(),
             active: self.metrics.as_ref().map(|m| m.start(method, https)),
+            trace,
         }
     }
 

@@ -376,6 +376,8 @@ const RATE_LIMIT_FAILURE: VarSpec = VarSpec::new(
     "When Redis cannot decide: admit (`open`) or refuse with 503 (`closed`).",
 );
 
+const TRACE_RESPONSE_HEADER: VarSpec = VarSpec::new("OPSKIT_TRACE_RESPONSE_HEADER", "a header name, or off", Some("traceresponse"), "The response header carrying the request's W3C trace context (`00-<trace id>-<span id>-<flags>`), for users to quote in bug reports.");
+
 /// Every variable of [`Settings`], in the order of the reference.
 pub static VARS: &[VarSpec] = &[
     HOST,
@@ -414,6 +416,7 @@ pub static VARS: &[VarSpec] = &[
     OTLP_TIMEOUT,
     METRIC_EXPORT_INTERVAL,
     RESOURCE_ATTRIBUTES,
+    TRACE_RESPONSE_HEADER,
     RATE_LIMIT,
     RATE_LIMIT_BURST,
     RATE_LIMIT_ROUTES,
@@ -1195,6 +1198,8 @@ pub struct Settings {
     pub otel: crate::otel::OtelSettings,
     /// `OPSKIT_RATE_LIMIT*`, `OPSKIT_TRUSTED_PROXIES`.
     pub rate_limit: crate::ratelimit::LimitSettings,
+    /// `OPSKIT_TRACE_RESPONSE_HEADER` (`None`: off).
+    pub trace_response_header: Option<String>,
 }
 
 /// A path prefix: empty, or `/` followed by path characters, no trailing `/`.
@@ -1310,6 +1315,22 @@ impl Settings {
         let metrics = read_metrics(&mut r);
         let otel = read_otel(&mut r);
         let rate_limit = read_rate_limit(&mut r);
+        let trace_response: Option<String> = r.read(&TRACE_RESPONSE_HEADER);
+        let trace_response_header = match trace_response.as_deref().map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("off") || v.is_empty() => Some(None),
+            Some(v) if http::HeaderName::from_bytes(v.as_bytes()).is_ok() => {
+                Some(Some(v.to_ascii_lowercase()))
+            }
+            Some(_) => {
+                r.report.push(
+                    TRACE_RESPONSE_HEADER.name,
+                    TRACE_RESPONSE_HEADER.expected,
+                    "the value is not a valid header name",
+                );
+                None
+            }
+            None => None,
+        };
         let access_log = match (access_enabled, access_levels, skip, sample) {
             (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
                 enabled,
@@ -1369,6 +1390,7 @@ impl Settings {
                 metrics,
                 otel,
                 rate_limit,
+                trace_response_header: trace_response_header.flatten(),
             }),
             _ => Err(r.report),
         }

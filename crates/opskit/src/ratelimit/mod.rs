@@ -27,6 +27,7 @@ mod redis_store;
 pub use gcra::{Decision, Quota};
 pub use ip::Cidr;
 
+use bytes::Bytes;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -166,6 +167,8 @@ pub struct Checked {
     pub quota: Quota,
     /// The store could not answer: the failure policy decided.
     pub store_failed: bool,
+    /// The policy's `RateLimit-Policy` value and `RateLimit` prefix (`"name";r=`).
+    fields: (Bytes, Arc<str>),
 }
 
 const SHARDS: usize = 64;
@@ -255,6 +258,8 @@ struct Inner {
     settings: LimitSettings,
     /// Policy names: `default`, then each route's pattern.
     names: Vec<Arc<str>>,
+    /// Their header fields, made once (see [`Checked::headers`]).
+    fields: Vec<(Bytes, Arc<str>)>,
     /// `opskit_rate_limit_decisions_total` per policy: allowed, rejected,
     /// allowed_store_failed, rejected_store_failed.
     counters: Vec<[metrics::Counter; 4]>,
@@ -313,6 +318,23 @@ impl Limiter {
                                 "decision" => d
                             )
                         })
+                    })
+                    .collect(),
+                fields: names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let quota = if i == 0 {
+                            settings.default
+                        } else {
+                            settings.routes[i - 1].quota
+                        };
+                        let (q, w) = quota.map_or((0, 0), |q| (q.count, q.period.as_secs().max(1)));
+                        let name = sf_string(n);
+                        (
+                            Bytes::from(format!("{name};q={q};w={w}")),
+                            Arc::from(format!("{name};r=")),
+                        )
                     })
                     .collect(),
                 names,
@@ -413,6 +435,7 @@ impl Limiter {
             policy: self.inner.names[index].clone(),
             quota,
             store_failed: false,
+            fields: self.inner.fields[index].clone(),
         };
         self.record(index, &checked, &key);
         Some(checked)
@@ -436,6 +459,7 @@ impl Limiter {
                     policy,
                     quota,
                     store_failed: false,
+                    fields: self.inner.fields[index].clone(),
                 },
                 Err(reason) => {
                     let allowed = self.inner.settings.failure == FailurePolicy::Open;
@@ -449,6 +473,7 @@ impl Limiter {
                         policy,
                         quota,
                         store_failed: true,
+                        fields: self.inner.fields[index].clone(),
                     }
                 }
             };
@@ -526,22 +551,20 @@ impl Checked {
     /// The response headers: `RateLimit-Policy` and `RateLimit` (draft-10
     /// syntax), `Retry-After` when refused, and the legacy `X-RateLimit-*`
     /// when asked for.
-    pub fn headers(&self, legacy: bool) -> Vec<(&'static str, String)> {
-        let name = sf_string(&self.policy);
-        let w = self.quota.period.as_secs().max(1);
+    ///
+    /// The policy's field is made once per policy; per request one small
+    /// string is formatted (`RateLimit`), two more when refused or legacy.
+    pub fn headers(&self, legacy: bool) -> [Option<(&'static str, Bytes)>; 6] {
+        use std::fmt::Write;
         let t = self.decision.reset_us.div_ceil(1_000_000);
-        let mut h = vec![
-            (
-                "ratelimit-policy",
-                format!("{name};q={};w={w}", self.quota.count),
-            ),
-            (
-                "ratelimit",
-                format!("{name};r={};t={t}", self.decision.remaining),
-            ),
-        ];
+        let mut rl = String::with_capacity(self.fields.1.len() + 24);
+        rl.push_str(&self.fields.1);
+        let _ = write!(rl, "{};t={t}", self.decision.remaining);
+        let mut h: [Option<(&'static str, Bytes)>; 6] = Default::default();
+        h[0] = Some(("ratelimit-policy", self.fields.0.clone()));
+        h[1] = Some(("ratelimit", Bytes::from(rl)));
         if !self.decision.allowed {
-            h.push(("retry-after", t.max(1).to_string()));
+            h[2] = Some(("retry-after", Bytes::from(t.max(1).to_string())));
         }
         if legacy {
             let reset = std::time::SystemTime::now()
@@ -549,9 +572,15 @@ impl Checked {
                 .unwrap_or_default()
                 .as_secs()
                 + t;
-            h.push(("x-ratelimit-limit", self.quota.count.to_string()));
-            h.push(("x-ratelimit-remaining", self.decision.remaining.to_string()));
-            h.push(("x-ratelimit-reset", reset.to_string()));
+            h[3] = Some((
+                "x-ratelimit-limit",
+                Bytes::from(self.quota.count.to_string()),
+            ));
+            h[4] = Some((
+                "x-ratelimit-remaining",
+                Bytes::from(self.decision.remaining.to_string()),
+            ));
+            h[5] = Some(("x-ratelimit-reset", Bytes::from(reset.to_string())));
         }
         h
     }
@@ -687,11 +716,18 @@ mod tests {
             policy: Arc::from("default"),
             quota: Quota::parse("5/1m").unwrap(),
             store_failed: false,
+            fields: (
+                Bytes::from_static(b"\"default\";q=5;w=60"),
+                Arc::from("\"default\";r="),
+            ),
         };
-        let h = c.headers(true);
-        assert!(h.contains(&("ratelimit-policy", "\"default\";q=5;w=60".to_owned())));
-        assert!(h.contains(&("ratelimit", "\"default\";r=0;t=12".to_owned())));
-        assert!(h.contains(&("retry-after", "12".to_owned())));
+        let h: Vec<(&str, Bytes)> = c.headers(true).into_iter().flatten().collect();
+        assert!(h.contains(&(
+            "ratelimit-policy",
+            Bytes::from_static(b"\"default\";q=5;w=60")
+        )));
+        assert!(h.contains(&("ratelimit", Bytes::from_static(b"\"default\";r=0;t=12"))));
+        assert!(h.contains(&("retry-after", Bytes::from_static(b"12"))));
         assert!(h.iter().any(|(n, _)| *n == "x-ratelimit-reset"));
         assert_eq!(c.problem().status(), 429);
         assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
