@@ -68,27 +68,10 @@ fn opskit_request_id_only(b: divan::Bencher<'_, '_>) {
 /// with tracing-subscriber's JSON format, plus the request-id layers.
 #[divan::bench]
 fn peer_tower_http_trace_and_request_id(b: divan::Bencher<'_, '_>) {
-    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
     let (writer, _guard) = sink_writer();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_writer(writer),
-        );
+    let subscriber = opskit_benches::peer_json_subscriber(writer);
     let _default = tracing::subscriber::set_default(subscriber);
-    let header = http::HeaderName::from_static("x-request-id");
-    let app = bare_router()
-        .layer(PropagateRequestIdLayer::new(header.clone()))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        .layer(SetRequestIdLayer::new(header, MakeRequestUuid));
+    let app = opskit_benches::peer_logging(bare_router());
     drive(b, app);
 }
 

@@ -38,3 +38,34 @@ pub fn sink_writer() -> (
         .lossy(true)
         .finish(std::io::sink())
 }
+
+/// The usual peer logging assembly around `app`: tower-http `TraceLayer` at
+/// INFO (span + one event per response) and the request-id layers.
+pub fn peer_logging(app: Router) -> Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+    let header = http::HeaderName::from_static("x-request-id");
+    app.layer(PropagateRequestIdLayer::new(header.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
+}
+
+/// tracing-subscriber's own JSON format (flattened events) at INFO into `writer`:
+/// what a peer stack logs through.
+pub fn peer_json_subscriber(
+    writer: tracing_appender::non_blocking::NonBlocking,
+) -> impl tracing::Subscriber + Send + Sync {
+    use tracing_subscriber::layer::SubscriberExt;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_writer(writer),
+        )
+}
