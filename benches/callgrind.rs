@@ -21,10 +21,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let variant = args.next().unwrap_or_else(|| "bare".to_owned());
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = opskit_benches::runtime();
     let _enter = rt.enter();
     let (writer, _guard) = sink_writer();
     let app = match variant.as_str() {

@@ -2,6 +2,7 @@
 //! costs the dependency. Run: `cargo bench -p opskit-benches --bench health`.
 
 use opskit::health::{Check, Health, Probe};
+use opskit_benches::runtime;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,13 +10,6 @@ use std::time::{Duration, Instant};
 fn main() {
     storm_report();
     divan::main();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
 }
 
 /// Nine quick checks and one that never answers (timeout 100 ms); `refresh`

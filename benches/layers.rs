@@ -6,7 +6,7 @@
 //! from divan's counting global allocator (all threads).
 
 use opskit::layer::OpsLayer;
-use opskit_benches::{bare_router, request, sink_writer};
+use opskit_benches::{bare_router, request, runtime, sink_writer};
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -15,14 +15,6 @@ static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
 
 fn main() {
     divan::main();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // Timers on, as under `#[tokio::main]`: the request timeout needs them.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
 }
 
 fn drive(b: divan::Bencher<'_, '_>, app: axum::Router) {

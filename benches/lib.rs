@@ -69,3 +69,12 @@ pub fn peer_json_subscriber(
                 .with_writer(writer),
         )
 }
+
+/// The runtime the benches drive requests on: current-thread, timers on (as
+/// under `#[tokio::main]`: the request timeout and health timeouts need them).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}

@@ -35,15 +35,9 @@ fn opskit_memory(b: divan::Bencher<'_, '_>) {
     let l = limiter(None);
     let ips = clients();
     let next = AtomicUsize::new(0);
-    let none = |_: &str| None;
     b.bench_local(|| {
         let ip = ips[next.fetch_add(1, Ordering::Relaxed) % ips.len()];
-        let info = RequestInfo {
-            method: "GET",
-            path: "/users/7",
-            peer: Some(ip),
-            header: &none,
-        };
+        let info = request_from(ip);
         divan::black_box(l.check_memory(&info).map(|c| c.decision.allowed))
     });
 }
@@ -65,6 +59,16 @@ fn governor_keyed(b: divan::Bencher<'_, '_>) {
 
 fn no_header(_: &str) -> Option<&'static [u8]> {
     None
+}
+
+/// A `GET /users/7` from `ip`, without headers.
+fn request_from(ip: IpAddr) -> RequestInfo<'static> {
+    RequestInfo {
+        method: "GET",
+        path: "/users/7",
+        peer: Some(ip),
+        header: &no_header,
+    }
 }
 
 /// A `redis-server` on a free loopback port for the Redis benches.
@@ -133,12 +137,7 @@ fn opskit_redis_sequential(b: divan::Bencher<'_, '_>) {
     let next = AtomicUsize::new(0);
     b.bench_local(|| {
         let ip = ips[next.fetch_add(1, Ordering::Relaxed) % ips.len()];
-        let info = RequestInfo {
-            method: "GET",
-            path: "/users/7",
-            peer: Some(ip),
-            header: &no_header,
-        };
+        let info = request_from(ip);
         divan::black_box(rt.block_on(l.check(&info)).map(|c| c.decision.allowed))
     });
 }
@@ -156,12 +155,7 @@ fn opskit_redis_100_concurrent(b: divan::Bencher<'_, '_>) {
             |ip| {
                 let l = &l;
                 async move {
-                    let info = RequestInfo {
-                        method: "GET",
-                        path: "/users/7",
-                        peer: Some(*ip),
-                        header: &no_header,
-                    };
+                    let info = request_from(*ip);
                     l.check(&info).await.map(|c| c.decision.allowed)
                 }
             },

@@ -8,7 +8,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{
     forward_ready, Service, ServiceFactory, ServiceRequest, ServiceResponse, Transform,
 };
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::HeaderValue;
 use actix_web::http::StatusCode;
 use actix_web::http::{Method, Uri};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -63,12 +63,8 @@ impl<C: Send + Sync + 'static> Ops<C> {
                     }),
                 );
             }
-            for (name, probe) in [
-                ("livez", Probe::Live),
-                ("readyz", Probe::Ready),
-                ("startupz", Probe::Startup),
-                ("health", Probe::Report),
-            ] {
+            for probe in Probe::ALL {
+                let name = probe.path_segment();
                 let h = health.clone();
                 cfg.route(
                     &format!("{prefix}/{name}"),
@@ -159,89 +155,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
 #[derive(Debug)]
 struct Shared {
     recorder: Recorder,
-    request_id_header: HeaderName,
-    security: SecurityPolicy,
-    fixed: Vec<(HeaderName, HeaderValue)>,
-    csp_name: HeaderName,
-    csp_plain: Option<HeaderValue>,
-    csp_https: Option<HeaderValue>,
-    hsts: Option<HeaderValue>,
-    limiter: Option<crate::ratelimit::Limiter>,
-    trace_response_header: Option<HeaderName>,
-}
-
-impl Shared {
-    /// `traceresponse` and the rate-limit fields.
-    fn add_rate_headers(
-        &self,
-        headers: &mut actix_web::http::header::HeaderMap,
-        rate: Option<&crate::ratelimit::Checked>,
-        trace: &crate::trace::TraceContext,
-    ) {
-        if let Some(name) = &self.trace_response_header {
-            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(trace.traceresponse()))
-            {
-                headers.insert(name.clone(), v);
-            }
-        }
-        if let (Some(rate), Some(limiter)) = (rate, &self.limiter) {
-            for (name, value) in rate.headers(limiter.legacy_headers()).into_iter().flatten() {
-                if let Ok(v) = HeaderValue::from_maybe_shared(value) {
-                    headers.insert(HeaderName::from_static(name), v);
-                }
-            }
-        }
-    }
-
-    /// Security headers, CORS headers, the request id; no `Server`/`X-Powered-By`.
-    /// (The same steps as the tower layer's, on Actix's header types.)
-    fn decorate(
-        &self,
-        headers: &mut actix_web::http::header::HeaderMap,
-        https: bool,
-        nonce: Option<&CspNonce>,
-        cors: &[(&'static str, String)],
-        request_id: Option<HeaderValue>,
-    ) {
-        let keep = |h: &actix_web::http::header::HeaderMap, name: &HeaderName| {
-            h.contains_key(name) && self.security.is_overridable(name.as_str())
-        };
-        for (name, value) in &self.fixed {
-            if !keep(headers, name) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
-        if !keep(headers, &self.csp_name) {
-            let value = match nonce {
-                None if https => self.csp_https.clone(),
-                None => self.csp_plain.clone(),
-                Some(n) => self
-                    .security
-                    .csp(https, Some(n))
-                    .and_then(|(_, v)| HeaderValue::from_str(&v).ok()),
-            };
-            if let Some(v) = value {
-                headers.insert(self.csp_name.clone(), v);
-            }
-        }
-        if let (true, Some(h)) = (https, &self.hsts) {
-            headers.insert(
-                actix_web::http::header::STRICT_TRANSPORT_SECURITY,
-                h.clone(),
-            );
-        }
-        for name in crate::security::REMOVED_HEADERS {
-            headers.remove(name);
-        }
-        for (name, value) in cors {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.append(HeaderName::from_static(name), v);
-            }
-        }
-        if let Some(v) = request_id {
-            headers.insert(self.request_id_header.clone(), v);
-        }
-    }
+    headers: crate::response_headers::Prepared<actix_web::http::header::HeaderMap>,
 }
 
 /// The Actix middleware; get it from [`Ops::actix_middleware`].
@@ -262,41 +176,10 @@ impl OpsMiddleware {
         security: SecurityPolicy,
         limiter: Option<crate::ratelimit::Limiter>,
     ) -> Self {
-        let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
-            .unwrap_or(HeaderName::from_static("x-request-id"));
-        let trace_response_header = recorder
-            .trace_response_header()
-            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
-        let fixed = security
-            .fixed_headers()
-            .iter()
-            .filter_map(|(n, v)| Some((HeaderName::from_static(n), HeaderValue::from_str(v).ok()?)))
-            .collect();
-        let csp = |https| {
-            security
-                .csp(https, None)
-                .and_then(|(_, v)| HeaderValue::from_str(&v).ok())
-        };
-        let csp_name = security.csp(false, None).map_or(
-            actix_web::http::header::CONTENT_SECURITY_POLICY,
-            |(n, _)| HeaderName::from_static(n),
-        );
-        let (csp_plain, csp_https) = (csp(false), csp(true));
-        let hsts = security
-            .hsts(true)
-            .and_then(|v| HeaderValue::from_str(v).ok());
         Self {
             shared: Rc::new(Shared {
+                headers: crate::response_headers::Prepared::new(&recorder, security, limiter),
                 recorder,
-                request_id_header,
-                security,
-                fixed,
-                csp_name,
-                csp_plain,
-                csp_https,
-                hsts,
-                limiter: limiter.filter(crate::ratelimit::Limiter::is_active),
-                trace_response_header,
             }),
         }
     }
@@ -421,8 +304,8 @@ where
                 .headers()
                 .contains_key(actix_web::http::header::TRANSFER_ENCODING)
                 || req.version() == actix_web::http::Version::HTTP_2))
-            .then(|| limit_payload(&mut req, shared.security.body_limit()));
-        let security = &shared.security;
+            .then(|| limit_payload(&mut req, shared.headers.security.body_limit()));
+        let security = &shared.headers.security;
         let h = req.headers();
         let https = security.is_https(
             h.get("x-forwarded-proto").map(HeaderValue::as_bytes),
@@ -430,7 +313,8 @@ where
                 .map(HeaderValue::as_bytes),
         );
         let started = shared.recorder.start(
-            h.get(&shared.request_id_header).map(HeaderValue::as_bytes),
+            h.get(&shared.headers.request_id_header)
+                .map(HeaderValue::as_bytes),
             req.method().as_str(),
             https,
             [
@@ -496,7 +380,7 @@ where
         // `ServiceResponse` here would break Actix's router, which needs the
         // request uniquely owned while it matches.)
         let mut rate = None;
-        let start = match (early, &shared.limiter) {
+        let start = match (early, &shared.headers.limiter) {
             (Some(res), _) => Start::Early(res),
             (None, Some(limiter)) if limiter.uses_redis() => Start::Deferred(req, limiter.clone()),
             (None, Some(limiter))
@@ -519,9 +403,7 @@ where
                 ))
             }
             (None, _) => {
-                let _entered = started.span.enter();
-                let _in_request = crate::layer::InRequest::enter();
-                let _trace = crate::trace::Entered::enter(&started.trace);
+                let _scope = crate::layer::RequestScope::enter(&started);
                 match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(req))) {
                     Ok(fut) => Start::Call(fut),
                     Err(payload) => Start::Panicked(payload),
@@ -593,7 +475,7 @@ where
                                         timeout_ms = t.as_millis() as u64,
                                         "request timed out"
                                     );
-                                    Ok(Err(guard.shared.security.timeout_problem().into()))
+                                    Ok(Err(guard.shared.headers.security.timeout_problem().into()))
                                 }
                             },
                             None => guarded.await,
@@ -605,7 +487,7 @@ where
                     // The handler saw its body cut off at the limit: whatever it
                     // answered (a failed extractor's error, say), the answer is 413.
                     Ok(_) if over.as_ref().is_some_and(|o| o.get()) => {
-                        Err(guard.shared.security.body_too_large().into())
+                        Err(guard.shared.headers.security.body_too_large().into())
                     }
                     Ok(result) => result,
                     Err(payload) => {
@@ -618,40 +500,24 @@ where
                     Ok(res) => res.status().as_u16(),
                     Err(e) => e.as_response_error().status_code().as_u16(),
                 };
-                let header =
-                    HeaderValue::from_maybe_shared(guard.started.request_id.to_bytes()).ok();
+                let per_response = crate::response_headers::PerResponse {
+                    https,
+                    nonce: nonce.as_ref(),
+                    cors: &cors,
+                    request_id: &guard.started.request_id,
+                    trace: &guard.started.trace,
+                    rate: rate.as_ref(),
+                };
                 let response_size;
                 let result = match result {
                     Ok(mut res) => {
-                        guard.shared.decorate(
-                            res.headers_mut(),
-                            https,
-                            nonce.as_ref(),
-                            &cors,
-                            header,
-                        );
-                        guard.shared.add_rate_headers(
-                            res.headers_mut(),
-                            rate.as_ref(),
-                            &guard.started.trace,
-                        );
+                        guard.shared.headers.apply(res.headers_mut(), &per_response);
                         response_size = sized(res.response().body().size());
                         Ok(res)
                     }
                     Err(e) => {
                         let mut res = e.error_response();
-                        guard.shared.decorate(
-                            res.headers_mut(),
-                            https,
-                            nonce.as_ref(),
-                            &cors,
-                            header,
-                        );
-                        guard.shared.add_rate_headers(
-                            res.headers_mut(),
-                            rate.as_ref(),
-                            &guard.started.trace,
-                        );
+                        guard.shared.headers.apply(res.headers_mut(), &per_response);
                         response_size = sized(res.body().size());
                         Err(actix_web::error::InternalError::from_response(e, res).into())
                     }

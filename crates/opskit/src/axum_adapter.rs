@@ -33,12 +33,8 @@ fn metrics_response(p: ProbeResponse) -> Response {
 
 fn probe_routes<S: Clone + Send + Sync + 'static>(health: &Health, prefix: &str) -> Router<S> {
     let mut router = Router::new();
-    for (name, probe) in [
-        ("livez", Probe::Live),
-        ("readyz", Probe::Ready),
-        ("startupz", Probe::Startup),
-        ("health", Probe::Report),
-    ] {
+    for probe in Probe::ALL {
+        let name = probe.path_segment();
         let h = health.clone();
         router = router.route(
             &format!("{prefix}/{name}"),

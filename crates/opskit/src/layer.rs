@@ -25,7 +25,7 @@ use crate::recorder::{Outcome, Recorder, Started};
 use crate::security::{CorsDecision, CspNonce, SecurityPolicy};
 use crate::Problem;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::any::Any;
@@ -46,62 +46,7 @@ type Route = axum::extract::MatchedPath;
 #[derive(Debug)]
 struct Shared {
     recorder: Recorder,
-    request_id_header: HeaderName,
-    security: SecurityPolicy,
-    /// The policy's fixed headers, parsed once.
-    fixed: Vec<(HeaderName, HeaderValue)>,
-    csp_name: HeaderName,
-    csp_plain: Option<HeaderValue>,
-    csp_https: Option<HeaderValue>,
-    hsts: Option<HeaderValue>,
-    limiter: Option<crate::ratelimit::Limiter>,
-    trace_response_header: Option<HeaderName>,
-}
-
-impl Shared {
-    /// Security headers, CORS headers, no `Server`/`X-Powered-By`.
-    fn apply(
-        &self,
-        headers: &mut http::HeaderMap,
-        https: bool,
-        nonce: Option<&CspNonce>,
-        cors: &[(&'static str, String)],
-    ) {
-        let keep = |h: &http::HeaderMap, name: &HeaderName| {
-            h.contains_key(name) && self.security.is_overridable(name.as_str())
-        };
-        // One growth of the map instead of several as the headers go in.
-        headers.reserve(self.fixed.len() + 3 + cors.len());
-        for (name, value) in &self.fixed {
-            if !keep(headers, name) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
-        if !keep(headers, &self.csp_name) {
-            let value = match nonce {
-                None if https => self.csp_https.clone(),
-                None => self.csp_plain.clone(),
-                Some(n) => self
-                    .security
-                    .csp(https, Some(n))
-                    .and_then(|(_, v)| HeaderValue::from_str(&v).ok()),
-            };
-            if let Some(v) = value {
-                headers.insert(self.csp_name.clone(), v);
-            }
-        }
-        if let (true, Some(h)) = (https, &self.hsts) {
-            headers.insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
-        }
-        for name in crate::security::REMOVED_HEADERS {
-            headers.remove(name);
-        }
-        for (name, value) in cors {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.append(HeaderName::from_static(name), v);
-            }
-        }
-    }
+    headers: crate::response_headers::Prepared<http::HeaderMap>,
 }
 
 /// Applies [`OpsService`]. Get it from [`Ops::layer`](crate::Ops::layer);
@@ -133,42 +78,10 @@ impl OpsLayer {
         security: SecurityPolicy,
         limiter: Option<crate::ratelimit::Limiter>,
     ) -> Self {
-        let request_id_header = HeaderName::from_bytes(recorder.request_id_header().as_bytes())
-            .unwrap_or(HeaderName::from_static("x-request-id"));
-        let trace_response_header = recorder
-            .trace_response_header()
-            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
-        let fixed = security
-            .fixed_headers()
-            .iter()
-            .filter_map(|(n, v)| Some((HeaderName::from_static(n), HeaderValue::from_str(v).ok()?)))
-            .collect();
-        let csp = |https| {
-            security
-                .csp(https, None)
-                .and_then(|(_, v)| HeaderValue::from_str(&v).ok())
-        };
-        let csp_name = security
-            .csp(false, None)
-            .map_or(http::header::CONTENT_SECURITY_POLICY, |(n, _)| {
-                HeaderName::from_static(n)
-            });
-        let (csp_plain, csp_https) = (csp(false), csp(true));
-        let hsts = security
-            .hsts(true)
-            .and_then(|v| HeaderValue::from_str(v).ok());
         Self {
             shared: Arc::new(Shared {
+                headers: crate::response_headers::Prepared::new(&recorder, security, limiter),
                 recorder,
-                request_id_header,
-                security,
-                fixed,
-                csp_name,
-                csp_plain,
-                csp_https,
-                hsts,
-                limiter: limiter.filter(crate::ratelimit::Limiter::is_active),
-                trace_response_header,
             }),
         }
     }
@@ -257,6 +170,27 @@ impl Drop for InRequest {
     }
 }
 
+/// A request's context on this thread until dropped: its log span, the
+/// in-request flag (the adapter reports its panics), its trace context.
+pub(crate) struct RequestScope<'a> {
+    // Dropped in this order: the reverse of entering.
+    _trace: crate::trace::Entered,
+    _in_request: InRequest,
+    _span: tracing::span::Entered<'a>,
+}
+
+impl<'a> RequestScope<'a> {
+    pub(crate) fn enter(started: &'a Started) -> Self {
+        let span = started.span.enter();
+        let in_request = InRequest::enter();
+        Self {
+            _trace: crate::trace::Entered::enter(&started.trace),
+            _in_request: in_request,
+            _span: span,
+        }
+    }
+}
+
 pin_project! {
     /// Marks the thread as running request code around every poll of `F`.
     pub(crate) struct InRequestFuture<F> {
@@ -309,7 +243,7 @@ where
         let shared = &self.shared;
         // A body whose length is not declared within the limit (chunked) is
         // counted as it streams; the flag tells the response it was cut off.
-        let limit = shared.security.body_limit();
+        let limit = shared.headers.security.body_limit();
         let over = (req.body().size_hint().upper().is_none_or(|u| u > limit))
             .then(|| Arc::new(AtomicBool::new(false)));
         let mut req = req.map(|inner| RequestBody {
@@ -318,12 +252,13 @@ where
             over: over.clone(),
         });
         let h = req.headers();
-        let https = shared.security.is_https(
+        let https = shared.headers.security.is_https(
             h.get("x-forwarded-proto").map(HeaderValue::as_bytes),
             h.get(http::header::FORWARDED).map(HeaderValue::as_bytes),
         );
         let started = shared.recorder.start(
-            h.get(&shared.request_id_header).map(HeaderValue::as_bytes),
+            h.get(&shared.headers.request_id_header)
+                .map(HeaderValue::as_bytes),
             req.method().as_str(),
             https,
             [
@@ -332,12 +267,16 @@ where
             ],
         );
         req.extensions_mut().insert(started.request_id.clone());
-        let nonce = shared.security.nonce_enabled().then(CspNonce::generate);
+        let nonce = shared
+            .headers
+            .security
+            .nonce_enabled()
+            .then(CspNonce::generate);
         if let Some(n) = &nonce {
             req.extensions_mut().insert(n.clone());
         }
         let h = req.headers();
-        let cors = shared.security.cors(
+        let cors = shared.headers.security.cors(
             req.method().as_str(),
             h.get(http::header::ORIGIN).map(HeaderValue::as_bytes),
             h.get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
@@ -350,6 +289,7 @@ where
                 Some(res)
             }
             _ => shared
+                .headers
                 .security
                 .check_body(
                     h.get(http::header::CONTENT_LENGTH)
@@ -383,7 +323,7 @@ where
         // future that then calls the service.
         let mut rate = None;
         let mut limited = None;
-        let early = match (early, &shared.limiter) {
+        let early = match (early, &shared.headers.limiter) {
             (None, Some(limiter)) if limiter.uses_redis() => {
                 limited = Some(limiter.clone());
                 None
@@ -415,15 +355,13 @@ where
                     inner,
                     req,
                     captured.client,
-                    shared.security.timeout(),
+                    shared.headers.security.timeout(),
                 )),
             }
         } else {
-            let _entered = started.span.enter();
-            let _in_request = InRequest::enter();
-            let _trace = crate::trace::Entered::enter(&started.trace);
+            let _scope = RequestScope::enter(&started);
             match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-                Ok(future) => match shared.security.timeout() {
+                Ok(future) => match shared.headers.security.timeout() {
                     Some(t) => Kind::Timed {
                         future: tokio::time::timeout(t, future),
                     },
@@ -522,30 +460,17 @@ impl State {
         panic: Option<&str>,
         error: Option<&'static str>,
     ) {
-        self.shared.apply(
+        self.shared.headers.apply(
             res.headers_mut(),
-            self.https,
-            self.nonce.as_ref(),
-            &self.cors,
+            &crate::response_headers::PerResponse {
+                https: self.https,
+                nonce: self.nonce.as_ref(),
+                cors: &self.cors,
+                request_id: &self.started.request_id,
+                trace: &self.started.trace,
+                rate: self.rate.as_ref(),
+            },
         );
-        if let Ok(v) = HeaderValue::from_maybe_shared(self.started.request_id.to_bytes()) {
-            res.headers_mut()
-                .insert(self.shared.request_id_header.clone(), v);
-        }
-        if let Some(name) = &self.shared.trace_response_header {
-            if let Ok(v) =
-                HeaderValue::from_maybe_shared(Bytes::from(self.started.trace.traceresponse()))
-            {
-                res.headers_mut().insert(name.clone(), v);
-            }
-        }
-        if let (Some(rate), Some(limiter)) = (&self.rate, &self.shared.limiter) {
-            for (name, value) in rate.headers(limiter.legacy_headers()).into_iter().flatten() {
-                if let Ok(v) = HeaderValue::from_maybe_shared(value) {
-                    res.headers_mut().insert(HeaderName::from_static(name), v);
-                }
-            }
-        }
         let mut outcome = self.captured.outcome(res.status().as_u16(), false);
         outcome.panic = panic;
         outcome.error = error;
@@ -607,12 +532,7 @@ where
         let mut error = None;
         let polled = match this.kind.project() {
             KindProj::Running { future } => {
-                let _entered = this.state.as_ref().map(|s| s.started.span.enter());
-                let _in_request = InRequest::enter();
-                let _trace = this
-                    .state
-                    .as_ref()
-                    .map(|s| crate::trace::Entered::enter(&s.started.trace));
+                let _scope = this.state.as_ref().map(|s| RequestScope::enter(&s.started));
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(res))) => Ok(res.map(OpsBody::inner)),
@@ -624,12 +544,7 @@ where
                 }
             }
             KindProj::Timed { future } => {
-                let _entered = this.state.as_ref().map(|s| s.started.span.enter());
-                let _in_request = InRequest::enter();
-                let _trace = this
-                    .state
-                    .as_ref()
-                    .map(|s| crate::trace::Entered::enter(&s.started.trace));
+                let _scope = this.state.as_ref().map(|s| RequestScope::enter(&s.started));
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(Ok(res)))) => Ok(res.map(OpsBody::inner)),
@@ -639,13 +554,13 @@ where
                         let problem = this
                             .state
                             .as_ref()
-                            .map(|s| s.shared.security.timeout_problem())
+                            .map(|s| s.shared.headers.security.timeout_problem())
                             .unwrap_or_else(|| Problem::new(504));
                         tracing::warn!(
                             timeout_ms = this
                                 .state
                                 .as_ref()
-                                .and_then(|s| s.shared.security.timeout())
+                                .and_then(|s| s.shared.headers.security.timeout())
                                 .unwrap_or_default()
                                 .as_millis() as u64,
                             "request timed out"
@@ -671,12 +586,7 @@ where
             KindProj::Limited { future } => {
                 let mut new_rate = None;
                 let polled = {
-                    let _entered = this.state.as_ref().map(|s| s.started.span.enter());
-                    let _in_request = InRequest::enter();
-                    let _trace = this
-                        .state
-                        .as_ref()
-                        .map(|s| crate::trace::Entered::enter(&s.started.trace));
+                    let _scope = this.state.as_ref().map(|s| RequestScope::enter(&s.started));
                     match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(out)) => {
@@ -698,7 +608,7 @@ where
                                     new_rate = c;
                                     Ok(full(this.state.as_ref().map_or_else(
                                         || Problem::new(504),
-                                        |s| s.shared.security.timeout_problem(),
+                                        |s| s.shared.headers.security.timeout_problem(),
                                     )))
                                 }
                                 Ok(LimitedOut::Done(c, r)) => {
@@ -734,6 +644,7 @@ where
                     {
                         res = state
                             .shared
+                            .headers
                             .security
                             .body_too_large()
                             .to_response::<Vec<u8>>()

@@ -14,6 +14,7 @@ pub mod recorder;
 #[cfg(feature = "sentry")]
 pub mod report;
 pub mod request_id;
+mod response_headers;
 mod secret;
 pub mod security;
 mod shutdown;

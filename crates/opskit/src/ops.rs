@@ -307,9 +307,9 @@ impl Builder {
             // Probes and scrapes come from a few addresses many times a
             // minute: never limited.
             let prefix = &settings.health_prefix;
-            l.exempt = ["livez", "readyz", "startupz", "health"]
+            l.exempt = crate::health::Probe::ALL
                 .iter()
-                .map(|p| format!("{prefix}/{p}"))
+                .map(|p| format!("{prefix}/{}", p.path_segment()))
                 .chain([settings.metrics.path.clone()])
                 .collect();
             if let Some(f) = self.rate_limit_key {

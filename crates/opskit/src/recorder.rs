@@ -261,6 +261,9 @@ impl Recorder {
     /// Writes the access-log line for a finished (or aborted) request, and
     /// reports it as an error event if it failed (5xx or panic).
     pub fn finish(&self, started: &Started, outcome: &Outcome<'_>) {
+        // One reading of the clock: the metric, the transaction and the log
+        // line report the same duration.
+        let elapsed = started.at.elapsed();
         if let Some(m) = &self.metrics {
             let aborted = outcome.aborted;
             m.finish(&crate::metrics::Request {
@@ -277,7 +280,7 @@ impl Recorder {
                 },
                 request_size: outcome.request_size,
                 response_size: outcome.response_size,
-                duration: started.at.elapsed(),
+                duration: elapsed,
             });
         }
         #[cfg(feature = "sentry")]
@@ -286,7 +289,7 @@ impl Recorder {
                 let crumbs = crate::report::take_breadcrumbs(&started.span);
                 reporter.report_request(outcome, &started.request_id, crumbs);
             }
-            reporter.maybe_send_transaction(outcome, &started.request_id, started.at.elapsed());
+            reporter.maybe_send_transaction(outcome, &started.request_id, elapsed);
         }
         let a = &self.access;
         if !a.enabled {
@@ -306,7 +309,7 @@ impl Recorder {
                 return;
             }
         }
-        let duration_ms = started.at.elapsed().as_secs_f64() * 1000.0;
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let (method, method_original) = match known_method(outcome.method) {
             Some(m) => (m, None),
             None => ("_OTHER", Some(truncate(outcome.method, 32))),

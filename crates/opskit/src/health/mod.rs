@@ -41,6 +41,19 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// Every probe, in the order the routes are listed.
+    pub(crate) const ALL: [Probe; 4] = [Probe::Live, Probe::Ready, Probe::Startup, Probe::Report];
+
+    /// Its path under `OPSKIT_HEALTH_PREFIX`, without the slash.
+    pub(crate) fn path_segment(self) -> &'static str {
+        match self {
+            Probe::Live => "livez",
+            Probe::Ready => "readyz",
+            Probe::Startup => "startupz",
+            Probe::Report => "health",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Probe::Live => "livez",

@@ -256,6 +256,8 @@ pub struct Limiter {
 
 struct Inner {
     settings: LimitSettings,
+    /// Whether any policy has a quota.
+    active: bool,
     /// Policy names: `default`, then each route's pattern.
     names: Vec<Arc<str>>,
     /// Their header fields, made once (see [`Checked::headers`]).
@@ -338,6 +340,7 @@ impl Limiter {
                     })
                     .collect(),
                 names,
+                active,
                 hasher: std::collections::hash_map::RandomState::new(),
                 memory: Memory::new(settings.capacity),
                 epoch: Instant::now(),
@@ -350,8 +353,7 @@ impl Limiter {
 
     /// Whether any request can be limited at all.
     pub fn is_active(&self) -> bool {
-        let s = &self.inner.settings;
-        s.default.is_some() || s.routes.iter().any(|r| r.quota.is_some())
+        self.inner.active
     }
 
     /// Whether decisions go to Redis.
@@ -421,13 +423,20 @@ impl Limiter {
         self.inner.epoch.elapsed().as_micros() as u64 + 1
     }
 
-    /// Decides in memory (Redis is not consulted). `None`: not limited.
-    pub fn check_memory(&self, info: &RequestInfo<'_>) -> Option<Checked> {
+    /// The policy (index and quota) and client key a request is decided by;
+    /// `None` when it is not limited (exempt, or a CORS preflight, which never
+    /// counts against the quota).
+    fn target<'a>(&self, info: &RequestInfo<'a>) -> Option<(usize, Quota, ClientKey<'a>)> {
         if info.method == "OPTIONS" && (info.header)("access-control-request-method").is_some() {
-            return None; // CORS preflights never count against the quota
+            return None;
         }
         let (index, quota) = self.policy_index(info.path)?;
-        let key = self.client_key(info);
+        Some((index, quota, self.client_key(info)))
+    }
+
+    /// Decides in memory (Redis is not consulted). `None`: not limited.
+    pub fn check_memory(&self, info: &RequestInfo<'_>) -> Option<Checked> {
+        let (index, quota, key) = self.target(info)?;
         let hash = self.inner.hasher.hash_one((index, &key));
         let decision = self.inner.memory.decide(hash, &quota, self.now_us());
         let checked = Checked {
@@ -445,12 +454,7 @@ impl Limiter {
     pub async fn check(&self, info: &RequestInfo<'_>) -> Option<Checked> {
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.inner.redis {
-            if info.method == "OPTIONS" && (info.header)("access-control-request-method").is_some()
-            {
-                return None;
-            }
-            let (index, quota) = self.policy_index(info.path)?;
-            let key = self.client_key(info);
+            let (index, quota, key) = self.target(info)?;
             let policy = self.inner.names[index].clone();
             let redis_key = format!("opskit:rl:{policy}:{:016x}", key.stable_hash());
             let checked = match redis.decide(&redis_key, &quota).await {
