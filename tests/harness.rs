@@ -624,7 +624,16 @@ fn read_post(mut stream: TcpStream) -> Option<Post> {
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    // An empty Export*ServiceResponse, in the request's encoding.
+    let protobuf = headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.contains("protobuf"));
+    let answer: &[u8] = if protobuf {
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    } else {
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    };
+    let _ = stream.write_all(answer);
     Some(Post {
         path,
         headers,
@@ -657,6 +666,29 @@ impl OtlpReceiver {
         self.received.lock().expect("store").clone()
     }
 
+    /// Every span received so far (OTLP/HTTP protobuf).
+    pub fn spans(&self) -> Vec<ExportedSpan> {
+        self.posts().iter().flat_map(decode_spans).collect()
+    }
+
+    /// Waits until a received span satisfies `ok`, up to `timeout`.
+    pub fn wait_for_span(
+        &self,
+        timeout: Duration,
+        ok: impl Fn(&ExportedSpan) -> bool,
+    ) -> Option<ExportedSpan> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.spans().into_iter().find(|s| ok(s)) {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until a POST satisfies `ok`, up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, ok: impl Fn(&Post) -> bool) -> Option<Post> {
         let deadline = Instant::now() + timeout;
@@ -670,6 +702,104 @@ impl OtlpReceiver {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// One exported span, decoded with the official `opentelemetry-proto`
+/// messages, with its resource's attributes.
+#[derive(Debug, Clone)]
+pub struct ExportedSpan {
+    /// The span.
+    pub span: opentelemetry_proto::tonic::trace::v1::Span,
+    /// Its resource's attributes.
+    pub resource: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+}
+
+fn any_value(v: &opentelemetry_proto::tonic::common::v1::AnyValue) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    Some(match v.value.as_ref()? {
+        Value::StringValue(s) => s.clone(),
+        Value::IntValue(i) => i.to_string(),
+        Value::BoolValue(b) => b.to_string(),
+        Value::DoubleValue(d) => d.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+fn find_attr(
+    attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<String> {
+    attrs
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| any_value(a.value.as_ref()?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ExportedSpan {
+    /// An attribute of the span, as text (integers in decimal).
+    pub fn attr(&self, key: &str) -> Option<String> {
+        find_attr(&self.span.attributes, key)
+    }
+
+    /// An attribute of the resource, as text.
+    pub fn resource_attr(&self, key: &str) -> Option<String> {
+        find_attr(&self.resource, key)
+    }
+
+    /// The trace id, 32 hex digits.
+    pub fn trace_id(&self) -> String {
+        hex(&self.span.trace_id)
+    }
+
+    /// The span id, 16 hex digits.
+    pub fn span_id(&self) -> String {
+        hex(&self.span.span_id)
+    }
+
+    /// The parent span id, 16 hex digits, or empty for a root span.
+    pub fn parent_span_id(&self) -> String {
+        hex(&self.span.parent_span_id)
+    }
+}
+
+/// The spans of an OTLP/HTTP protobuf trace export.
+pub fn decode_spans(post: &Post) -> Vec<ExportedSpan> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    if !post.path.ends_with("/v1/traces") {
+        return Vec::new();
+    }
+    let mut body = post.body.clone();
+    if post.header("content-encoding") == Some("gzip") {
+        let mut out = Vec::new();
+        if flate2::read::GzDecoder::new(body.as_slice())
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return Vec::new();
+        }
+        body = out;
+    }
+    let Ok(req) = ExportTraceServiceRequest::decode(body.as_slice()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for rs in req.resource_spans {
+        let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
+        for ss in rs.scope_spans {
+            for span in ss.spans {
+                out.push(ExportedSpan {
+                    span,
+                    resource: resource.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A real Sentry-protocol server (Bugsink, from PyPI) on a loopback port,
@@ -1166,12 +1296,41 @@ pub struct Rotel {
     dir: PathBuf,
     /// Its OTLP/HTTP address.
     pub http: SocketAddr,
+    /// Its OTLP/gRPC address.
+    pub grpc: SocketAddr,
 }
 
 impl Rotel {
     /// Starts rotel with its debug log of `signal` (`metrics`, `traces`) on,
     /// and waits until its OTLP/HTTP port accepts connections.
     pub fn start(signal: &str) -> Self {
+        Self::start_with(signal, &["--exporter", "blackhole"])
+    }
+
+    /// Starts rotel forwarding everything it receives (over gRPC or HTTP)
+    /// to `endpoint` over OTLP/HTTP protobuf, its debug log of `signal` on.
+    pub fn forwarding_to(signal: &str, endpoint: &str) -> Self {
+        Self::start_with(
+            signal,
+            &[
+                "--exporter",
+                "otlp",
+                "--otlp-exporter-protocol",
+                "http",
+                "--otlp-exporter-endpoint",
+                endpoint,
+                "--batch-timeout",
+                "100ms",
+            ],
+        )
+    }
+
+    /// Its OTLP/gRPC endpoint.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    fn start_with(signal: &str, exporter: &[&str]) -> Self {
         let bin =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools/venv/bin/rotel-agent");
         let (grpc, http) = (free_port(), free_port());
@@ -1179,7 +1338,9 @@ impl Rotel {
         std::fs::create_dir_all(&dir).expect("rotel dir");
         let out = std::fs::File::create(dir.join("out.log")).expect("rotel log");
         let child = Command::new(&bin)
-            .args(["start", "--exporter", "blackhole", "--debug-log", signal])
+            .arg("start")
+            .args(exporter)
+            .args(["--debug-log", signal])
             .args(["--debug-log-verbosity", "detailed"])
             .arg(format!("--otlp-grpc-endpoint=127.0.0.1:{grpc}"))
             .arg(format!("--otlp-http-endpoint=127.0.0.1:{http}"))
@@ -1194,7 +1355,17 @@ impl Rotel {
             assert!(Instant::now() < deadline, "rotel never listened");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { child, dir, http }
+        let grpc: SocketAddr = format!("127.0.0.1:{grpc}").parse().expect("addr");
+        while TcpStream::connect_timeout(&grpc, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "rotel never listened on gRPC");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            child,
+            dir,
+            http,
+            grpc,
+        }
     }
 
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` for it.

@@ -187,7 +187,7 @@ fn a_dead_collector_does_not_slow_requests(kind: Kind) {
     let warnings = s
         .output()
         .iter()
-        .filter(|l| l.contains("OTLP export failed"))
+        .filter(|l| l.contains("OTLP export failed") && l.contains(r#""signal":"metrics""#))
         .count();
     assert_eq!(warnings, 1, "{:#?}", s.output());
     s.signal("TERM");

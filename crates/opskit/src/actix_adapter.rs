@@ -320,6 +320,7 @@ where
             [
                 h.get("traceparent").map(HeaderValue::as_bytes),
                 h.get("tracestate").map(HeaderValue::as_bytes),
+                h.get("baggage").map(HeaderValue::as_bytes),
             ],
         );
         req.extensions_mut().insert(started.request_id.clone());

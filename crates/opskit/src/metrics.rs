@@ -150,7 +150,7 @@ impl<'a> Request<'a> {
 }
 
 /// OpenTelemetry attributes of one label set, built once.
-#[cfg(feature = "otlp-http")]
+#[cfg(otlp)]
 type Attributes = Arc<[opentelemetry::KeyValue]>;
 
 /// The handles of one label set.
@@ -159,7 +159,7 @@ struct Series {
     duration: Histogram,
     request_size: Histogram,
     response_size: Histogram,
-    #[cfg(feature = "otlp-http")]
+    #[cfg(otlp)]
     attributes: Attributes,
 }
 
@@ -169,7 +169,7 @@ impl Series {
             duration: metrics::histogram!(REQUEST_DURATION, labels.iter()),
             request_size: metrics::histogram!(REQUEST_BODY_SIZE, labels.iter()),
             response_size: metrics::histogram!(RESPONSE_BODY_SIZE, labels.iter()),
-            #[cfg(feature = "otlp-http")]
+            #[cfg(otlp)]
             attributes: labels.iter().map(otel_attribute).collect(),
         }
     }
@@ -183,7 +183,7 @@ impl Series {
         if let Some(n) = r.response_size {
             self.response_size.record(n as f64);
         }
-        #[cfg(feature = "otlp-http")]
+        #[cfg(otlp)]
         if let Some(o) = &_inner.otel {
             o.duration.record(seconds, &self.attributes);
             if let Some(n) = r.request_size {
@@ -198,7 +198,7 @@ impl Series {
 
 /// The OpenTelemetry attribute for a Prometheus label: the semantic
 /// conventions' dotted name, the status code as an integer.
-#[cfg(feature = "otlp-http")]
+#[cfg(otlp)]
 fn otel_attribute(label: &Label) -> opentelemetry::KeyValue {
     use opentelemetry::KeyValue;
     let value = label.value().to_owned();
@@ -282,14 +282,14 @@ struct Inner {
     overflow: OnceLock<(Series, Counter)>,
     /// `http_server_active_requests` by method code and scheme, made on first use.
     active: [OnceLock<ActiveSlot>; 20],
-    #[cfg(feature = "otlp-http")]
+    #[cfg(otlp)]
     otel: Option<crate::otel::OtelInstruments>,
 }
 
 #[derive(Debug)]
 struct ActiveSlot {
     gauge: Gauge,
-    #[cfg(feature = "otlp-http")]
+    #[cfg(otlp)]
     attributes: Attributes,
 }
 
@@ -297,7 +297,7 @@ struct ActiveSlot {
 #[derive(Debug)]
 pub struct Active {
     gauge: Gauge,
-    #[cfg(feature = "otlp-http")]
+    #[cfg(otlp)]
     otel: Option<(opentelemetry::metrics::UpDownCounter<i64>, Attributes)>,
 }
 
@@ -306,14 +306,14 @@ impl HttpMetrics {
     pub fn new(settings: &MetricsSettings) -> Self {
         Self::build(
             settings,
-            #[cfg(feature = "otlp-http")]
+            #[cfg(otlp)]
             None,
         )
     }
 
     /// Metrics recorded into the global `metrics` recorder and into these
     /// OpenTelemetry instruments.
-    #[cfg(feature = "otlp-http")]
+    #[cfg(otlp)]
     pub(crate) fn with_otel(
         settings: &MetricsSettings,
         otel: Option<crate::otel::OtelInstruments>,
@@ -323,7 +323,7 @@ impl HttpMetrics {
 
     fn build(
         settings: &MetricsSettings,
-        #[cfg(feature = "otlp-http")] otel: Option<crate::otel::OtelInstruments>,
+        #[cfg(otlp)] otel: Option<crate::otel::OtelInstruments>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -333,7 +333,7 @@ impl HttpMetrics {
                 count: AtomicUsize::new(0),
                 overflow: OnceLock::new(),
                 active: std::array::from_fn(|_| OnceLock::new()),
-                #[cfg(feature = "otlp-http")]
+                #[cfg(otlp)]
                 otel,
             }),
         }
@@ -351,7 +351,7 @@ impl HttpMetrics {
                     "http_request_method" => method_name(code),
                     "url_scheme" => scheme
                 ),
-                #[cfg(feature = "otlp-http")]
+                #[cfg(otlp)]
                 attributes: Arc::new([
                     opentelemetry::KeyValue::new("http.request.method", method_name(code)),
                     opentelemetry::KeyValue::new("url.scheme", scheme),
@@ -359,14 +359,14 @@ impl HttpMetrics {
             }
         });
         active.gauge.increment(1.0);
-        #[cfg(feature = "otlp-http")]
+        #[cfg(otlp)]
         let otel = self.inner.otel.as_ref().map(|o| {
             o.active.add(1, &active.attributes);
             (o.active.clone(), active.attributes.clone())
         });
         Active {
             gauge: active.gauge.clone(),
-            #[cfg(feature = "otlp-http")]
+            #[cfg(otlp)]
             otel,
         }
     }
@@ -442,7 +442,7 @@ impl HttpMetrics {
 impl Drop for Active {
     fn drop(&mut self) {
         self.gauge.decrement(1.0);
-        #[cfg(feature = "otlp-http")]
+        #[cfg(otlp)]
         if let Some((counter, attributes)) = &self.otel {
             counter.add(-1, attributes);
         }

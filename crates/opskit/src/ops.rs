@@ -261,7 +261,8 @@ impl Builder {
             settings.access_log.clone(),
             &settings.request_id_header,
         )
-        .with_trace_response_header(settings.trace_response_header.clone());
+        .with_trace_response_header(settings.trace_response_header.clone())
+        .with_trace_context(settings.otel.sampler, settings.otel.propagation);
         #[cfg(feature = "sentry")]
         let recorder = {
             if let Some(r) = &reporter {
@@ -275,26 +276,35 @@ impl Builder {
         let exporter = metrics_on
             .then(|| crate::metrics::Exporter::install(&settings.metrics))
             .flatten();
-        #[cfg(feature = "otlp-http")]
-        let (otlp, otel_instruments) = match (metrics_on, settings.otel.metrics_url()) {
-            (true, Some(url)) => crate::otel::MetricsPipeline::start(
+        #[cfg(otlp)]
+        let mut transport = crate::otel::Transport::default();
+        #[cfg(otlp)]
+        let (otlp, otel_instruments) = match (metrics_on, settings.otel.metrics_target()) {
+            (true, Some(target)) => crate::otel::MetricsPipeline::start(
                 &settings.otel,
-                url,
+                &target,
                 &service,
                 &settings.metrics.duration_buckets,
+                &mut transport,
             )
             .map_or((None, None), |(p, i)| (Some(p), Some(i))),
             _ => (None, None),
         };
-        #[cfg(not(feature = "otlp-http"))]
-        if settings.otel.metrics_url().is_some() {
-            tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is set but opskit was built without the `otlp-http` feature; nothing is exported over OTLP");
+        #[cfg(otlp)]
+        let traces = settings.otel.traces_target().and_then(|target| {
+            crate::otel::TracesPipeline::start(&settings.otel, &target, &service, &mut transport)
+        });
+        #[cfg(otlp)]
+        let recorder = recorder.with_spans(traces.as_ref().map(crate::otel::TracesPipeline::sink));
+        #[cfg(not(otlp))]
+        if settings.otel.traces_target().is_some() {
+            tracing::warn!("OTEL_EXPORTER_OTLP_ENDPOINT is set but opskit was built without the `otlp-http` or `otlp-grpc` feature; nothing is exported over OTLP");
         }
-        #[cfg(feature = "otlp-http")]
+        #[cfg(otlp)]
         let http_metrics = |m: &crate::metrics::MetricsSettings| {
             crate::metrics::HttpMetrics::with_otel(m, otel_instruments.clone())
         };
-        #[cfg(not(feature = "otlp-http"))]
+        #[cfg(not(otlp))]
         let http_metrics = crate::metrics::HttpMetrics::new;
         let recorder = recorder.with_metrics(metrics_on.then(|| http_metrics(&settings.metrics)));
         #[cfg(not(feature = "sentry"))]
@@ -386,8 +396,13 @@ impl Builder {
         };
         Ok(Ops {
             inner: Arc::new(Inner {
-                #[cfg(feature = "otlp-http")]
-                otlp: std::sync::Mutex::new(otlp),
+                local_addr: std::sync::OnceLock::new(),
+                #[cfg(otlp)]
+                otlp: std::sync::Mutex::new(Otlp {
+                    metrics: otlp,
+                    traces,
+                    transport: Some(transport),
+                }),
                 #[cfg(feature = "prometheus")]
                 metrics_endpoint,
                 health,
@@ -419,9 +434,19 @@ fn unknown_service() -> String {
     format!("unknown_service:{exe}")
 }
 
+/// The OTLP pipelines, taken (exporting what is pending) by `finish_telemetry`.
+#[cfg(otlp)]
+#[derive(Debug)]
+struct Otlp {
+    metrics: Option<crate::otel::MetricsPipeline>,
+    traces: Option<crate::otel::TracesPipeline>,
+    transport: Option<crate::otel::Transport>,
+}
+
 #[derive(Debug)]
 struct Inner {
     settings: Settings,
+    local_addr: std::sync::OnceLock<std::net::SocketAddr>,
     service: ServiceInfo,
     shutdown: Shutdown,
     health: Health,
@@ -432,8 +457,8 @@ struct Inner {
     metrics_endpoint: Option<crate::metrics::Endpoint>,
     limiter: crate::ratelimit::Limiter,
     /// Taken (exporting what is pending) by `finish_telemetry`.
-    #[cfg(feature = "otlp-http")]
-    otlp: std::sync::Mutex<Option<crate::otel::MetricsPipeline>>,
+    #[cfg(otlp)]
+    otlp: std::sync::Mutex<Otlp>,
     #[cfg(feature = "sentry")]
     reporter: Option<crate::report::Reporter>,
     // Taken (flushing buffered log lines) by `finish_telemetry`, at the end of
@@ -444,9 +469,17 @@ struct Inner {
 impl Inner {
     /// Flushes and closes error reporting, then flushes the log. Idempotent.
     fn finish_telemetry(&self) {
-        #[cfg(feature = "otlp-http")]
-        if let Some(p) = self.otlp.lock().ok().and_then(|mut o| o.take()) {
-            p.shutdown();
+        #[cfg(otlp)]
+        if let Ok(mut o) = self.otlp.lock() {
+            if let Some(t) = o.traces.take() {
+                t.shutdown();
+            }
+            if let Some(m) = o.metrics.take() {
+                m.shutdown();
+            }
+            if let Some(t) = o.transport.take() {
+                t.stop();
+            }
         }
         #[cfg(feature = "sentry")]
         if let Some(r) = &self.reporter {
@@ -524,6 +557,19 @@ impl<C> Ops<C> {
         &self.inner.recorder
     }
 
+    /// The OpenTelemetry tracer provider exporting over OTLP (also installed
+    /// as the global one), for spans the application starts itself; `None`
+    /// when spans are not exported. Parent them on the request's span with
+    /// [`TraceContext::otel_context`](crate::trace::TraceContext::otel_context).
+    #[cfg(otlp)]
+    pub fn tracer_provider(&self) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+        self.inner
+            .otlp
+            .lock()
+            .ok()
+            .and_then(|o| o.traces.as_ref().map(|t| t.provider().clone()))
+    }
+
     /// The rate limiter (in both adapters when it limits anything).
     pub fn rate_limiter(&self) -> &crate::ratelimit::Limiter {
         &self.inner.limiter
@@ -562,12 +608,30 @@ impl<C> Ops<C> {
 
     /// Binds `HOST:PORT` (a tokio listener, for [`Ops::serve`]).
     pub async fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
-        tokio::net::TcpListener::bind(self.settings().listen_addr()).await
+        let l = tokio::net::TcpListener::bind(self.settings().listen_addr()).await?;
+        if let Ok(a) = l.local_addr() {
+            let _ = self.inner.local_addr.set(a);
+        }
+        Ok(l)
     }
 
     /// Binds `HOST:PORT` (a std listener, for Actix).
     pub fn bind_std(&self) -> std::io::Result<std::net::TcpListener> {
-        std::net::TcpListener::bind(self.settings().listen_addr())
+        let l = std::net::TcpListener::bind(self.settings().listen_addr())?;
+        if let Ok(a) = l.local_addr() {
+            let _ = self.inner.local_addr.set(a);
+        }
+        Ok(l)
+    }
+
+    /// The address [`bind`](Self::bind) or [`bind_std`](Self::bind_std)
+    /// listens on (the real port when `PORT=0`); `HOST:PORT` before that.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.inner
+            .local_addr
+            .get()
+            .copied()
+            .unwrap_or_else(|| self.settings().listen_addr())
     }
 
     #[cfg(any(feature = "axum", feature = "actix"))]

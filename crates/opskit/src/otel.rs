@@ -1,25 +1,82 @@
-//! OpenTelemetry export over OTLP/HTTP (feature `otlp-http`), configured
-//! from the standard `OTEL_*` variables, read through opskit's validated
-//! configuration (so `.env`, `Builder::set` and the all-problems report apply).
+//! OpenTelemetry export over OTLP (features `otlp-http`, `otlp-grpc`),
+//! configured from the standard `OTEL_*` variables, read through opskit's
+//! validated configuration (so `.env`, `Builder::set` and the all-problems
+//! report apply).
 //!
-//! Today it exports the HTTP server metrics (`http.server.request.duration`,
-//! `http.server.active_requests`, `http.server.request.body.size`,
-//! `http.server.response.body.size`) with a periodic reader on its own thread:
-//! requests never wait for the collector, and a dead one costs one failed
-//! export per interval.
+//! Two signals leave the process:
+//! - **traces**: one server span per sampled request, built by the
+//!   [`Recorder`](crate::recorder::Recorder) when the request finishes (one
+//!   `SpanData`, no live span object while the handler runs) and handed to
+//!   the SDK's `BatchSpanProcessor`: a bounded queue drained by its own
+//!   thread. A full queue or a failed export drops spans — counted in
+//!   `opskit_otlp_spans_dropped_total{reason}` — and never blocks a request.
+//!   The same pipeline backs an `SdkTracerProvider` (installed as the global
+//!   one) for spans the application starts itself.
+//! - **metrics**: the HTTP server metrics (`http.server.request.duration`,
+//!   `http.server.active_requests`, `http.server.request.body.size`,
+//!   `http.server.response.body.size`) from a periodic reader on its own thread.
+//!
+//! Both export over OTLP/HTTP (protobuf or JSON, through `ureq`) or OTLP/gRPC
+//! (tonic, on a small runtime of its own so export never depends on the
+//! application's runtime being alive, e.g. while it shuts down).
 
 use std::time::Duration;
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// `http/protobuf` (the default).
+    /// `http/protobuf` (the default, port 4318).
     HttpProtobuf,
     /// `http/json`.
     HttpJson,
+    /// `grpc` (port 4317; feature `otlp-grpc`).
+    Grpc,
 }
 
-/// OpenTelemetry export settings (`OTEL_*`; see the configuration reference).
+impl Protocol {
+    /// The name used in `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HttpProtobuf => "http/protobuf",
+            Self::HttpJson => "http/json",
+            Self::Grpc => "grpc",
+        }
+    }
+
+    /// The protocol of an endpoint when none is configured: `grpc` for port
+    /// 4317 (the collector's gRPC port), `http/protobuf` otherwise. The spec's
+    /// default is `http/protobuf` everywhere, but `…:4317` with HTTP is the
+    /// most common OTLP misconfiguration there is, and fails silently.
+    pub fn inferred(endpoint: &str) -> Self {
+        match url::Url::parse(endpoint).ok().and_then(|u| u.port()) {
+            Some(4317) => Self::Grpc,
+            _ => Self::HttpProtobuf,
+        }
+    }
+}
+
+/// The batch span processor's bounds (`OTEL_BSP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// `OTEL_BSP_SCHEDULE_DELAY`: time between two exports.
+    pub schedule_delay: Duration,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans kept waiting at most; more are dropped.
+    pub max_queue_size: usize,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: spans per export at most.
+    pub max_export_batch_size: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            schedule_delay: Duration::from_millis(5000),
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+        }
+    }
+}
+
+/// OpenTelemetry settings (`OTEL_*`; see the configuration reference).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct OtelSettings {
@@ -29,16 +86,30 @@ pub struct OtelSettings {
     pub endpoint: Option<String>,
     /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, used as is.
     pub metrics_endpoint: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
-    pub protocol: Protocol,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, used as is.
+    pub traces_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`None`: inferred from the port).
+    pub protocol: Option<Protocol>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`.
+    pub traces_protocol: Option<Protocol>,
     /// `OTEL_EXPORTER_OTLP_HEADERS`.
     pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (replace the general ones for traces).
+    pub traces_headers: Option<Vec<(String, String)>>,
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`.
     pub timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`.
+    pub traces_timeout: Option<Duration>,
     /// `OTEL_METRIC_EXPORT_INTERVAL`.
     pub metric_export_interval: Duration,
     /// `OTEL_RESOURCE_ATTRIBUTES`.
     pub resource_attributes: Vec<(String, String)>,
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: crate::trace::Sampler,
+    /// `OTEL_PROPAGATORS`.
+    pub propagation: crate::trace::Propagation,
+    /// `OTEL_BSP_*`.
+    pub batch: BatchSettings,
 }
 
 impl Default for OtelSettings {
@@ -47,69 +118,172 @@ impl Default for OtelSettings {
             disabled: false,
             endpoint: None,
             metrics_endpoint: None,
-            protocol: Protocol::HttpProtobuf,
+            traces_endpoint: None,
+            protocol: None,
+            traces_protocol: None,
             headers: Vec::new(),
+            traces_headers: None,
             timeout: Duration::from_secs(10),
+            traces_timeout: None,
             metric_export_interval: Duration::from_secs(60),
             resource_attributes: Vec::new(),
+            sampler: crate::trace::Sampler::default(),
+            propagation: crate::trace::Propagation::default(),
+            batch: BatchSettings::default(),
         }
     }
+}
+
+/// Where and how one signal is exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The full URL (`…/v1/traces` over HTTP; the endpoint as is over gRPC).
+    pub url: String,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Headers (gRPC metadata) sent with every export.
+    pub headers: Vec<(String, String)>,
+    /// Longest time one export may take.
+    pub timeout: Duration,
 }
 
 impl OtelSettings {
-    /// The metrics endpoint, if metrics are to be exported.
-    pub fn metrics_url(&self) -> Option<String> {
+    fn target(
+        &self,
+        specific: Option<&String>,
+        path: &str,
+        protocol: Option<Protocol>,
+        headers: Option<&Vec<(String, String)>>,
+        timeout: Option<Duration>,
+    ) -> Option<Target> {
         if self.disabled {
             return None;
         }
-        self.metrics_endpoint
-            .clone()
-            .or_else(|| self.endpoint.as_ref().map(|e| format!("{e}/v1/metrics")))
+        let (base, as_is) = match specific {
+            Some(u) => (u.clone(), true),
+            None => (self.endpoint.clone()?, false),
+        };
+        let protocol = protocol
+            .or(self.protocol)
+            .unwrap_or_else(|| Protocol::inferred(&base));
+        let url = if as_is || protocol == Protocol::Grpc {
+            base
+        } else {
+            format!("{base}{path}")
+        };
+        Some(Target {
+            url,
+            protocol,
+            headers: headers.unwrap_or(&self.headers).clone(),
+            timeout: timeout.unwrap_or(self.timeout),
+        })
+    }
+
+    /// Where metrics go, if they are exported.
+    pub fn metrics_target(&self) -> Option<Target> {
+        self.target(
+            self.metrics_endpoint.as_ref(),
+            "/v1/metrics",
+            None,
+            None,
+            None,
+        )
+    }
+
+    /// Where spans go, if they are exported.
+    pub fn traces_target(&self) -> Option<Target> {
+        self.target(
+            self.traces_endpoint.as_ref(),
+            "/v1/traces",
+            self.traces_protocol,
+            self.traces_headers.as_ref(),
+            self.traces_timeout,
+        )
     }
 }
 
-#[cfg(feature = "otlp-http")]
-pub(crate) use export::{MetricsPipeline, OtelInstruments};
+#[cfg(otlp)]
+pub(crate) use export::{MetricsPipeline, OtelInstruments, SpanSink, TracesPipeline};
 
-#[cfg(feature = "otlp-http")]
+#[cfg(otlp)]
 mod export {
-    use super::{OtelSettings, Protocol};
+    use super::{OtelSettings, Protocol, Target};
     use crate::ServiceInfo;
     use opentelemetry::metrics::{Histogram, MeterProvider as _, UpDownCounter};
     use opentelemetry::KeyValue;
-    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::error::OTelSdkResult;
     use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+    use opentelemetry_sdk::trace::{
+        BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+        SpanProcessor,
+    };
     use opentelemetry_sdk::Resource;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
-    /// An `opentelemetry-http` client on `ureq` (already opskit's HTTP client
-    /// for Sentry): blocking, which suits the periodic reader's own thread,
-    /// and no second HTTP stack or async runtime to pull in.
-    ///
-    /// Every export is counted (`opskit_otlp_exports_total{signal,outcome}`)
-    /// and failures are logged at warn, at most once a minute.
-    #[derive(Debug)]
-    struct UreqClient {
-        agent: ureq::Agent,
-        signal: &'static str,
-        last_warning: std::sync::Mutex<Option<std::time::Instant>>,
-    }
+    /// Logs a failed export at warn, at most once a minute per signal.
+    #[derive(Debug, Default)]
+    struct Throttle(Mutex<Option<Instant>>);
 
-    impl UreqClient {
-        fn outcome(&self, failure: Option<String>) {
-            let outcome = if failure.is_some() { "failed" } else { "sent" };
-            metrics::counter!("opskit_otlp_exports_total", "signal" => self.signal, "outcome" => outcome)
-                .increment(1);
-            let Some(reason) = failure else { return };
-            let Ok(mut last) = self.last_warning.lock() else {
-                return;
-            };
-            if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
-                *last = Some(std::time::Instant::now());
-                tracing::warn!(signal = self.signal, reason = %reason, "OTLP export failed (counted in opskit_otlp_exports_total; next warning in a minute at the earliest)");
+    impl Throttle {
+        fn warn(&self, signal: &str, reason: &str) {
+            let Ok(mut last) = self.0.lock() else { return };
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                *last = Some(Instant::now());
+                tracing::warn!(signal, reason, "OTLP export failed (counted in opskit_otlp_exports_total; next warning in a minute at the earliest)");
             }
         }
     }
 
+    fn count_export(signal: &'static str, ok: bool) {
+        let outcome = if ok { "sent" } else { "failed" };
+        metrics::counter!("opskit_otlp_exports_total", "signal" => signal, "outcome" => outcome)
+            .increment(1);
+    }
+
+    /// An `opentelemetry-http` client on `ureq` (already opskit's HTTP client
+    /// for Sentry): blocking, which suits the exporters' own threads, and no
+    /// second HTTP stack or async runtime to pull in.
+    #[cfg(feature = "otlp-http")]
+    #[derive(Debug)]
+    struct UreqClient {
+        agent: ureq::Agent,
+        signal: &'static str,
+        /// Traces count in [`Counting`], for every protocol alike.
+        count: bool,
+        throttle: Throttle,
+    }
+
+    #[cfg(feature = "otlp-http")]
+    impl UreqClient {
+        fn new(target: &Target, signal: &'static str, count: bool) -> Self {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(target.timeout))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            Self {
+                agent,
+                signal,
+                count,
+                throttle: Throttle::default(),
+            }
+        }
+
+        fn outcome(&self, failure: Option<String>) {
+            if !self.count {
+                return;
+            }
+            count_export(self.signal, failure.is_none());
+            if let Some(reason) = failure {
+                self.throttle.warn(self.signal, &reason);
+            }
+        }
+    }
+
+    #[cfg(feature = "otlp-http")]
     #[async_trait::async_trait]
     impl opentelemetry_http::HttpClient for UreqClient {
         async fn send_bytes(
@@ -140,19 +314,180 @@ mod export {
         }
     }
 
-    /// The meter provider exporting over OTLP; shut down (flushing) with `Ops`.
-    #[derive(Debug, Clone)]
-    pub(crate) struct MetricsPipeline {
-        provider: SdkMeterProvider,
+    /// A current-thread Tokio runtime on a thread of its own, for tonic's
+    /// channel: its connection task lives here, so gRPC export works whatever
+    /// runtime (or none) the application runs, until opskit shuts it down.
+    #[cfg(feature = "otlp-grpc")]
+    #[derive(Debug)]
+    pub(crate) struct GrpcRuntime {
+        handle: tokio::runtime::Handle,
+        stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     }
 
-    /// The instruments the HTTP metrics record into.
-    #[derive(Debug, Clone)]
-    pub(crate) struct OtelInstruments {
-        pub(crate) duration: Histogram<f64>,
-        pub(crate) request_size: Histogram<u64>,
-        pub(crate) response_size: Histogram<u64>,
-        pub(crate) active: UpDownCounter<i64>,
+    #[cfg(feature = "otlp-grpc")]
+    impl GrpcRuntime {
+        fn start() -> std::io::Result<Self> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name("opskit-otlp-grpc".into())
+                .spawn(move || {
+                    rt.block_on(async {
+                        let _ = rx.await;
+                    });
+                })?;
+            Ok(Self {
+                handle,
+                stop: Mutex::new(Some(tx)),
+            })
+        }
+
+        fn stop(&self) {
+            if let Some(tx) = self.stop.lock().ok().and_then(|mut s| s.take()) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    #[cfg(feature = "otlp-grpc")]
+    fn metadata(
+        headers: &[(String, String)],
+    ) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::try_from(k.as_str()),
+                http::HeaderValue::try_from(v.as_str()),
+            ) {
+                map.append(k, v);
+            }
+        }
+        opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map)
+    }
+
+    /// What the exporters need besides their target.
+    #[derive(Debug, Default)]
+    pub(crate) struct Transport {
+        #[cfg(feature = "otlp-grpc")]
+        grpc: Option<GrpcRuntime>,
+    }
+
+    impl Transport {
+        /// Stops the gRPC runtime (after the pipelines flushed).
+        pub(crate) fn stop(&self) {
+            #[cfg(feature = "otlp-grpc")]
+            if let Some(g) = &self.grpc {
+                g.stop();
+            }
+        }
+
+        #[cfg(feature = "otlp-grpc")]
+        fn grpc(&mut self) -> Result<tokio::runtime::Handle, String> {
+            if self.grpc.is_none() {
+                self.grpc = Some(GrpcRuntime::start().map_err(|e| e.to_string())?);
+            }
+            Ok(self
+                .grpc
+                .as_ref()
+                .map(|g| g.handle.clone())
+                .ok_or("no runtime")?)
+        }
+
+        fn span_exporter(
+            &mut self,
+            target: &Target,
+        ) -> Result<opentelemetry_otlp::SpanExporter, String> {
+            match target.protocol {
+                #[cfg(feature = "otlp-grpc")]
+                Protocol::Grpc => {
+                    use opentelemetry_otlp::WithTonicConfig;
+                    let handle = self.grpc()?;
+                    let _entered = handle.enter();
+                    opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(target.url.clone())
+                        .with_timeout(target.timeout)
+                        .with_metadata(metadata(&target.headers))
+                        .build()
+                        .map_err(|e| e.to_string())
+                }
+                #[cfg(feature = "otlp-http")]
+                p @ (Protocol::HttpProtobuf | Protocol::HttpJson) => {
+                    use opentelemetry_otlp::WithHttpConfig;
+                    opentelemetry_otlp::SpanExporter::builder()
+                        .with_http()
+                        .with_http_client(UreqClient::new(target, "traces", false))
+                        .with_endpoint(target.url.clone())
+                        .with_timeout(target.timeout)
+                        .with_protocol(http_protocol(p))
+                        .with_headers(target.headers.iter().cloned().collect())
+                        .build()
+                        .map_err(|e| e.to_string())
+                }
+                #[allow(unreachable_patterns)]
+                p => Err(missing_feature(p)),
+            }
+        }
+
+        fn metric_exporter(
+            &mut self,
+            target: &Target,
+        ) -> Result<opentelemetry_otlp::MetricExporter, String> {
+            match target.protocol {
+                #[cfg(feature = "otlp-grpc")]
+                Protocol::Grpc => {
+                    use opentelemetry_otlp::WithTonicConfig;
+                    let handle = self.grpc()?;
+                    let _entered = handle.enter();
+                    opentelemetry_otlp::MetricExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(target.url.clone())
+                        .with_timeout(target.timeout)
+                        .with_metadata(metadata(&target.headers))
+                        .build()
+                        .map_err(|e| e.to_string())
+                }
+                #[cfg(feature = "otlp-http")]
+                p @ (Protocol::HttpProtobuf | Protocol::HttpJson) => {
+                    use opentelemetry_otlp::WithHttpConfig;
+                    opentelemetry_otlp::MetricExporter::builder()
+                        .with_http()
+                        .with_http_client(UreqClient::new(target, "metrics", true))
+                        .with_endpoint(target.url.clone())
+                        .with_timeout(target.timeout)
+                        .with_protocol(http_protocol(p))
+                        .with_headers(target.headers.iter().cloned().collect())
+                        .build()
+                        .map_err(|e| e.to_string())
+                }
+                #[allow(unreachable_patterns)]
+                p => Err(missing_feature(p)),
+            }
+        }
+    }
+
+    #[cfg(feature = "otlp-http")]
+    fn http_protocol(p: Protocol) -> opentelemetry_otlp::Protocol {
+        match p {
+            Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+            _ => opentelemetry_otlp::Protocol::HttpBinary,
+        }
+    }
+
+    #[allow(dead_code)] // unused when both transports are built
+    fn missing_feature(p: Protocol) -> String {
+        let feature = if p == Protocol::Grpc {
+            "otlp-grpc"
+        } else {
+            "otlp-http"
+        };
+        format!(
+            "the OTLP protocol is {} but opskit was built without the `{feature}` feature (set OTEL_EXPORTER_OTLP_PROTOCOL, or enable the feature)",
+            p.name()
+        )
     }
 
     fn resource(settings: &OtelSettings, service: &ServiceInfo) -> Resource {
@@ -169,44 +504,55 @@ mod export {
         ));
         attrs.push(KeyValue::new("process.pid", i64::from(std::process::id())));
         attrs.push(KeyValue::new("process.runtime.name", "rust"));
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(name) = exe.file_name().and_then(|n| n.to_str()) {
+                attrs.push(KeyValue::new("process.executable.name", name.to_owned()));
+            }
+        }
         if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
             attrs.push(KeyValue::new("host.name", host.trim().to_owned()));
         }
+        attrs.push(KeyValue::new("host.arch", std::env::consts::ARCH));
+        attrs.push(KeyValue::new("os.type", std::env::consts::OS));
+        attrs.push(KeyValue::new("telemetry.sdk.name", "opentelemetry"));
+        attrs.push(KeyValue::new("telemetry.sdk.language", "rust"));
+        attrs.push(KeyValue::new("telemetry.distro.name", "opskit"));
+        attrs.push(KeyValue::new(
+            "telemetry.distro.version",
+            env!("CARGO_PKG_VERSION"),
+        ));
         Resource::builder_empty()
             .with_service_name(service.name.clone())
             .with_attributes(attrs)
             .build()
     }
 
+    /// The meter provider exporting over OTLP; shut down (flushing) with `Ops`.
+    #[derive(Debug, Clone)]
+    pub(crate) struct MetricsPipeline {
+        provider: SdkMeterProvider,
+    }
+
+    /// The instruments the HTTP metrics record into.
+    #[derive(Debug, Clone)]
+    pub(crate) struct OtelInstruments {
+        pub(crate) duration: Histogram<f64>,
+        pub(crate) request_size: Histogram<u64>,
+        pub(crate) response_size: Histogram<u64>,
+        pub(crate) active: UpDownCounter<i64>,
+    }
+
     impl MetricsPipeline {
-        /// Starts exporting to `url`; `None` (logged) when the exporter cannot be built.
+        /// Starts exporting to `target`; `None` (logged) when the exporter
+        /// cannot be built.
         pub(crate) fn start(
             settings: &OtelSettings,
-            url: String,
+            target: &Target,
             service: &ServiceInfo,
             duration_buckets: &[f64],
+            transport: &mut Transport,
         ) -> Option<(Self, OtelInstruments)> {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(settings.timeout))
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let exporter = opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_http_client(UreqClient {
-                    agent,
-                    signal: "metrics",
-                    last_warning: std::sync::Mutex::new(None),
-                })
-                .with_endpoint(url.clone())
-                .with_timeout(settings.timeout)
-                .with_protocol(match settings.protocol {
-                    Protocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
-                    Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
-                })
-                .with_headers(settings.headers.iter().cloned().collect())
-                .build();
-            let exporter = match exporter {
+            let exporter = match transport.metric_exporter(target) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the OTLP metric exporter; metrics are not pushed");
@@ -247,7 +593,7 @@ mod export {
                     .with_description("Number of active HTTP server requests.")
                     .build(),
             };
-            tracing::info!(endpoint = %url, interval_ms = settings.metric_export_interval.as_millis() as u64, "exporting metrics over OTLP");
+            tracing::info!(endpoint = %target.url, protocol = target.protocol.name(), interval_ms = settings.metric_export_interval.as_millis() as u64, "exporting metrics over OTLP");
             Some((Self { provider }, instruments))
         }
 
@@ -257,5 +603,235 @@ mod export {
                 tracing::warn!(error = %e, "the last OTLP metric export failed");
             }
         }
+    }
+
+    /// The spans waiting for export, counted so that a full queue is
+    /// counted by opskit (the SDK's own drop count is private).
+    #[derive(Debug)]
+    struct SinkInner {
+        processor: BatchSpanProcessor,
+        queued: Arc<AtomicUsize>,
+        max_queue: usize,
+        scope: opentelemetry::InstrumentationScope,
+    }
+
+    /// Where finished server spans go: the batch processor's bounded queue.
+    #[derive(Debug, Clone)]
+    pub(crate) struct SpanSink(Arc<SinkInner>);
+
+    impl SpanSink {
+        /// The instrumentation scope of opskit's spans.
+        pub(crate) fn scope(&self) -> &opentelemetry::InstrumentationScope {
+            &self.0.scope
+        }
+
+        /// Queues a finished span, or drops (and counts) it when the queue
+        /// is full. Never blocks.
+        pub(crate) fn send(&self, span: SpanData) {
+            let inner = &self.0;
+            if inner.queued.fetch_add(1, Ordering::Relaxed) >= inner.max_queue {
+                inner.queued.fetch_sub(1, Ordering::Relaxed);
+                metrics::counter!("opskit_otlp_spans_dropped_total", "reason" => "queue_full")
+                    .increment(1);
+                return;
+            }
+            inner.processor.on_end(span);
+        }
+    }
+
+    /// Lets the SDK's tracer provider (spans the application starts) share
+    /// the queue and the counts of opskit's own spans.
+    #[derive(Debug)]
+    struct Forward(SpanSink);
+
+    impl SpanProcessor for Forward {
+        fn on_start(
+            &self,
+            _span: &mut opentelemetry_sdk::trace::Span,
+            _cx: &opentelemetry::Context,
+        ) {
+        }
+
+        fn on_end(&self, span: SpanData) {
+            self.0.send(span);
+        }
+
+        fn force_flush(&self) -> OTelSdkResult {
+            self.0 .0.processor.force_flush()
+        }
+
+        fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+            self.0 .0.processor.shutdown_with_timeout(timeout)
+        }
+    }
+
+    /// Counts every export of spans, by outcome, and every span lost with a
+    /// failed export — for gRPC and HTTP alike.
+    #[derive(Debug)]
+    struct Counting<E> {
+        inner: E,
+        queued: Arc<AtomicUsize>,
+        throttle: Throttle,
+    }
+
+    impl<E: SpanExporter> SpanExporter for Counting<E> {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            let n = batch.len();
+            let result = self.inner.export(batch).await;
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            count_export("traces", result.is_ok());
+            match &result {
+                Ok(()) => {
+                    metrics::counter!("opskit_otlp_spans_exported_total").increment(n as u64);
+                }
+                Err(e) => {
+                    metrics::counter!("opskit_otlp_spans_dropped_total", "reason" => "export_failed")
+                        .increment(n as u64);
+                    self.throttle.warn("traces", &e.to_string());
+                }
+            }
+            result
+        }
+
+        fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+            self.inner.shutdown_with_timeout(timeout)
+        }
+
+        fn force_flush(&self) -> OTelSdkResult {
+            self.inner.force_flush()
+        }
+
+        fn set_resource(&mut self, resource: &Resource) {
+            self.inner.set_resource(resource);
+        }
+    }
+
+    /// The span pipeline; shut down (flushing) with `Ops`.
+    #[derive(Debug, Clone)]
+    pub(crate) struct TracesPipeline {
+        provider: SdkTracerProvider,
+        sink: SpanSink,
+    }
+
+    fn sdk_sampler(s: crate::trace::Sampler) -> opentelemetry_sdk::trace::Sampler {
+        use opentelemetry_sdk::trace::Sampler;
+        let root = if s.ratio >= 1.0 {
+            Sampler::AlwaysOn
+        } else if s.ratio <= 0.0 {
+            Sampler::AlwaysOff
+        } else {
+            Sampler::TraceIdRatioBased(s.ratio)
+        };
+        if s.parent_based {
+            Sampler::ParentBased(Box::new(root))
+        } else {
+            root
+        }
+    }
+
+    impl TracesPipeline {
+        /// Starts exporting spans to `target`; `None` (logged) when the
+        /// exporter cannot be built.
+        pub(crate) fn start(
+            settings: &OtelSettings,
+            target: &Target,
+            service: &ServiceInfo,
+            transport: &mut Transport,
+        ) -> Option<Self> {
+            let exporter = match transport.span_exporter(target) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the OTLP span exporter; spans are not exported");
+                    return None;
+                }
+            };
+            let queued = Arc::new(AtomicUsize::new(0));
+            let exporter = Counting {
+                inner: exporter,
+                queued: queued.clone(),
+                throttle: Throttle::default(),
+            };
+            let b = settings.batch;
+            let config = BatchConfigBuilder::default()
+                .with_max_queue_size(b.max_queue_size)
+                .with_max_export_batch_size(b.max_export_batch_size.min(b.max_queue_size))
+                .with_scheduled_delay(b.schedule_delay)
+                .build();
+            let resource = resource(settings, service);
+            let mut processor = BatchSpanProcessor::new(exporter, config);
+            processor.set_resource(&resource);
+            let scope = opentelemetry::InstrumentationScope::builder("opskit")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .with_schema_url("https://opentelemetry.io/schemas/1.37.0")
+                .build();
+            let sink = SpanSink(Arc::new(SinkInner {
+                processor,
+                queued,
+                max_queue: b.max_queue_size,
+                scope,
+            }));
+            let provider = SdkTracerProvider::builder()
+                .with_span_processor(Forward(sink.clone()))
+                .with_sampler(sdk_sampler(settings.sampler))
+                .with_resource(resource)
+                .build();
+            opentelemetry::global::set_tracer_provider(provider.clone());
+            tracing::info!(endpoint = %target.url, protocol = target.protocol.name(), sampler_ratio = settings.sampler.ratio, parent_based = settings.sampler.parent_based, "exporting spans over OTLP");
+            Some(Self { provider, sink })
+        }
+
+        /// Where the recorder sends finished server spans.
+        pub(crate) fn sink(&self) -> SpanSink {
+            self.sink.clone()
+        }
+
+        /// The provider for spans the application starts.
+        pub(crate) fn provider(&self) -> &SdkTracerProvider {
+            &self.provider
+        }
+
+        /// Exports what is pending and stops.
+        pub(crate) fn shutdown(&self) {
+            if let Err(e) = self.provider.shutdown() {
+                tracing::warn!(error = %e, "the last OTLP span export failed");
+            }
+        }
+    }
+}
+
+#[cfg(otlp)]
+pub(crate) use export::Transport;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_follow_the_specific_variables_and_the_port() {
+        let mut s = OtelSettings {
+            endpoint: Some("http://collector:4318".into()),
+            ..OtelSettings::default()
+        };
+        let t = s.traces_target().unwrap();
+        assert_eq!(t.url, "http://collector:4318/v1/traces");
+        assert_eq!(t.protocol, Protocol::HttpProtobuf);
+        s.endpoint = Some("http://collector:4317".into());
+        let t = s.traces_target().unwrap();
+        assert_eq!(
+            (t.url.as_str(), t.protocol),
+            ("http://collector:4317", Protocol::Grpc)
+        );
+        s.protocol = Some(Protocol::HttpProtobuf);
+        assert_eq!(
+            s.metrics_target().unwrap().url,
+            "http://collector:4317/v1/metrics"
+        );
+        s.traces_endpoint = Some("http://other:9999/custom".into());
+        s.traces_timeout = Some(Duration::from_secs(1));
+        let t = s.traces_target().unwrap();
+        assert_eq!(t.url, "http://other:9999/custom");
+        assert_eq!(t.timeout, Duration::from_secs(1));
+        s.disabled = true;
+        assert!(s.traces_target().is_none() && s.metrics_target().is_none());
     }
 }

@@ -9,7 +9,7 @@
 //! ```
 //! use opskit::recorder::{Outcome, Recorder};
 //! let rec = Recorder::new(Default::default(), "x-request-id");
-//! let start = rec.start(Some(b"abc-123"), "GET", false, [None, None]);
+//! let start = rec.start(Some(b"abc-123"), "GET", false, [None, None, None]);
 //! assert_eq!(start.request_id.as_str(), "abc-123");
 //! rec.finish(&start, &Outcome { status: 200, ..Outcome::new("GET", "/users/7") });
 //! ```
@@ -33,6 +33,10 @@ pub struct Recorder {
     reporter: Option<crate::report::Reporter>,
     metrics: Option<crate::metrics::HttpMetrics>,
     trace_response_header: Option<String>,
+    sampler: crate::trace::Sampler,
+    propagation: crate::trace::Propagation,
+    #[cfg(otlp)]
+    spans: Option<crate::otel::SpanSink>,
 }
 
 /// What [`Recorder::start`] hands back to the adapter.
@@ -193,7 +197,36 @@ impl Recorder {
             reporter: None,
             metrics: None,
             trace_response_header: Some("traceresponse".to_owned()),
+            sampler: crate::trace::Sampler::default(),
+            propagation: crate::trace::Propagation::default(),
+            #[cfg(otlp)]
+            spans: None,
         }
+    }
+
+    /// Samples with `sampler` and reads/writes the formats `propagation` names.
+    #[must_use]
+    pub fn with_trace_context(
+        mut self,
+        sampler: crate::trace::Sampler,
+        propagation: crate::trace::Propagation,
+    ) -> Self {
+        self.sampler = sampler;
+        self.propagation = propagation;
+        self
+    }
+
+    /// Sends a server span of every sampled request to `spans`.
+    #[cfg(otlp)]
+    #[must_use]
+    pub(crate) fn with_spans(mut self, spans: Option<crate::otel::SpanSink>) -> Self {
+        self.spans = spans;
+        self
+    }
+
+    /// Whether the trace context goes on to outgoing calls.
+    pub fn propagates(&self) -> bool {
+        self.propagation.trace_context
     }
 
     /// Answers the trace context in this header (`None`: not at all).
@@ -229,16 +262,18 @@ impl Recorder {
     }
 
     /// Starts a request: validates or makes its id, joins or starts its
-    /// trace (`traceparent`/`tracestate`), opens its log span, counts it as active.
+    /// trace (`traceparent`, `tracestate`, `baggage`), opens its log span,
+    /// counts it as active.
     pub fn start(
         &self,
         incoming_request_id: Option<&[u8]>,
         method: &str,
         https: bool,
-        trace_headers: [Option<&[u8]>; 2],
+        trace_headers: [Option<&[u8]>; 3],
     ) -> Started {
         let request_id = RequestId::from_incoming_or_generate(incoming_request_id);
-        let trace = crate::trace::TraceContext::from_headers(trace_headers[0], trace_headers[1]);
+        let trace =
+            crate::trace::TraceContext::from_request(trace_headers, self.sampler, self.propagation);
         let (trace_id, span_id) = trace.ids();
         // ERROR level so that the span exists under any filter but `off`:
         // its only job is to put `request_id` on every line inside it.
@@ -291,6 +326,12 @@ impl Recorder {
             }
             reporter.maybe_send_transaction(outcome, &started.request_id, elapsed);
         }
+        #[cfg(otlp)]
+        if let Some(sink) = &self.spans {
+            if started.trace.sampled() {
+                sink.send(server_span(sink, started, outcome, elapsed));
+            }
+        }
         let a = &self.access;
         if !a.enabled {
             return;
@@ -333,6 +374,147 @@ impl Recorder {
             "{}",
             message
         );
+    }
+}
+
+/// The OpenTelemetry server span of a finished request, built in one go
+/// (semantic conventions for HTTP servers): name `{method} {route}`, the
+/// request's trace and span ids, the caller's span as parent, status Error
+/// on 5xx, and a panic as an `exception` event.
+#[cfg(otlp)]
+fn server_span(
+    sink: &crate::otel::SpanSink,
+    started: &Started,
+    outcome: &Outcome<'_>,
+    elapsed: std::time::Duration,
+) -> opentelemetry_sdk::trace::SpanData {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry::KeyValue;
+    let end = std::time::SystemTime::now();
+    let (trace_id, span_id, parent) = started.trace.raw();
+    let method = known_method(outcome.method).unwrap_or("_OTHER");
+    let name = match (outcome.route, method) {
+        (Some(route), "_OTHER") => format!("HTTP {route}"),
+        (Some(route), m) => format!("{m} {route}"),
+        (None, "_OTHER") => "HTTP".to_owned(),
+        (None, m) => m.to_owned(),
+    };
+    let mut attributes = Vec::with_capacity(12);
+    attributes.push(KeyValue::new("http.request.method", method));
+    if method == "_OTHER" {
+        attributes.push(KeyValue::new(
+            "http.request.method_original",
+            truncate(outcome.method, 32).to_owned(),
+        ));
+    }
+    if let Some(route) = outcome.route {
+        attributes.push(KeyValue::new("http.route", route.to_owned()));
+    }
+    attributes.push(KeyValue::new(
+        "url.path",
+        truncate(outcome.path, MAX_PATH).to_owned(),
+    ));
+    attributes.push(KeyValue::new(
+        "url.scheme",
+        if outcome.https { "https" } else { "http" },
+    ));
+    if !outcome.aborted {
+        attributes.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(outcome.status),
+        ));
+    }
+    if let Some(client) = outcome.client {
+        attributes.push(KeyValue::new("client.address", client.to_string()));
+    }
+    if let Some(ua) = outcome.user_agent {
+        attributes.push(KeyValue::new(
+            "user_agent.original",
+            truncate(ua, MAX_USER_AGENT).to_owned(),
+        ));
+    }
+    if let Some(host) = outcome.host {
+        let (address, port) = split_host(host);
+        attributes.push(KeyValue::new(
+            "server.address",
+            truncate(address, 255).to_owned(),
+        ));
+        if let Some(port) = port {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+    let error_type = if outcome.aborted {
+        Some("aborted".into())
+    } else if outcome.panic.is_some() {
+        Some("panic".into())
+    } else if let Some(e) = outcome.error {
+        Some(e.into())
+    } else if outcome.status >= 500 {
+        Some(outcome.status.to_string().into())
+    } else {
+        None
+    };
+    let failed = outcome.status >= 500 || outcome.panic.is_some();
+    if let Some(e) = error_type {
+        attributes.push(KeyValue::new("error.type", opentelemetry::Value::String(e)));
+    }
+    let mut events = opentelemetry_sdk::trace::SpanEvents::default();
+    if let Some(message) = outcome.panic {
+        events.events.push(opentelemetry::trace::Event::new(
+            "exception",
+            end,
+            vec![
+                KeyValue::new("exception.type", "panic"),
+                KeyValue::new("exception.message", truncate(message, 1024).to_owned()),
+            ],
+            0,
+        ));
+    }
+    let state = started
+        .trace
+        .tracestate()
+        .and_then(|t| t.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    opentelemetry_sdk::trace::SpanData {
+        span_context: SpanContext::new(
+            TraceId::from(trace_id),
+            SpanId::from(span_id),
+            TraceFlags::SAMPLED,
+            false,
+            state,
+        ),
+        parent_span_id: parent.map_or(SpanId::INVALID, SpanId::from),
+        parent_span_is_remote: parent.is_some(),
+        span_kind: SpanKind::Server,
+        name: name.into(),
+        start_time: end.checked_sub(elapsed).unwrap_or(end),
+        end_time: end,
+        attributes,
+        dropped_attributes_count: 0,
+        events,
+        links: opentelemetry_sdk::trace::SpanLinks::default(),
+        status: if failed {
+            Status::error("")
+        } else {
+            Status::Unset
+        },
+        instrumentation_scope: sink.scope().clone(),
+    }
+}
+
+/// `host[:port]` or `[v6]:port` of a `Host` header.
+#[cfg(otlp)]
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((addr, tail)) = rest.split_once(']') {
+            return (addr, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
     }
 }
 

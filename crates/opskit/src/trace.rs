@@ -38,30 +38,137 @@ pub struct TraceContext {
     parent_span_id: Option<u64>,
     flags: u8,
     tracestate: Option<std::sync::Arc<str>>,
+    baggage: Option<std::sync::Arc<str>>,
+    /// `traceparent`/`tracestate` go on to outgoing calls (`OTEL_PROPAGATORS`).
+    propagate: bool,
 }
+
+/// How requests are sampled: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+///
+/// A parent-based sampler follows the caller's `sampled` flag when the
+/// request joins a trace; a root (or any request, when not parent-based) is
+/// sampled when its trace id falls under `ratio` — the same rule as
+/// OpenTelemetry's `TraceIdRatioBased`, so every service of a trace agrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// Follow the caller's decision when there is one.
+    pub parent_based: bool,
+    /// Share of root traces sampled, 0 to 1 (`always_on` is 1, `always_off` 0).
+    pub ratio: f64,
+}
+
+impl Default for Sampler {
+    /// `parentbased_always_on`, the OpenTelemetry default.
+    fn default() -> Self {
+        Self {
+            parent_based: true,
+            ratio: 1.0,
+        }
+    }
+}
+
+impl Sampler {
+    /// Whether a trace with this id is sampled as a root.
+    pub fn samples_root(&self, trace_id: u128) -> bool {
+        if self.ratio >= 1.0 {
+            return true;
+        }
+        if self.ratio <= 0.0 {
+            return false;
+        }
+        // As opentelemetry_sdk's TraceIdRatioBased: the low 64 bits, shifted
+        // right once, against ratio * 2^63.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let bound = (self.ratio * (1u64 << 63) as f64) as u64;
+        ((trace_id as u64) >> 1) < bound
+    }
+}
+
+/// Which propagation formats are read and written: `OTEL_PROPAGATORS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Propagation {
+    /// W3C `traceparent`/`tracestate` (`tracecontext`, the default).
+    pub trace_context: bool,
+    /// W3C `baggage` carried on unchanged (`baggage`).
+    pub baggage: bool,
+}
+
+impl Default for Propagation {
+    fn default() -> Self {
+        Self {
+            trace_context: true,
+            baggage: false,
+        }
+    }
+}
+
+/// Longest `baggage` carried on (the W3C Baggage limit).
+const MAX_BAGGAGE: usize = 8192;
 
 impl TraceContext {
     /// Joins the caller's trace from its `traceparent`/`tracestate`, or
     /// starts a new sampled one; either way with a new span id.
     pub fn from_headers(traceparent: Option<&[u8]>, tracestate: Option<&[u8]>) -> Self {
-        match traceparent.and_then(parse_traceparent) {
-            Some((trace_id, parent, flags)) => Self {
-                trace_id,
-                span_id: new_span_id(),
-                parent_span_id: Some(parent),
-                flags,
-                tracestate: tracestate
-                    .and_then(parse_tracestate)
-                    .map(std::sync::Arc::from),
-            },
-            None => Self {
-                trace_id: new_trace_id(),
-                span_id: new_span_id(),
-                parent_span_id: None,
-                flags: 1,
-                tracestate: None,
-            },
+        Self::from_request(
+            [traceparent, tracestate, None],
+            Sampler::default(),
+            Propagation::default(),
+        )
+    }
+
+    /// Joins or starts the trace of a request from its `traceparent`,
+    /// `tracestate` and `baggage` headers, deciding sampling with `sampler`
+    /// and reading only the formats `propagation` names.
+    pub fn from_request(
+        headers: [Option<&[u8]>; 3],
+        sampler: Sampler,
+        propagation: Propagation,
+    ) -> Self {
+        let [traceparent, tracestate, baggage] = headers;
+        let baggage = baggage
+            .filter(|_| propagation.baggage)
+            .and_then(parse_baggage)
+            .map(std::sync::Arc::from);
+        let joined = traceparent
+            .filter(|_| propagation.trace_context)
+            .and_then(parse_traceparent);
+        match joined {
+            Some((trace_id, parent, flags)) => {
+                let sampled = if sampler.parent_based {
+                    flags & 1 == 1
+                } else {
+                    sampler.samples_root(trace_id)
+                };
+                Self {
+                    trace_id,
+                    span_id: new_span_id(),
+                    parent_span_id: Some(parent),
+                    flags: (flags & !1) | u8::from(sampled),
+                    tracestate: tracestate
+                        .and_then(parse_tracestate)
+                        .map(std::sync::Arc::from),
+                    baggage,
+                    propagate: true,
+                }
+            }
+            None => {
+                let trace_id = new_trace_id();
+                Self {
+                    trace_id,
+                    span_id: new_span_id(),
+                    parent_span_id: None,
+                    flags: u8::from(sampler.samples_root(trace_id)),
+                    tracestate: None,
+                    baggage,
+                    propagate: propagation.trace_context,
+                }
+            }
         }
+    }
+
+    /// The `baggage` carried on, when `OTEL_PROPAGATORS` includes `baggage`.
+    pub fn baggage(&self) -> Option<&str> {
+        self.baggage.as_deref()
     }
 
     /// The trace id, 32 lower-case hex digits.
@@ -136,6 +243,55 @@ impl TraceContext {
     pub(crate) fn ids(&self) -> (TraceIdHex, SpanIdHex) {
         (TraceIdHex(self.trace_id), SpanIdHex(self.span_id))
     }
+
+    /// `(trace id, span id, caller's span id)` as numbers.
+    #[cfg(otlp)]
+    pub(crate) fn raw(&self) -> (u128, u64, Option<u64>) {
+        (self.trace_id, self.span_id, self.parent_span_id)
+    }
+
+    /// This request's span as the parent of spans a handler starts with an
+    /// OpenTelemetry tracer (for example from [`crate::Ops::tracer_provider`]):
+    /// `tracer.start_with_context("query", &cx.otel_context())`.
+    #[cfg(otlp)]
+    pub fn otel_context(&self) -> opentelemetry::Context {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let state = self
+            .tracestate
+            .as_deref()
+            .and_then(|t| t.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        let sc = SpanContext::new(
+            TraceId::from(self.trace_id),
+            SpanId::from(self.span_id),
+            TraceFlags::new(self.flags),
+            false,
+            state,
+        );
+        opentelemetry::Context::new().with_remote_span_context(sc)
+    }
+}
+
+/// A `baggage` header carried on only when it is within the W3C limits
+/// (8192 bytes, 180 members) and visible ASCII; otherwise dropped whole.
+fn parse_baggage(v: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    if s.is_empty()
+        || s.len() > MAX_BAGGAGE
+        || s.split(',').count() > 180
+        || !s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        || !s.split(',').all(|m| {
+            m.split(';')
+                .next()
+                .and_then(|kv| kv.split_once('='))
+                .is_some_and(|(k, _)| !k.trim().is_empty())
+        })
+    {
+        return None;
+    }
+    Some(s.to_owned())
 }
 
 fn new_trace_id() -> u128 {
@@ -253,18 +409,81 @@ pub fn current() -> Option<TraceContext> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// Adds `traceparent` (and `tracestate`) for the current request to the
-/// headers of an outgoing HTTP call; does nothing outside a request.
+/// Adds `traceparent` (and `tracestate`, and `baggage` when propagated)
+/// for the current request to the headers of an outgoing HTTP call; does
+/// nothing outside a request.
 pub fn inject(headers: &mut http::HeaderMap) {
-    let Some(cx) = current() else { return };
-    if let Ok(v) = http::HeaderValue::from_str(&cx.traceparent()) {
-        headers.insert("traceparent", v);
+    for (name, value) in outgoing_headers() {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
     }
-    if let Some(ts) = cx
-        .tracestate()
-        .and_then(|t| http::HeaderValue::from_str(t).ok())
-    {
-        headers.insert("tracestate", ts);
+}
+
+/// The headers an outgoing call made inside the current request carries,
+/// for any HTTP client (`ureq`, `reqwest`, `awc`…): `traceparent`, and
+/// `tracestate`/`baggage` when the request brought them. Empty outside a
+/// request. Read it on the request's task: a `spawn_blocking` closure or a
+/// spawned task does not see the request (capture the headers first).
+///
+/// ```
+/// let headers = opskit::trace::outgoing_headers();
+/// assert!(headers.is_empty(), "outside a request");
+/// ```
+pub fn outgoing_headers() -> Vec<(&'static str, String)> {
+    let Some(cx) = current() else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(3);
+    if cx.propagate {
+        out.push(("traceparent", cx.traceparent()));
+        if let Some(ts) = cx.tracestate() {
+            out.push(("tracestate", ts.to_owned()));
+        }
+    }
+    if let Some(b) = cx.baggage() {
+        out.push(("baggage", b.to_owned()));
+    }
+    out
+}
+
+/// A tower layer for HTTP clients (hyper-util's `Client`, `reqwest`
+/// through `tower` adapters, tonic channels): every request sent from
+/// inside a request carries its trace context on ([`inject`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateLayer;
+
+impl<S> tower_layer::Layer<S> for PropagateLayer {
+    type Service = Propagate<S>;
+    fn layer(&self, inner: S) -> Propagate<S> {
+        Propagate { inner }
+    }
+}
+
+/// The service of [`PropagateLayer`].
+#[derive(Debug, Clone)]
+pub struct Propagate<S> {
+    inner: S,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Propagate<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        inject(req.headers_mut());
+        self.inner.call(req)
     }
 }
 
@@ -334,6 +553,8 @@ mod tests {
                     parent_span_id: None,
                     flags: f,
                     tracestate: None,
+                    baggage: None,
+                    propagate: true,
                 };
                 assert_eq!(
                     parse_traceparent(cx.traceparent().as_bytes()),
@@ -343,6 +564,80 @@ mod tests {
             let cx = TraceContext::from_headers(Some(&input), Some(&input));
             assert_eq!(cx.trace_id_hex().len(), 32);
             assert!(cx.tracestate().is_none_or(|s| s.len() <= MAX_TRACESTATE));
+        }
+    }
+
+    #[test]
+    fn sampling_follows_the_parent_or_the_trace_id_ratio() {
+        let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let sampled = VALID.as_bytes();
+        let on = Sampler::default();
+        let off = Sampler {
+            parent_based: true,
+            ratio: 0.0,
+        };
+        let strict_off = Sampler {
+            parent_based: false,
+            ratio: 0.0,
+        };
+        let p = Propagation::default();
+        let from = |tp: &[u8], s| TraceContext::from_request([Some(tp), None, None], s, p);
+        assert!(from(sampled, off).sampled(), "the caller's decision wins");
+        assert!(!from(unsampled, on).sampled());
+        assert!(!from(sampled, strict_off).sampled(), "not parent-based");
+        assert!(!TraceContext::from_request([None; 3], off, p).sampled());
+        assert!(TraceContext::from_request([None; 3], on, p).sampled());
+        // A ratio of 1/4 samples about a quarter of new traces.
+        let quarter = Sampler {
+            parent_based: true,
+            ratio: 0.25,
+        };
+        let n = (0..20_000)
+            .filter(|_| TraceContext::from_request([None; 3], quarter, p).sampled())
+            .count();
+        assert!((4_000..6_000).contains(&n), "{n}");
+        // The decision is the trace id's: the same for every service.
+        let id = 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736;
+        assert_eq!(quarter.samples_root(id), quarter.samples_root(id));
+    }
+
+    #[test]
+    fn propagators_choose_what_is_read() {
+        let none = Propagation {
+            trace_context: false,
+            baggage: false,
+        };
+        let cx = TraceContext::from_request(
+            [Some(VALID.as_bytes()), None, Some(b"userId=alice")],
+            Sampler::default(),
+            none,
+        );
+        assert!(cx.parent_span_id_hex().is_none(), "traceparent not read");
+        assert!(cx.baggage().is_none());
+        let both = Propagation {
+            trace_context: true,
+            baggage: true,
+        };
+        let cx = TraceContext::from_request(
+            [
+                Some(VALID.as_bytes()),
+                None,
+                Some(b"userId=alice,isProduction=false"),
+            ],
+            Sampler::default(),
+            both,
+        );
+        assert_eq!(cx.baggage(), Some("userId=alice,isProduction=false"));
+        let mut h = http::HeaderMap::new();
+        {
+            let _entered = Entered::enter(&cx);
+            inject(&mut h);
+        }
+        assert_eq!(h["baggage"], "userId=alice,isProduction=false");
+        let huge = format!("k={}", "v".repeat(9000));
+        for bad in [huge.as_bytes(), b"=novalue", b"a=1,\x01"] {
+            let cx = TraceContext::from_request([None, None, Some(bad)], Sampler::default(), both);
+            assert!(cx.baggage().is_none());
         }
     }
 

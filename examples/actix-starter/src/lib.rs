@@ -5,6 +5,7 @@
 //! at most `APP_SLOW_MAX_MS`), `POST /demo/echo` (counts the body's bytes),
 //! `GET /demo/page` (a page for the browser checks of the security headers),
 //! `GET /demo/embed` (the same page, framable from anywhere: a per-route CSP),
+//! `GET /demo/downstream` (calls another service, carrying the trace on),
 //! plus opskit's operational routes.
 
 mod config;
@@ -74,7 +75,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/demo/slow", web::get().to(demo_slow))
         .route("/demo/page", web::get().to(demo_page))
         .route("/demo/embed", web::get().to(demo_embed))
-        .route("/demo/echo", web::post().to(demo_echo));
+        .route("/demo/echo", web::post().to(demo_echo))
+        .route("/demo/downstream", web::get().to(demo_downstream));
 }
 
 async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
@@ -125,6 +127,24 @@ fn slow_ms(query: Option<&str>, max: u64) -> Result<u64, Problem> {
         return Err(Problem::new(400).detail(format!("ms must be at most {max}")));
     }
     Ok(ms)
+}
+
+/// Calls another service (`APP_DOWNSTREAM_URL`, by default this one's
+/// `/users/42`) with the request's trace context: its span joins this trace.
+async fn demo_downstream(ops: web::Data<Ops<Config>>) -> Result<HttpResponse, Problem> {
+    // Read on the request's task; the blocking call runs on another thread.
+    let headers = opskit::trace::outgoing_headers();
+    let own = ops.local_addr();
+    let ops = ops.into_inner();
+    let (status, body) =
+        actix_web::rt::task::spawn_blocking(move || ops.app().call_downstream(own, headers))
+            .await
+            .map_err(|_| Problem::new(500))?
+            .map_err(|e| {
+                tracing::warn!(error = %e, "downstream call failed");
+                Problem::new(502).detail("the downstream service did not answer")
+            })?;
+    Ok(HttpResponse::Ok().json(json!({ "downstream_status": status, "downstream": body })))
 }
 
 async fn demo_page(nonce: Option<CspNonce>) -> HttpResponse {

@@ -19,6 +19,52 @@ pub struct Config {
     /// `APP_SLOW_MAX_MS`: the largest sleep `/demo/slow` accepts.
     #[serde(default = "default_slow_max_ms")]
     pub slow_max_ms: u64,
+    /// `APP_DOWNSTREAM_URL`: what `/demo/downstream` calls (default: this
+    /// service's own `/users/42`, standing in for another service).
+    pub downstream_url: Option<Url>,
+}
+
+impl Config {
+    /// Calls the downstream service with `headers` (the trace context, from
+    /// `opskit::trace::outgoing_headers()` read inside the request) and
+    /// returns its status and JSON body. Blocking: run it off the runtime.
+    pub fn call_downstream(
+        &self,
+        own: std::net::SocketAddr,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let url = match &self.downstream_url {
+            Some(u) => u.to_string(),
+            None => {
+                let ip = match own.ip() {
+                    ip if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+                    ip => ip,
+                };
+                format!(
+                    "http://{}/users/42",
+                    std::net::SocketAddr::new(ip, own.port())
+                )
+            }
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = agent.get(&url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let mut response = request.call().map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_json()
+            .unwrap_or(serde_json::Value::Null);
+        Ok((status, body))
+    }
 }
 
 fn default_greeting() -> String {
@@ -62,6 +108,12 @@ const VARS: &[VarSpec] = &[
         Some("60000"),
         "Largest `ms` that `/demo/slow` accepts.",
     ),
+    VarSpec::new(
+        "APP_DOWNSTREAM_URL",
+        "an http(s) URL",
+        None,
+        "What `/demo/downstream` calls, carrying the trace context on. Unset: this service's own `/users/42`.",
+    ),
 ];
 
 impl AppConfig for Config {
@@ -78,5 +130,10 @@ impl AppConfig for Config {
         );
         v.url_scheme("redis_url", self.redis_url.as_ref(), &["redis", "rediss"]);
         v.range("slow_max_ms", self.slow_max_ms, 0..=600_000);
+        v.url_scheme(
+            "downstream_url",
+            self.downstream_url.as_ref(),
+            &["http", "https"],
+        );
     }
 }

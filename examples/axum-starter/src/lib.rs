@@ -5,6 +5,7 @@
 //! at most `APP_SLOW_MAX_MS`), `POST /demo/echo` (counts the body's bytes),
 //! `GET /demo/page` (a page for the browser checks of the security headers),
 //! `GET /demo/embed` (the same page, framable from anywhere: a per-route CSP),
+//! `GET /demo/downstream` (calls another service, carrying the trace on),
 //! plus opskit's operational routes.
 
 mod config;
@@ -78,6 +79,7 @@ pub fn app(ops: &Ops<Config>) -> Router {
         .route("/demo/page", get(demo_page))
         .route("/demo/embed", get(demo_embed))
         .route("/demo/echo", post(demo_echo))
+        .route("/demo/downstream", get(demo_downstream))
         .with_state(ops.clone())
         .merge(ops.routes())
         // Extractors accept bodies up to opskit's limit (Axum's own default is 2 MB).
@@ -140,6 +142,25 @@ fn slow_ms(query: Option<&str>, max: u64) -> Result<u64, Problem> {
         return Err(Problem::new(400).detail(format!("ms must be at most {max}")));
     }
     Ok(ms)
+}
+
+/// Calls another service (`APP_DOWNSTREAM_URL`, by default this one's
+/// `/users/42`) with the request's trace context: its span joins this trace.
+async fn demo_downstream(State(ops): State<Ops<Config>>) -> Result<Json<Value>, Problem> {
+    // Read on the request's task; the blocking call runs on another thread.
+    let headers = opskit::trace::outgoing_headers();
+    let own = ops.local_addr();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || ops.app().call_downstream(own, headers))
+            .await
+            .map_err(|_| Problem::new(500))?
+            .map_err(|e| {
+                tracing::warn!(error = %e, "downstream call failed");
+                Problem::new(502).detail("the downstream service did not answer")
+            })?;
+    Ok(Json(
+        json!({ "downstream_status": status, "downstream": body }),
+    ))
 }
 
 async fn demo_page(nonce: Option<CspNonce>) -> axum::response::Html<String> {

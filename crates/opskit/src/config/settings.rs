@@ -288,13 +288,69 @@ const OTEL_SDK_DISABLED: VarSpec = VarSpec::new(
     Some("false"),
     "Turn OpenTelemetry export off whatever else is set.",
 );
-const OTLP_ENDPOINT: VarSpec = VarSpec::new("OTEL_EXPORTER_OTLP_ENDPOINT", "an http(s) URL such as http://collector:4318", None, "Where OTLP data goes (`/v1/metrics` is appended). Unset: no OTLP export (feature `otlp-http`).");
+const OTLP_ENDPOINT: VarSpec = VarSpec::new("OTEL_EXPORTER_OTLP_ENDPOINT", "an http(s) URL such as http://collector:4318", None, "Where OTLP data goes (over HTTP `/v1/traces` and `/v1/metrics` are appended). Unset: no OTLP export (features `otlp-http`, `otlp-grpc`).");
 const OTLP_METRICS_ENDPOINT: VarSpec = VarSpec::new("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "an http(s) URL", None, "The metrics endpoint, used as is (overrides the one derived from `OTEL_EXPORTER_OTLP_ENDPOINT`).");
+const OTLP_TRACES_ENDPOINT: VarSpec = VarSpec::new("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "an http(s) URL", None, "The traces endpoint, used as is (overrides the one derived from `OTEL_EXPORTER_OTLP_ENDPOINT`).");
 const OTLP_PROTOCOL: VarSpec = VarSpec::new(
     "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "http/protobuf or http/json",
-    Some("http/protobuf"),
-    "The OTLP encoding (`grpc` is not built in).",
+    "grpc, http/protobuf or http/json",
+    None,
+    "The OTLP transport. Unset: `grpc` when the endpoint's port is 4317, else `http/protobuf`.",
+);
+const OTLP_TRACES_PROTOCOL: VarSpec = VarSpec::new(
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "grpc, http/protobuf or http/json",
+    None,
+    "The transport of spans (overrides `OTEL_EXPORTER_OTLP_PROTOCOL`).",
+);
+const OTLP_TRACES_HEADERS: VarSpec = VarSpec::new(
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "a comma-separated list of key=value",
+    None,
+    "Headers sent with span exports, instead of `OTEL_EXPORTER_OTLP_HEADERS` (treated as a secret).",
+)
+.secret();
+const OTLP_TRACES_TIMEOUT: VarSpec = VarSpec::new(
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "milliseconds",
+    None,
+    "Longest time one span export may take (overrides `OTEL_EXPORTER_OTLP_TIMEOUT`).",
+);
+const TRACES_SAMPLER: VarSpec = VarSpec::new(
+    "OTEL_TRACES_SAMPLER",
+    "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+    Some("parentbased_traceidratio"),
+    "Which requests get an exported span: parent-based samplers follow the caller's `traceparent` flag.",
+);
+const TRACES_SAMPLER_ARG: VarSpec = VarSpec::new(
+    "OTEL_TRACES_SAMPLER_ARG",
+    "a number from 0 to 1",
+    Some("1"),
+    "The ratio of the `traceidratio` samplers (share of new traces sampled).",
+);
+const PROPAGATORS: VarSpec = VarSpec::new(
+    "OTEL_PROPAGATORS",
+    "a comma-separated list of tracecontext, baggage, none",
+    Some("tracecontext"),
+    "Context read from and written to HTTP headers: W3C `traceparent`/`tracestate`, W3C `baggage`.",
+);
+const BSP_SCHEDULE_DELAY: VarSpec = VarSpec::new(
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "milliseconds",
+    Some("5000"),
+    "Time between two span exports.",
+);
+const BSP_MAX_QUEUE_SIZE: VarSpec = VarSpec::new(
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "a whole number from 1 to 1000000",
+    Some("2048"),
+    "Spans waiting for export at most; more are dropped and counted (`opskit_otlp_spans_dropped_total`).",
+);
+const BSP_MAX_EXPORT_BATCH_SIZE: VarSpec = VarSpec::new(
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "a whole number from 1 to 1000000",
+    Some("512"),
+    "Spans in one export at most.",
 );
 const OTLP_HEADERS: VarSpec = VarSpec::new(
     "OTEL_EXPORTER_OTLP_HEADERS",
@@ -411,11 +467,21 @@ pub static VARS: &[VarSpec] = &[
     OTEL_SDK_DISABLED,
     OTLP_ENDPOINT,
     OTLP_METRICS_ENDPOINT,
+    OTLP_TRACES_ENDPOINT,
     OTLP_PROTOCOL,
+    OTLP_TRACES_PROTOCOL,
     OTLP_HEADERS,
+    OTLP_TRACES_HEADERS,
     OTLP_TIMEOUT,
+    OTLP_TRACES_TIMEOUT,
     METRIC_EXPORT_INTERVAL,
     RESOURCE_ATTRIBUTES,
+    TRACES_SAMPLER,
+    TRACES_SAMPLER_ARG,
+    PROPAGATORS,
+    BSP_SCHEDULE_DELAY,
+    BSP_MAX_QUEUE_SIZE,
+    BSP_MAX_EXPORT_BATCH_SIZE,
     TRACE_RESPONSE_HEADER,
     RATE_LIMIT,
     RATE_LIMIT_BURST,
@@ -637,8 +703,65 @@ impl FromVar for ProtocolVar {
         match value.trim() {
             "http/protobuf" => Ok(Self(crate::otel::Protocol::HttpProtobuf)),
             "http/json" => Ok(Self(crate::otel::Protocol::HttpJson)),
-            "grpc" => Err("grpc is not built in; use http/protobuf (port 4318)".to_owned()),
-            _ => Err("the value is not http/protobuf or http/json".to_owned()),
+            "grpc" => Ok(Self(crate::otel::Protocol::Grpc)),
+            _ => Err("the value is not grpc, http/protobuf or http/json".to_owned()),
+        }
+    }
+}
+
+/// `OTEL_TRACES_SAMPLER`: (parent-based?, ratio from the argument?).
+struct SamplerVar(bool, Option<f64>);
+
+impl FromVar for SamplerVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        Ok(match value.trim() {
+            "always_on" => Self(false, Some(1.0)),
+            "always_off" => Self(false, Some(0.0)),
+            "traceidratio" => Self(false, None),
+            "parentbased_always_on" => Self(true, Some(1.0)),
+            "parentbased_always_off" => Self(true, Some(0.0)),
+            "parentbased_traceidratio" => Self(true, None),
+            "jaeger_remote" | "parentbased_jaeger_remote" | "xray" => {
+                return Err("this sampler is not supported".to_owned())
+            }
+            _ => return Err("the value is not one of the listed samplers".to_owned()),
+        })
+    }
+}
+
+/// `OTEL_PROPAGATORS`.
+struct PropagatorsVar(crate::trace::Propagation);
+
+impl FromVar for PropagatorsVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let mut p = crate::trace::Propagation {
+            trace_context: false,
+            baggage: false,
+        };
+        for (n, item) in items(value) {
+            match item {
+                "tracecontext" => p.trace_context = true,
+                "baggage" => p.baggage = true,
+                "none" => {}
+                "b3" | "b3multi" | "jaeger" | "xray" | "ottrace" => {
+                    return Err(format!("item {n} is a propagator opskit does not support"))
+                }
+                _ => return Err(format!("item {n} is not tracecontext, baggage or none")),
+            }
+        }
+        Ok(Self(p))
+    }
+}
+
+/// A whole number from 1 to 1,000,000 (queue and batch sizes).
+struct Count(usize);
+
+impl FromVar for Count {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match value.trim().parse::<usize>() {
+            Ok(n @ 1..=1_000_000) => Ok(Self(n)),
+            Ok(_) => Err("the number is out of range".to_owned()),
+            Err(_) => Err("the value is not a whole number".to_owned()),
         }
     }
 }
@@ -870,15 +993,42 @@ fn read_otel(r: &mut Reader<'_>) -> Option<crate::otel::OtelSettings> {
     let timeout: Option<u64> = r.read(&OTLP_TIMEOUT);
     let interval: Option<u64> = r.read(&METRIC_EXPORT_INTERVAL);
     let resource: Option<KeyValues> = r.read(&RESOURCE_ATTRIBUTES);
+    let traces_endpoint: Option<HttpUrl> = r.read(&OTLP_TRACES_ENDPOINT);
+    let traces_protocol: Option<ProtocolVar> = r.read(&OTLP_TRACES_PROTOCOL);
+    let traces_headers: Option<KeyValues> = r.read(&OTLP_TRACES_HEADERS);
+    let traces_timeout: Option<u64> = r.read(&OTLP_TRACES_TIMEOUT);
+    let sampler: Option<SamplerVar> = r.read(&TRACES_SAMPLER);
+    let arg: Option<Ratio> = r.read(&TRACES_SAMPLER_ARG);
+    let propagators: Option<PropagatorsVar> = r.read(&PROPAGATORS);
+    let delay: Option<u64> = r.read(&BSP_SCHEDULE_DELAY);
+    let queue: Option<Count> = r.read(&BSP_MAX_QUEUE_SIZE);
+    let batch: Option<Count> = r.read(&BSP_MAX_EXPORT_BATCH_SIZE);
+    // Each `?` below comes after every variable was read, so every problem
+    // is reported.
+    let sampler = sampler?;
     Some(crate::otel::OtelSettings {
         disabled: disabled?,
         endpoint: endpoint.map(|e| e.0),
         metrics_endpoint: metrics_endpoint.map(|e| e.0),
-        protocol: protocol?.0,
+        traces_endpoint: traces_endpoint.map(|e| e.0),
+        protocol: protocol.map(|p| p.0),
+        traces_protocol: traces_protocol.map(|p| p.0),
         headers: headers.map(|h| h.0).unwrap_or_default(),
+        traces_headers: traces_headers.map(|h| h.0),
         timeout: Duration::from_millis(timeout?),
+        traces_timeout: traces_timeout.map(Duration::from_millis),
         metric_export_interval: Duration::from_millis(interval?.max(100)),
         resource_attributes: resource.map(|h| h.0).unwrap_or_default(),
+        sampler: crate::trace::Sampler {
+            parent_based: sampler.0,
+            ratio: sampler.1.unwrap_or(arg?.0),
+        },
+        propagation: propagators?.0,
+        batch: crate::otel::BatchSettings {
+            schedule_delay: Duration::from_millis(delay?.max(1)),
+            max_queue_size: queue?.0,
+            max_export_batch_size: batch?.0,
+        },
     })
 }
 

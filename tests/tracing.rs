@@ -1,0 +1,299 @@
+//! OpenTelemetry server spans over OTLP from both starters: decoded with the
+//! official `opentelemetry-proto` messages by a test receiver, and through a
+//! real collector (rotel) over gRPC and HTTP/protobuf.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use opskit_conformance::{free_port, ExportedSpan, Kind, OtlpReceiver, Rotel, Starter};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+opskit_conformance::conformance!(
+    every_request_is_a_server_span_with_the_semconv_attributes,
+    failures_are_error_spans_and_panics_exception_events,
+    an_outgoing_call_carries_the_trace_on,
+    sampling_follows_the_sampler_and_the_caller,
+    a_dead_collector_costs_nothing_but_counted_drops,
+    a_real_collector_receives_spans_over_grpc_and_http,
+);
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A starter exporting spans to `endpoint` every 100 ms.
+fn exporting(kind: Kind, endpoint: &str, extra: &[(&str, &str)]) -> Starter {
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_SERVICE_NAME", "tracing-test"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=payments"),
+    ];
+    env.extend_from_slice(extra);
+    Starter::spawn(kind, &env)
+}
+
+/// The JSON log line of request `rid` with `message`, waited for.
+fn log_line(s: &Starter, rid: &str, message: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = s
+            .output()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["request_id"] == rid && l["message"] == message);
+        if let Some(l) = found {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "no line {message:?} for {rid}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn span_for(receiver: &OtlpReceiver, path: &str) -> ExportedSpan {
+    receiver
+        .wait_for_span(WAIT, |s| s.attr("url.path").as_deref() == Some(path))
+        .unwrap_or_else(|| panic!("no span for {path}: {:#?}", receiver.spans()))
+}
+
+fn every_request_is_a_server_span_with_the_semconv_attributes(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let s = exporting(kind, &receiver.endpoint(), &[]);
+    let r = s
+        .request(
+            "GET",
+            "/users/7",
+            &[
+                ("traceparent", PARENT),
+                ("x-request-id", "span-1"),
+                ("user-agent", "curl/8.5.0"),
+            ],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let span = span_for(&receiver, "/users/7");
+    assert_eq!(span.span.name, "GET /users/{id}");
+    assert_eq!(span.span.kind, 2, "SPAN_KIND_SERVER");
+    // The caller's trace is joined, its span is the parent.
+    assert_eq!(span.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span.parent_span_id(), "00f067aa0ba902b7");
+    for (key, want) in [
+        ("http.request.method", "GET"),
+        ("http.route", "/users/{id}"),
+        ("url.path", "/users/7"),
+        ("url.scheme", "http"),
+        ("http.response.status_code", "200"),
+        ("client.address", "127.0.0.1"),
+        ("user_agent.original", "curl/8.5.0"),
+        ("server.address", "127.0.0.1"),
+    ] {
+        assert_eq!(span.attr(key).as_deref(), Some(want), "{key}");
+    }
+    assert!(span.attr("server.port").is_some());
+    assert!(span.attr("error.type").is_none());
+    assert!(span.span.end_time_unix_nano >= span.span.start_time_unix_nano);
+    assert!(span.span.start_time_unix_nano > 0);
+    assert_eq!(
+        span.resource_attr("service.name").as_deref(),
+        Some("tracing-test")
+    );
+    assert_eq!(span.resource_attr("team").as_deref(), Some("payments"));
+    for key in [
+        "service.version",
+        "deployment.environment.name",
+        "host.name",
+        "process.pid",
+    ] {
+        assert!(span.resource_attr(key).is_some(), "resource {key}");
+    }
+    // Logs and the response carry the span's ids.
+    let access = log_line(&s, "span-1", "request completed");
+    assert_eq!(access["trace_id"], span.trace_id().as_str());
+    assert_eq!(access["span_id"], span.span_id().as_str());
+    let handler = log_line(&s, "span-1", "user looked up");
+    assert_eq!(handler["span_id"], span.span_id().as_str());
+    assert_eq!(
+        r.header("traceresponse").unwrap(),
+        format!("00-{}-{}-01", span.trace_id(), span.span_id())
+    );
+    // A malformed traceparent: a fresh trace, no parent.
+    let r = s
+        .request(
+            "GET",
+            "/users/8",
+            &[(
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            )],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let fresh = span_for(&receiver, "/users/8");
+    assert_ne!(fresh.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(fresh.trace_id(), "0".repeat(32));
+    assert_eq!(fresh.parent_span_id(), "");
+    // Unmatched paths are named by the method alone (bounded span names).
+    assert_eq!(s.get("/no/such/path").unwrap().status, 404);
+    let unmatched = span_for(&receiver, "/no/such/path");
+    assert_eq!(unmatched.span.name, "GET");
+    assert!(unmatched.attr("http.route").is_none());
+}
+
+fn failures_are_error_spans_and_panics_exception_events(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let s = exporting(kind, &receiver.endpoint(), &[]);
+    assert_eq!(s.get("/demo/error").unwrap().status, 500);
+    assert_eq!(s.get("/demo/panic").unwrap().status, 500);
+    assert_eq!(s.get("/users/x").unwrap().status, 400);
+    let error = span_for(&receiver, "/demo/error");
+    let status = error.span.status.clone().unwrap();
+    assert_eq!(status.code, 2, "STATUS_CODE_ERROR");
+    assert_eq!(error.attr("error.type").as_deref(), Some("500"));
+    let panic = span_for(&receiver, "/demo/panic");
+    assert_eq!(panic.span.status.clone().unwrap().code, 2);
+    assert_eq!(panic.attr("error.type").as_deref(), Some("panic"));
+    let event = panic
+        .span
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .expect("an exception event");
+    let message = event
+        .attributes
+        .iter()
+        .find(|a| a.key == "exception.message")
+        .unwrap();
+    assert!(format!("{message:?}").contains("demo panic"));
+    // A 4xx is the client's fault: not an error on a server span.
+    let client_error = span_for(&receiver, "/users/x");
+    assert_ne!(client_error.span.status.clone().map_or(0, |s| s.code), 2);
+    assert!(client_error.attr("error.type").is_none());
+}
+
+fn an_outgoing_call_carries_the_trace_on(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let s = exporting(kind, &receiver.endpoint(), &[]);
+    let r = s.get("/demo/downstream").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["downstream_status"], 200);
+    let outer = span_for(&receiver, "/demo/downstream");
+    let inner = span_for(&receiver, "/users/42");
+    assert_eq!(inner.trace_id(), outer.trace_id(), "one trace");
+    assert_eq!(
+        inner.parent_span_id(),
+        outer.span_id(),
+        "called by the outer span"
+    );
+    assert_eq!(
+        outer.parent_span_id(),
+        "",
+        "the outer request started the trace"
+    );
+}
+
+fn sampling_follows_the_sampler_and_the_caller(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let s = exporting(
+        kind,
+        &receiver.endpoint(),
+        &[("OTEL_TRACES_SAMPLER", "parentbased_always_off")],
+    );
+    // A new trace: not sampled, still ids on the response and in the log.
+    let r = s
+        .request("GET", "/users/1", &[("x-request-id", "unsampled")], b"")
+        .unwrap();
+    let tr = r.header("traceresponse").unwrap().to_owned();
+    assert!(tr.ends_with("-00"), "{tr}");
+    let line = log_line(&s, "unsampled", "request completed");
+    assert_eq!(line["trace_id"].as_str().unwrap(), &tr[3..35]);
+    // The caller sampled its trace: this request's span is exported.
+    let r = s
+        .request("GET", "/users/2", &[("traceparent", PARENT)], b"")
+        .unwrap();
+    assert!(r.header("traceresponse").unwrap().ends_with("-01"));
+    let sampled = span_for(&receiver, "/users/2");
+    assert_eq!(sampled.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    // By then the unsampled request would have been exported too.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        receiver
+            .spans()
+            .iter()
+            .all(|s| s.attr("url.path").as_deref() != Some("/users/1")),
+        "an unsampled span was exported"
+    );
+}
+
+fn a_dead_collector_costs_nothing_but_counted_drops(kind: Kind) {
+    // Nothing listens there: every export fails (connection refused).
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut s = exporting(kind, &dead, &[("OTEL_EXPORTER_OTLP_TIMEOUT", "500")]);
+    let t = Instant::now();
+    for i in 0..300 {
+        assert_eq!(s.get(&format!("/users/{i}")).unwrap().status, 200);
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(20), "300 requests took {took:?}");
+    let dropped = || -> f64 {
+        let text = s.get("/metrics").unwrap().text();
+        text.lines()
+            .find(|l| {
+                l.starts_with("opskit_otlp_spans_dropped_total{")
+                    && l.contains(r#"reason="export_failed""#)
+            })
+            .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + WAIT;
+    while dropped() < 300.0 {
+        assert!(
+            Instant::now() < deadline,
+            "dropped spans counted: {}",
+            dropped()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(s.wait_for_output(r#""signal":"traces""#, Duration::from_secs(5)));
+    s.signal("TERM");
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert!(status.is_some_and(|st| st.success()), "{status:?}");
+}
+
+fn a_real_collector_receives_spans_over_grpc_and_http(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let collector = Rotel::forwarding_to("traces", &receiver.endpoint());
+    // gRPC (the protocol named explicitly: rotel's port is not 4317).
+    let grpc = exporting(
+        kind,
+        &collector.grpc_endpoint(),
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+    );
+    assert_eq!(grpc.get("/users/11").unwrap().status, 200);
+    let http = exporting(kind, &collector.endpoint(), &[]);
+    assert_eq!(http.get("/users/12").unwrap().status, 200);
+    for path in ["/users/11", "/users/12"] {
+        let span = receiver
+            .wait_for_span(WAIT, |s| s.attr("url.path").as_deref() == Some(path))
+            .unwrap_or_else(|| {
+                let paths: Vec<String> = receiver
+                    .posts()
+                    .into_iter()
+                    .map(|p| format!("{} {:?} {}", p.path, p.headers, p.body.len()))
+                    .collect();
+                panic!(
+                    "no span for {path} through rotel; posts {paths:?}; rotel printed:\n{}",
+                    collector.output()
+                )
+            });
+        assert_eq!(span.span.name, "GET /users/{id}");
+        assert_eq!(
+            span.resource_attr("service.name").as_deref(),
+            Some("tracing-test")
+        );
+    }
+    assert!(
+        collector.wait_for(WAIT, &["GET /users/{id}", "http.route"]),
+        "rotel printed:\n{}",
+        collector.output()
+    );
+}
