@@ -219,3 +219,56 @@ mod rate_limit_layer {
         drive(b, bare_router().layer(layer(true)));
     }
 }
+
+/// Server spans: opskit's (one `SpanData` built when the request finishes,
+/// into the batch processor) sampled and unsampled, against tower-http
+/// `TraceLayer` + `tracing-opentelemetry` sampled and unsampled. Both export
+/// through a dropping exporter; no log output, so only tracing differs.
+mod spans {
+    use super::drive;
+    use opskit::layer::OpsLayer;
+    use opskit::recorder::Recorder;
+    use opskit::security::{SecurityPolicy, SecuritySettings};
+    use opskit::trace::{Propagation, Sampler};
+    use opskit_benches::{bare_router, dropping_span_sink, peer_otel_subscriber, peer_trace_layer};
+
+    fn opskit(spans: bool, sampled: bool) -> OpsLayer {
+        let mut off = SecuritySettings::default();
+        off.enabled = false;
+        let sampler = Sampler {
+            parent_based: sampled,
+            ratio: if sampled { 1.0 } else { 0.0 },
+        };
+        let recorder = Recorder::default()
+            .with_trace_context(sampler, Propagation::default())
+            .with_spans(spans.then(dropping_span_sink));
+        OpsLayer::new(recorder, SecurityPolicy::new(&off))
+    }
+
+    #[divan::bench]
+    fn opskit_no_export(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(opskit(false, true)));
+    }
+
+    #[divan::bench]
+    fn opskit_spans_sampled(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(opskit(true, true)));
+    }
+
+    #[divan::bench]
+    fn opskit_spans_unsampled(b: divan::Bencher<'_, '_>) {
+        drive(b, bare_router().layer(opskit(true, false)));
+    }
+
+    #[divan::bench]
+    fn peer_trace_layer_otel_sampled(b: divan::Bencher<'_, '_>) {
+        let _default = tracing::subscriber::set_default(peer_otel_subscriber(true));
+        drive(b, peer_trace_layer(bare_router()));
+    }
+
+    #[divan::bench]
+    fn peer_trace_layer_otel_unsampled(b: divan::Bencher<'_, '_>) {
+        let _default = tracing::subscriber::set_default(peer_otel_subscriber(false));
+        drive(b, peer_trace_layer(bare_router()));
+    }
+}

@@ -58,7 +58,7 @@ pub fn peer_logging(app: Router) -> Router {
 /// what a peer stack logs through.
 pub fn peer_json_subscriber(
     writer: tracing_appender::non_blocking::NonBlocking,
-) -> impl tracing::Subscriber + Send + Sync {
+) -> impl tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync {
     use tracing_subscriber::layer::SubscriberExt;
     tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
@@ -77,4 +77,82 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_time()
         .build()
         .expect("runtime")
+}
+
+/// Spans [`DroppingExporter`] was handed (to check that none were lost
+/// before export, which would flatter a measurement).
+pub static EXPORTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An OpenTelemetry exporter that drops every batch: the cost measured is the
+/// request path's (span building and queueing), not a collector's.
+#[derive(Debug)]
+pub struct DroppingExporter;
+
+impl opentelemetry_sdk::trace::SpanExporter for DroppingExporter {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        EXPORTED.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
+        drop(batch);
+        Ok(())
+    }
+}
+
+/// The batch queue of both sides in the benches: large enough that a burst
+/// of in-process requests (millions a second, far faster than any real
+/// traffic) never fills it — a full queue drops spans, which would flatter
+/// a measurement. The callgrind binary checks every span reached the exporter.
+pub const BENCH_QUEUE: usize = 1 << 16;
+
+/// opskit's span sink over [`DroppingExporter`].
+pub fn dropping_span_sink() -> opskit::otel::SpanSink {
+    let mut batch = opskit::otel::BatchSettings::default();
+    batch.max_queue_size = BENCH_QUEUE;
+    opskit::otel::SpanSink::new(
+        DroppingExporter,
+        batch,
+        &opentelemetry_sdk::Resource::builder_empty().build(),
+    )
+}
+
+/// The SDK's batch processor over [`DroppingExporter`], bounded alike.
+pub fn dropping_batch_processor() -> opentelemetry_sdk::trace::BatchSpanProcessor {
+    let config = opentelemetry_sdk::trace::BatchConfigBuilder::default()
+        .with_max_queue_size(BENCH_QUEUE)
+        .build();
+    opentelemetry_sdk::trace::BatchSpanProcessor::builder(DroppingExporter)
+        .with_batch_config(config)
+        .build()
+}
+
+/// The peer's tracing: `tracing-opentelemetry` over an SDK tracer provider
+/// (batch processor, [`DroppingExporter`]) sampling every or no request,
+/// under `TraceLayer`'s INFO span per request.
+pub fn peer_otel_subscriber(sampled: bool) -> impl tracing::Subscriber + Send + Sync {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    let sampler = if sampled {
+        opentelemetry_sdk::trace::Sampler::AlwaysOn
+    } else {
+        opentelemetry_sdk::trace::Sampler::AlwaysOff
+    };
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(dropping_batch_processor())
+        .with_sampler(sampler)
+        .build();
+    let tracer = provider.tracer("peer");
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+}
+
+/// `TraceLayer` at INFO: the span tracing-opentelemetry exports.
+pub fn peer_trace_layer(app: Router) -> Router {
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+    app.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+    )
 }

@@ -203,7 +203,9 @@ impl OtelSettings {
 }
 
 #[cfg(otlp)]
-pub(crate) use export::{MetricsPipeline, OtelInstruments, SpanSink, TracesPipeline};
+pub use export::SpanSink;
+#[cfg(otlp)]
+pub(crate) use export::{MetricsPipeline, OtelInstruments, TracesPipeline};
 
 #[cfg(otlp)]
 mod export {
@@ -615,11 +617,53 @@ mod export {
         scope: opentelemetry::InstrumentationScope,
     }
 
-    /// Where finished server spans go: the batch processor's bounded queue.
+    /// Where finished server spans go: an OpenTelemetry SDK
+    /// `BatchSpanProcessor` (a bounded queue drained by its own thread) in
+    /// front of any `SpanExporter`. `init` builds one for OTLP; build one
+    /// yourself to send the spans elsewhere — the SDK's
+    /// `InMemorySpanExporter` in your tests, say — and hand it to
+    /// [`Recorder::with_spans`](crate::recorder::Recorder::with_spans).
     #[derive(Debug, Clone)]
-    pub(crate) struct SpanSink(Arc<SinkInner>);
+    pub struct SpanSink(Arc<SinkInner>);
 
     impl SpanSink {
+        /// A sink exporting through `exporter` in batches bounded by `batch`;
+        /// spans carry `resource`. Drops (counted) are the same as for OTLP.
+        pub fn new<E: SpanExporter + 'static>(
+            exporter: E,
+            batch: super::BatchSettings,
+            resource: &Resource,
+        ) -> Self {
+            let queued = Arc::new(AtomicUsize::new(0));
+            let exporter = Counting {
+                inner: exporter,
+                queued: queued.clone(),
+                throttle: Throttle::default(),
+            };
+            let config = BatchConfigBuilder::default()
+                .with_max_queue_size(batch.max_queue_size)
+                .with_max_export_batch_size(batch.max_export_batch_size.min(batch.max_queue_size))
+                .with_scheduled_delay(batch.schedule_delay)
+                .build();
+            let mut processor = BatchSpanProcessor::new(exporter, config);
+            processor.set_resource(resource);
+            let scope = opentelemetry::InstrumentationScope::builder("opskit")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .with_schema_url("https://opentelemetry.io/schemas/1.37.0")
+                .build();
+            Self(Arc::new(SinkInner {
+                processor,
+                queued,
+                max_queue: batch.max_queue_size,
+                scope,
+            }))
+        }
+
+        /// Exports what is queued and stops the export thread.
+        pub fn shutdown(&self) -> OTelSdkResult {
+            self.0.processor.shutdown()
+        }
+
         /// The instrumentation scope of opskit's spans.
         pub(crate) fn scope(&self) -> &opentelemetry::InstrumentationScope {
             &self.0.scope
@@ -627,7 +671,7 @@ mod export {
 
         /// Queues a finished span, or drops (and counts) it when the queue
         /// is full. Never blocks.
-        pub(crate) fn send(&self, span: SpanData) {
+        pub fn send(&self, span: SpanData) {
             let inner = &self.0;
             if inner.queued.fetch_add(1, Ordering::Relaxed) >= inner.max_queue {
                 inner.queued.fetch_sub(1, Ordering::Relaxed);
@@ -745,31 +789,8 @@ mod export {
                     return None;
                 }
             };
-            let queued = Arc::new(AtomicUsize::new(0));
-            let exporter = Counting {
-                inner: exporter,
-                queued: queued.clone(),
-                throttle: Throttle::default(),
-            };
-            let b = settings.batch;
-            let config = BatchConfigBuilder::default()
-                .with_max_queue_size(b.max_queue_size)
-                .with_max_export_batch_size(b.max_export_batch_size.min(b.max_queue_size))
-                .with_scheduled_delay(b.schedule_delay)
-                .build();
             let resource = resource(settings, service);
-            let mut processor = BatchSpanProcessor::new(exporter, config);
-            processor.set_resource(&resource);
-            let scope = opentelemetry::InstrumentationScope::builder("opskit")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .with_schema_url("https://opentelemetry.io/schemas/1.37.0")
-                .build();
-            let sink = SpanSink(Arc::new(SinkInner {
-                processor,
-                queued,
-                max_queue: b.max_queue_size,
-                scope,
-            }));
+            let sink = SpanSink::new(exporter, settings.batch, &resource);
             let provider = SdkTracerProvider::builder()
                 .with_span_processor(Forward(sink.clone()))
                 .with_sampler(sdk_sampler(settings.sampler))

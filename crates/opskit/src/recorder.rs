@@ -219,7 +219,7 @@ impl Recorder {
     /// Sends a server span of every sampled request to `spans`.
     #[cfg(otlp)]
     #[must_use]
-    pub(crate) fn with_spans(mut self, spans: Option<crate::otel::SpanSink>) -> Self {
+    pub fn with_spans(mut self, spans: Option<crate::otel::SpanSink>) -> Self {
         self.spans = spans;
         self
     }
