@@ -107,8 +107,10 @@ pub const BENCH_QUEUE: usize = 1 << 16;
 
 /// opskit's span sink over [`DroppingExporter`].
 pub fn dropping_span_sink() -> opskit::otel::SpanSink {
-    let mut batch = opskit::otel::BatchSettings::default();
-    batch.max_queue_size = BENCH_QUEUE;
+    let batch = opskit::otel::BatchSettings {
+        max_queue_size: BENCH_QUEUE,
+        ..Default::default()
+    };
     opskit::otel::SpanSink::new(
         DroppingExporter,
         batch,

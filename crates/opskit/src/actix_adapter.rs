@@ -320,7 +320,11 @@ where
             [
                 h.get("traceparent").map(HeaderValue::as_bytes),
                 h.get("tracestate").map(HeaderValue::as_bytes),
-                h.get("baggage").map(HeaderValue::as_bytes),
+                shared
+                    .recorder
+                    .reads_baggage()
+                    .then(|| h.get("baggage").map(HeaderValue::as_bytes))
+                    .flatten(),
             ],
         );
         req.extensions_mut().insert(started.request_id.clone());

@@ -39,6 +39,13 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
+// Request headers read on every request, as names parsed at compile time:
+// a lookup by `&str` parses and validates the name each time.
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+static BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+
 /// The route template type the layer can read from request extensions.
 #[cfg(feature = "axum")]
 type Route = axum::extract::MatchedPath;
@@ -253,7 +260,7 @@ where
         });
         let h = req.headers();
         let https = shared.headers.security.is_https(
-            h.get("x-forwarded-proto").map(HeaderValue::as_bytes),
+            h.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
             h.get(http::header::FORWARDED).map(HeaderValue::as_bytes),
         );
         let started = shared.recorder.start(
@@ -262,9 +269,13 @@ where
             req.method().as_str(),
             https,
             [
-                h.get("traceparent").map(HeaderValue::as_bytes),
-                h.get("tracestate").map(HeaderValue::as_bytes),
-                h.get("baggage").map(HeaderValue::as_bytes),
+                h.get(&TRACEPARENT).map(HeaderValue::as_bytes),
+                h.get(&TRACESTATE).map(HeaderValue::as_bytes),
+                shared
+                    .recorder
+                    .reads_baggage()
+                    .then(|| h.get(&BAGGAGE).map(HeaderValue::as_bytes))
+                    .flatten(),
             ],
         );
         req.extensions_mut().insert(started.request_id.clone());
@@ -277,10 +288,13 @@ where
             req.extensions_mut().insert(n.clone());
         }
         let h = req.headers();
+        let content_length = h.get(http::header::CONTENT_LENGTH);
         let cors = shared.headers.security.cors(
             req.method().as_str(),
             h.get(http::header::ORIGIN).map(HeaderValue::as_bytes),
-            h.get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            (req.method() == http::Method::OPTIONS)
+                .then(|| h.get(http::header::ACCESS_CONTROL_REQUEST_METHOD))
+                .flatten()
                 .map(HeaderValue::as_bytes),
         );
         let early = match &cors {
@@ -292,10 +306,7 @@ where
             _ => shared
                 .headers
                 .security
-                .check_body(
-                    h.get(http::header::CONTENT_LENGTH)
-                        .map(HeaderValue::as_bytes),
-                )
+                .check_body(content_length.map(HeaderValue::as_bytes))
                 .map(|p| p.to_response::<Vec<u8>>()),
         };
         let cors = match cors {
@@ -309,10 +320,7 @@ where
             route: req.extensions().get::<Route>().cloned(),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
             client: client_ip(&req),
-            request_size: req
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            request_size: content_length.and_then(|v| v.to_str().ok()?.parse().ok()),
             #[cfg(feature = "sentry")]
             report_headers: [
                 req.headers().get(http::header::HOST).cloned(),

@@ -224,6 +224,11 @@ impl Recorder {
         self
     }
 
+    /// Whether W3C `baggage` is read (`OTEL_PROPAGATORS` includes `baggage`).
+    pub fn reads_baggage(&self) -> bool {
+        self.propagation.baggage
+    }
+
     /// Whether the trace context goes on to outgoing calls.
     pub fn propagates(&self) -> bool {
         self.propagation.trace_context
@@ -281,8 +286,8 @@ impl Recorder {
             target: "opskit::request",
             "request",
             request_id = request_id.as_str(),
-            trace_id = %trace_id,
-            span_id = %span_id
+            trace_id = trace_id.as_str(),
+            span_id = span_id.as_str()
         );
         Started {
             request_id,
@@ -361,18 +366,20 @@ impl Recorder {
             "request completed"
         };
         let _entered = started.span.enter();
+        let client = outcome.client.map(IpText::new);
         access_event!(
             level,
+            // A `&str` message field (not `"{}", message`): recorded as a
+            // string rather than formatted through `fmt::Arguments`.
+            message = message,
             http.request.method = method,
             http.request.method_original = method_original,
             url.path = truncate(outcome.path, MAX_PATH),
             http.route = outcome.route,
             http.response.status_code = u64::from(outcome.status),
-            client.address = outcome.client.map(tracing::field::display),
+            client.address = client.as_ref().map(IpText::as_str),
             user_agent.original = outcome.user_agent.map(|u| truncate(u, MAX_USER_AGENT)),
-            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
-            "{}",
-            message
+            duration_ms = (duration_ms * 1000.0).round() / 1000.0
         );
     }
 }
@@ -518,6 +525,55 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// An IP address as text on the stack: IPv4 written by hand (the common
+/// case; `Display` costs several hundred instructions), IPv6 by `Display`.
+struct IpText {
+    buf: [u8; 46],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> Self {
+        let mut t = Self {
+            buf: [0; 46],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if octet >= 100 {
+                        t.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        t.push(b'0' + octet / 10 % 10);
+                    }
+                    t.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut cursor = std::io::Cursor::new(&mut t.buf[..]);
+                if write!(cursor, "{v6}").is_ok() {
+                    t.len = usize::try_from(cursor.position()).unwrap_or(0);
+                }
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
 impl Default for Recorder {
     fn default() -> Self {
         Self::new(AccessLogSettings::default(), "x-request-id")
@@ -534,6 +590,25 @@ mod tests {
         assert_eq!(known_method("PATCH"), Some("PATCH"));
         assert_eq!(known_method("get"), None);
         assert_eq!(known_method("PROPFIND"), None);
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..10_000 {
+            let v4 = IpAddr::from(rng.u32(..).to_be_bytes());
+            assert_eq!(IpText::new(v4).as_str(), v4.to_string());
+        }
+        for s in [
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "0.0.0.0",
+            "255.255.255.255",
+        ] {
+            let ip: IpAddr = s.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
     }
 
     #[test]

@@ -17,13 +17,12 @@ pub(crate) trait HeaderMapLike {
     fn static_name(name: &'static str) -> Self::Name;
     /// A name from configuration; `None` when invalid.
     fn name(name: &str) -> Option<Self::Name>;
-    fn name_str(name: &Self::Name) -> &str;
     /// A value, without copying `bytes`; `None` when not a valid value.
     fn value(bytes: Bytes) -> Option<Self::Value>;
     fn contains(&self, name: &Self::Name) -> bool;
     fn insert(&mut self, name: Self::Name, value: Self::Value);
     fn append(&mut self, name: Self::Name, value: Self::Value);
-    fn remove(&mut self, name: &'static str);
+    fn remove(&mut self, name: &Self::Name);
     fn reserve(&mut self, additional: usize);
 }
 
@@ -44,8 +43,15 @@ pub(crate) struct Prepared<M: HeaderMapLike> {
     pub(crate) limiter: Option<Limiter>,
     pub(crate) request_id_header: M::Name,
     trace_response_header: Option<M::Name>,
-    fixed: Vec<(M::Name, M::Value)>,
+    /// Name, value, and whether a handler's own value is kept.
+    fixed: Vec<(M::Name, M::Value, bool)>,
     csp_name: M::Name,
+    csp_overridable: bool,
+    removed: Vec<M::Name>,
+    hsts_name: M::Name,
+    /// The names of the rate-limit fields, parsed once (`from_static`
+    /// validates its argument on every call).
+    rate_names: Vec<(&'static str, M::Name)>,
     csp_plain: Option<M::Value>,
     csp_https: Option<M::Value>,
     hsts: Option<M::Value>,
@@ -76,6 +82,9 @@ impl<M: HeaderMapLike> Prepared<M> {
                 .csp(https, None)
                 .and_then(|(_, v)| value_of::<M>(&v))
         };
+        let csp_name = security
+            .csp(false, None)
+            .map_or("content-security-policy", |(n, _)| n);
         Self {
             request_id_header: M::name(recorder.request_id_header())
                 .unwrap_or_else(|| M::static_name("x-request-id")),
@@ -83,13 +92,25 @@ impl<M: HeaderMapLike> Prepared<M> {
             fixed: security
                 .fixed_headers()
                 .iter()
-                .filter_map(|(n, v)| Some((M::static_name(n), value_of::<M>(v)?)))
+                .filter_map(|(n, v)| {
+                    Some((
+                        M::static_name(n),
+                        value_of::<M>(v)?,
+                        security.is_overridable(n),
+                    ))
+                })
                 .collect(),
-            csp_name: M::static_name(
-                security
-                    .csp(false, None)
-                    .map_or("content-security-policy", |(n, _)| n),
-            ),
+            csp_name: M::static_name(csp_name),
+            csp_overridable: security.is_overridable(csp_name),
+            removed: crate::security::REMOVED_HEADERS
+                .iter()
+                .map(|n| M::static_name(n))
+                .collect(),
+            hsts_name: M::static_name("strict-transport-security"),
+            rate_names: crate::ratelimit::FIELD_NAMES
+                .iter()
+                .map(|n| (*n, M::static_name(n)))
+                .collect(),
             csp_plain: csp(false),
             csp_https: csp(true),
             hsts: security.hsts(true).and_then(value_of::<M>),
@@ -102,17 +123,14 @@ impl<M: HeaderMapLike> Prepared<M> {
     /// no `Server`/`X-Powered-By`, CORS, the request id, `traceresponse` and
     /// the rate-limit fields.
     pub(crate) fn apply(&self, headers: &mut M, r: &PerResponse<'_>) {
-        let keep = |h: &M, name: &M::Name| {
-            h.contains(name) && self.security.is_overridable(M::name_str(name))
-        };
         // One growth of the map instead of several as the headers go in.
         headers.reserve(self.fixed.len() + 8 + r.cors.len());
-        for (name, value) in &self.fixed {
-            if !keep(headers, name) {
+        for (name, value, overridable) in &self.fixed {
+            if !(*overridable && headers.contains(name)) {
                 headers.insert(name.clone(), value.clone());
             }
         }
-        if !keep(headers, &self.csp_name) {
+        if !(self.csp_overridable && headers.contains(&self.csp_name)) {
             let value = match r.nonce {
                 None if r.https => self.csp_https.clone(),
                 None => self.csp_plain.clone(),
@@ -126,9 +144,9 @@ impl<M: HeaderMapLike> Prepared<M> {
             }
         }
         if let (true, Some(h)) = (r.https, &self.hsts) {
-            headers.insert(M::static_name("strict-transport-security"), h.clone());
+            headers.insert(self.hsts_name.clone(), h.clone());
         }
-        for name in crate::security::REMOVED_HEADERS {
+        for name in &self.removed {
             headers.remove(name);
         }
         for (name, value) in r.cors {
@@ -140,14 +158,19 @@ impl<M: HeaderMapLike> Prepared<M> {
             headers.insert(self.request_id_header.clone(), v);
         }
         if let Some(name) = &self.trace_response_header {
-            if let Some(v) = M::value(Bytes::from(r.trace.traceresponse())) {
+            if let Some(v) = M::value(Bytes::copy_from_slice(&r.trace.header_bytes())) {
                 headers.insert(name.clone(), v);
             }
         }
         if let (Some(rate), Some(limiter)) = (r.rate, &self.limiter) {
             for (name, value) in rate.headers(limiter.legacy_headers()).into_iter().flatten() {
+                let name = self
+                    .rate_names
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or_else(|| M::static_name(name), |(_, n)| n.clone());
                 if let Some(v) = M::value(value) {
-                    headers.insert(M::static_name(name), v);
+                    headers.insert(name, v);
                 }
             }
         }
@@ -163,9 +186,6 @@ impl HeaderMapLike for http::HeaderMap {
     fn name(name: &str) -> Option<Self::Name> {
         http::HeaderName::from_bytes(name.as_bytes()).ok()
     }
-    fn name_str(name: &Self::Name) -> &str {
-        name.as_str()
-    }
     fn value(bytes: Bytes) -> Option<Self::Value> {
         http::HeaderValue::from_maybe_shared(bytes).ok()
     }
@@ -178,7 +198,7 @@ impl HeaderMapLike for http::HeaderMap {
     fn append(&mut self, name: Self::Name, value: Self::Value) {
         http::HeaderMap::append(self, name, value);
     }
-    fn remove(&mut self, name: &'static str) {
+    fn remove(&mut self, name: &Self::Name) {
         http::HeaderMap::remove(self, name);
     }
     fn reserve(&mut self, additional: usize) {
@@ -196,9 +216,6 @@ impl HeaderMapLike for actix_web::http::header::HeaderMap {
     fn name(name: &str) -> Option<Self::Name> {
         actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).ok()
     }
-    fn name_str(name: &Self::Name) -> &str {
-        name.as_str()
-    }
     fn value(bytes: Bytes) -> Option<Self::Value> {
         actix_web::http::header::HeaderValue::from_maybe_shared(bytes).ok()
     }
@@ -211,7 +228,7 @@ impl HeaderMapLike for actix_web::http::header::HeaderMap {
     fn append(&mut self, name: Self::Name, value: Self::Value) {
         actix_web::http::header::HeaderMap::append(self, name, value);
     }
-    fn remove(&mut self, name: &'static str) {
+    fn remove(&mut self, name: &Self::Name) {
         actix_web::http::header::HeaderMap::remove(self, name);
     }
     fn reserve(&mut self, additional: usize) {

@@ -1283,6 +1283,22 @@ pub struct SentrySettings {
     pub timeout: Duration,
 }
 
+impl SentrySettings {
+    /// The defaults of the `SENTRY_*` variables with this DSN (tests, benches,
+    /// reporters built by hand).
+    pub fn with_dsn(dsn: crate::Secret) -> Self {
+        Self {
+            dsn: Some(dsn),
+            environment: None,
+            release: None,
+            sample_rate: 1.0,
+            traces_sample_rate: 0.0,
+            send_pii: false,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A Sentry DSN, checked for its shape (`<scheme>://<key>@<host>/<project>`).
 struct DsnVar(crate::Secret);
 

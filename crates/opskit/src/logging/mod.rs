@@ -15,15 +15,18 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::registry::LookupSpan;
 
 /// A `tracing-subscriber` layer writing opskit's flat JSON lines to `writer`.
-pub fn json_layer<S, W>(writer: W) -> tracing_subscriber::fmt::Layer<S, FlatJsonFields, FlatJson, W>
+pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-    W: for<'w> MakeWriter<'w> + 'static,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt::layer()
-        .fmt_fields(FlatJsonFields)
-        .event_format(FlatJson)
-        .with_writer(writer)
+    use tracing_subscriber::Layer as _;
+    json::Preformat.and_then(
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(FlatJsonFields)
+            .event_format(FlatJson)
+            .with_writer(writer),
+    )
 }
 
 use crate::config::{LogFormat, Settings};

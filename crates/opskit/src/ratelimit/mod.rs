@@ -156,6 +156,16 @@ impl std::fmt::Debug for RequestInfo<'_> {
     }
 }
 
+/// The names of the fields [`Checked::headers`] may answer.
+pub const FIELD_NAMES: [&str; 6] = [
+    "ratelimit-policy",
+    "ratelimit",
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+];
+
 /// A decision with what the response needs.
 #[derive(Debug, Clone)]
 pub struct Checked {

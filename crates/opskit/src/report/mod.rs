@@ -61,6 +61,13 @@ impl std::fmt::Debug for Reporter {
 }
 
 impl Reporter {
+    /// A reporter for `settings` (give it to
+    /// [`Recorder::with_reporter`](crate::recorder::Recorder::with_reporter)),
+    /// or `None` when there is no valid DSN. `init` builds one from `SENTRY_*`.
+    pub fn from_settings(settings: &SentrySettings, service: &ServiceInfo) -> Option<Self> {
+        Self::new(settings, service, None)
+    }
+
     /// A reporter for `settings`, or `None` when `SENTRY_DSN` is unset.
     pub(crate) fn new(
         settings: &SentrySettings,

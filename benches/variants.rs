@@ -1,0 +1,199 @@
+//! The router variants of `opskit-callgrind` (instructions) and
+//! `opskit-allocs` (allocations). Drives `N` requests through one router variant in-process, for
+//! `scripts/callgrind` (or serves it over loopback for `scripts/load`:
+//! `opskit-callgrind serve <variant> [addr]`): instructions per request = (I(2N) − I(N)) / N, so
+//! start-up cancels out.
+//!
+//! `opskit-callgrind <variant> <requests>`; variants: `bare`, `opskit`
+//! (default settings plus the JSON access log, metrics into a Prometheus
+//! recorder, an in-memory rate limit, sampled server spans into a dropping
+//! exporter, Sentry with an unreachable DSN), `peer` (tower-http TraceLayer
+//! with JSON logs and the request-id layers, axum-prometheus, one
+//! `SetResponseHeaderLayer` per security header, tracing-opentelemetry
+//! sampling every request into a dropping exporter, `tower_governor` keyed
+//! by `X-Forwarded-For`, `sentry-tower` with an unreachable DSN),
+//! and for the tracing budgets alone: `opskit-spans`, `opskit-unsampled`,
+//! `opskit-no-spans` (opskit with logging, metrics and headers off),
+//! `peer-otel` (TraceLayer + tracing-opentelemetry, no log output).
+
+use opskit::layer::OpsLayer;
+use opskit::metrics::{HttpMetrics, MetricsSettings};
+use opskit::ratelimit::{LimitSettings, Limiter, Quota};
+use opskit::recorder::Recorder;
+use opskit::security::{SecurityPolicy, SecuritySettings};
+use opskit_benches::{bare_router, request, sink_writer};
+use tower::ServiceExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// tracing-opentelemetry sampling every span into a dropping exporter.
+fn peer_otel_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(opskit_benches::dropping_batch_processor())
+        .build();
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("peer"))
+}
+
+/// A DSN nothing listens on (error events would fail to send; none occur).
+const UNREACHABLE_DSN: &str = "http://public@127.0.0.1:9/1";
+
+/// The peer's Sentry transport (this build of `sentry` has none): drops
+/// envelopes, as an unreachable server would; none is sent without errors.
+struct DroppingTransport;
+
+impl sentry::Transport for DroppingTransport {
+    fn send_envelope(&self, envelope: sentry::Envelope) {
+        drop(envelope);
+    }
+}
+
+/// opskit's layer with the parts `variant` names: `opskit` is the full
+/// default stack; `opskit-core` has request id, log span, trace context,
+/// request timeout and panic catching only (JSON subscriber installed, access
+/// log off); `opskit+log`, `+metrics`, `+headers`, `+limit`, `+spans`,
+/// `+unsampled` (spans with a sampler that takes none), `+sentry` add one part
+/// to the core, so each part's cost is its difference from `opskit-core`.
+fn opskit_variant(variant: &str, sink: &opskit::otel::SpanSink) -> axum::Router {
+    let all = variant == "opskit";
+    let on =
+        |part: &str| (all && part != "unsampled") || variant.split('+').skip(1).any(|p| p == part);
+    let mut access = opskit::config::AccessLogSettings::default();
+    access.enabled = on("log");
+    let unsampled = on("unsampled");
+    let sampler = opskit::trace::Sampler {
+        parent_based: !unsampled,
+        ratio: if unsampled { 0.0 } else { 1.0 },
+    };
+    if on("metrics") {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        metrics::set_global_recorder(recorder).expect("recorder");
+    }
+    let mut rec = Recorder::new(access, "x-request-id")
+        .with_trace_context(sampler, opskit::trace::Propagation::default())
+        .with_metrics(on("metrics").then(|| HttpMetrics::new(&MetricsSettings::default())))
+        .with_spans((on("spans") || unsampled).then(|| sink.clone()));
+    if on("sentry") {
+        rec = rec.with_reporter(opskit::report::Reporter::from_settings(
+            &opskit::config::SentrySettings::with_dsn(opskit::Secret::new(UNREACHABLE_DSN)),
+            &opskit::ServiceInfo {
+                name: "bench".into(),
+                version: "1".into(),
+                environment: "bench".into(),
+            },
+        ));
+    }
+    let mut security = SecuritySettings::default();
+    security.enabled = on("headers");
+    let limiter = on("limit").then(|| {
+        let mut limits = LimitSettings::default();
+        limits.default = Some(Quota::parse("1000000000/1m").expect("quota"));
+        Limiter::new(limits)
+    });
+    bare_router().layer(OpsLayer::with_rate_limiter(
+        rec,
+        SecurityPolicy::new(&security),
+        limiter,
+    ))
+}
+
+/// Runs the variant the command line names (see the module docs).
+pub fn run() {
+    let mut args = std::env::args().skip(1);
+    let mut variant = args.next().unwrap_or_else(|| "bare".to_owned());
+    // `serve <variant> [addr]`: the same router over loopback, for scripts/load.
+    let serve = (variant == "serve").then(|| {
+        variant = args.next().unwrap_or_else(|| "bare".to_owned());
+        args.next().unwrap_or_else(|| "127.0.0.1:0".to_owned())
+    });
+    let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let rt = if serve.is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    } else {
+        opskit_benches::runtime()
+    };
+    let _enter = rt.enter();
+    let (writer, _guard) = sink_writer();
+    let sink = opskit_benches::dropping_span_sink();
+    let app = match variant.as_str() {
+        "bare" => bare_router(),
+        v if v.starts_with("opskit") => {
+            let subscriber = tracing_subscriber::registry()
+                .with(tracing_subscriber::EnvFilter::new("info"))
+                .with(opskit::logging::json_layer(writer));
+            tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+            opskit_variant(v, &sink)
+        }
+        "peer" => {
+            use tower_http::set_header::SetResponseHeaderLayer;
+            let subscriber = opskit_benches::peer_json_subscriber(writer).with(peer_otel_layer());
+            tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+            let (prometheus, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
+            let policy = SecurityPolicy::new(&SecuritySettings::default());
+            let mut app = bare_router();
+            let (csp_name, csp) = policy.csp(false, None).expect("csp");
+            let csp = (csp_name, csp.into_owned());
+            for (name, value) in policy.fixed_headers().iter().cloned().chain([csp]) {
+                app = app.layer(SetResponseHeaderLayer::overriding(
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_str(&value).expect("value"),
+                ));
+            }
+            // Sentry with an unreachable DSN, as the peer would configure it.
+            let mut options =
+                sentry::ClientOptions::new().transport(|_: &sentry::ClientOptions| {
+                    std::sync::Arc::new(DroppingTransport) as std::sync::Arc<dyn sentry::Transport>
+                });
+            options.dsn = UNREACHABLE_DSN.parse().ok();
+            let _sentry = sentry::init(options);
+            std::mem::forget(_sentry);
+            let governor = tower_governor::governor::GovernorConfigBuilder::default()
+                .per_second(1)
+                .burst_size(u32::MAX)
+                .key_extractor(tower_governor::key_extractor::SmartIpKeyExtractor)
+                .finish()
+                .expect("governor config");
+            let app = app
+                .layer(prometheus)
+                .layer(tower_governor::GovernorLayer::new(governor))
+                .layer(sentry::integrations::tower::SentryHttpLayer::new())
+                .layer(sentry::integrations::tower::NewSentryLayer::new_from_top());
+            opskit_benches::peer_logging(app)
+        }
+        "peer-otel" => {
+            tracing::subscriber::set_global_default(opskit_benches::peer_otel_subscriber(true))
+                .expect("subscriber");
+            opskit_benches::peer_trace_layer(bare_router())
+        }
+        other => panic!("unknown variant {other}"),
+    };
+    if let Some(addr) = serve {
+        // One worker: the current-thread runtime this binary drives requests on.
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+            println!("listening {}", listener.local_addr().expect("address"));
+            axum::serve(listener, app).await.expect("serve");
+        });
+        return;
+    }
+    let mut ok = 0;
+    for _ in 0..n {
+        let res = rt
+            .block_on(app.clone().oneshot(request()))
+            .expect("response");
+        ok += usize::from(res.status().is_success());
+    }
+    assert_eq!(ok, n, "every request succeeds");
+    // Flush, so that export is paid for, and check that no span was dropped
+    // before export (which would flatter the count).
+    let _ = sink.shutdown();
+    let exported = opskit_benches::EXPORTED.load(std::sync::atomic::Ordering::Relaxed);
+    if variant == "opskit" || variant.ends_with("+spans") {
+        assert_eq!(exported, n, "every span reached the exporter");
+    }
+}
