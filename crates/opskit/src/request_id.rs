@@ -38,7 +38,10 @@ impl RequestId {
                 b.is_ascii_alphanumeric()
                     || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'+' | b'=' | b'/')
             });
-        ok.then(|| Self(Bytes::copy_from_slice(v)))
+        // Shared from the start (`from_owner`): a `Vec`-backed `Bytes` would
+        // allocate again on its first clone (into the extensions, the
+        // response header).
+        ok.then(|| Self(Bytes::from_owner(v.to_vec())))
     }
 
     /// A new random id (UUID v4, from a fast thread-local generator: request
@@ -47,8 +50,9 @@ impl RequestId {
         let bytes = fastrand::u128(..).to_le_bytes();
         let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let s = uuid.hyphenated().encode_lower(&mut buf);
-        Self(Bytes::copy_from_slice(s.as_bytes()))
+        uuid.hyphenated().encode_lower(&mut buf);
+        // One allocation holding the 36 bytes, shared by every clone.
+        Self(Bytes::from_owner(buf))
     }
 
     /// The incoming id if acceptable, else a new one.

@@ -320,18 +320,31 @@ fn new_span_id() -> u64 {
     }
 }
 
-/// Lower-case hex only, as the spec requires.
+/// Lower-case hex only, as the spec requires (a table lookup per digit).
 fn hex(s: &[u8]) -> Option<u128> {
+    const INVALID: u8 = 0xff;
+    const TABLE: [u8; 256] = {
+        let mut t = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
     let mut v: u128 = 0;
+    let mut bad = 0u8;
     for &c in s {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
+        let d = TABLE[usize::from(c)];
+        bad |= d & 0x80;
+        v = (v << 4) | u128::from(d & 0x0f);
     }
-    Some(v)
+    (bad == 0).then_some(v)
 }
 
 /// `version-traceid-parentid-flags`; `None` for anything the spec says to
