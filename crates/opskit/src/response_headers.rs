@@ -10,8 +10,8 @@ use crate::RequestId;
 use bytes::Bytes;
 
 /// A framework's response header map.
-pub(crate) trait HeaderMapLike {
-    type Name: Clone;
+pub(crate) trait HeaderMapLike: Clone + Default {
+    type Name: Clone + PartialEq;
     type Value: Clone;
     /// A name known to be valid (lower case, static).
     fn static_name(name: &'static str) -> Self::Name;
@@ -19,11 +19,13 @@ pub(crate) trait HeaderMapLike {
     fn name(name: &str) -> Option<Self::Name>;
     /// A value, without copying `bytes`; `None` when not a valid value.
     fn value(bytes: Bytes) -> Option<Self::Value>;
-    fn contains(&self, name: &Self::Name) -> bool;
     fn insert(&mut self, name: Self::Name, value: Self::Value);
     fn append(&mut self, name: Self::Name, value: Self::Value);
     fn remove(&mut self, name: &Self::Name);
     fn reserve(&mut self, additional: usize);
+    /// Empties the map, handing each value to `f` with its name — `None`
+    /// for a further value of the name before (multi-valued headers).
+    fn drain_each(&mut self, f: impl FnMut(Option<Self::Name>, Self::Value));
 }
 
 /// What one response adds to the prepared headers.
@@ -55,6 +57,13 @@ pub(crate) struct Prepared<M: HeaderMapLike> {
     csp_plain: Option<M::Value>,
     csp_https: Option<M::Value>,
     hsts: Option<M::Value>,
+    /// Every fixed security header (and the CSP when it has no nonce, and
+    /// HSTS over HTTPS) in a map of its own, over HTTP and over HTTPS: a
+    /// response starts from a clone and only the handler's few headers are
+    /// inserted, instead of inserting a dozen into the handler's map (each
+    /// insert hashes its name). `None` when the policy sets no header.
+    template_plain: Option<M>,
+    template_https: Option<M>,
 }
 
 impl<M: HeaderMapLike> std::fmt::Debug for Prepared<M> {
@@ -115,39 +124,124 @@ impl<M: HeaderMapLike> Prepared<M> {
             csp_https: csp(true),
             hsts: security.hsts(true).and_then(value_of::<M>),
             limiter: limiter.filter(Limiter::is_active),
+            template_plain: None,
+            template_https: None,
             security,
         }
+        .with_templates()
+    }
+
+    fn with_templates(mut self) -> Self {
+        let nonce = self.security.nonce_enabled();
+        let build = |https: bool| {
+            let mut t = M::default();
+            t.reserve(self.fixed.len() + 16);
+            for (name, value, _) in &self.fixed {
+                t.insert(name.clone(), value.clone());
+            }
+            let csp = if https {
+                &self.csp_https
+            } else {
+                &self.csp_plain
+            };
+            if let (false, Some(v)) = (nonce, csp) {
+                t.insert(self.csp_name.clone(), v.clone());
+            }
+            if let (true, Some(h)) = (https, &self.hsts) {
+                t.insert(self.hsts_name.clone(), h.clone());
+            }
+            t
+        };
+        let any = !self.fixed.is_empty()
+            || self.csp_plain.is_some()
+            || self.csp_https.is_some()
+            || self.hsts.is_some();
+        if any {
+            self.template_plain = Some(build(false));
+            self.template_https = Some(build(true));
+        }
+        self
+    }
+
+    /// Whether `name` is one of the security headers, and if so whether a
+    /// handler's own value is kept.
+    fn ours(&self, name: &M::Name) -> Option<bool> {
+        if *name == self.csp_name {
+            return Some(self.csp_overridable);
+        }
+        if *name == self.hsts_name {
+            return Some(false);
+        }
+        self.fixed
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, overridable)| *overridable)
+    }
+
+    /// Moves the handler's headers onto a clone of `template`: its own value
+    /// of a security header stays only where overridable, `Server` and
+    /// `X-Powered-By` go. Returns whether it set the CSP itself.
+    fn merge_onto_template(&self, headers: &mut M, template: &M) -> bool {
+        let mut theirs = std::mem::replace(headers, template.clone());
+        let mut handler_csp = false;
+        // The name whose further values (`None` names) are kept, if any.
+        let mut current: Option<M::Name> = None;
+        theirs.drain_each(|name, value| {
+            let Some(name) = name else {
+                if let Some(name) = &current {
+                    headers.append(name.clone(), value);
+                }
+                return;
+            };
+            current = None;
+            if self.removed.contains(&name) {
+                return;
+            }
+            match self.ours(&name) {
+                // Ours wins.
+                Some(false) => {}
+                // Theirs wins: replaces ours.
+                Some(true) => {
+                    handler_csp |= name == self.csp_name;
+                    headers.insert(name.clone(), value);
+                    current = Some(name);
+                }
+                None => {
+                    headers.append(name.clone(), value);
+                    current = Some(name);
+                }
+            }
+        });
+        handler_csp
     }
 
     /// Security headers (a handler's own value kept only where overridable),
     /// no `Server`/`X-Powered-By`, CORS, the request id, `traceresponse` and
     /// the rate-limit fields.
     pub(crate) fn apply(&self, headers: &mut M, r: &PerResponse<'_>) {
-        // One growth of the map instead of several as the headers go in.
-        headers.reserve(self.fixed.len() + 8 + r.cors.len());
-        for (name, value, overridable) in &self.fixed {
-            if !(*overridable && headers.contains(name)) {
-                headers.insert(name.clone(), value.clone());
+        let template = if r.https {
+            &self.template_https
+        } else {
+            &self.template_plain
+        };
+        if let Some(template) = template {
+            let handler_csp = self.merge_onto_template(headers, template);
+            if let Some(n) = r.nonce {
+                if !(self.csp_overridable && handler_csp) {
+                    if let Some(v) = self
+                        .security
+                        .csp(r.https, Some(n))
+                        .and_then(|(_, v)| M::value(Bytes::from(v.into_owned())))
+                    {
+                        headers.insert(self.csp_name.clone(), v);
+                    }
+                }
             }
-        }
-        if !(self.csp_overridable && headers.contains(&self.csp_name)) {
-            let value = match r.nonce {
-                None if r.https => self.csp_https.clone(),
-                None => self.csp_plain.clone(),
-                Some(n) => self
-                    .security
-                    .csp(r.https, Some(n))
-                    .and_then(|(_, v)| M::value(Bytes::from(v.into_owned()))),
-            };
-            if let Some(v) = value {
-                headers.insert(self.csp_name.clone(), v);
+        } else {
+            headers.reserve(8 + r.cors.len());
+            for name in &self.removed {
+                headers.remove(name);
             }
-        }
-        if let (true, Some(h)) = (r.https, &self.hsts) {
-            headers.insert(self.hsts_name.clone(), h.clone());
-        }
-        for name in &self.removed {
-            headers.remove(name);
         }
         for (name, value) in r.cors {
             if let Some(v) = value_of::<M>(value) {
@@ -189,9 +283,6 @@ impl HeaderMapLike for http::HeaderMap {
     fn value(bytes: Bytes) -> Option<Self::Value> {
         http::HeaderValue::from_maybe_shared(bytes).ok()
     }
-    fn contains(&self, name: &Self::Name) -> bool {
-        self.contains_key(name)
-    }
     fn insert(&mut self, name: Self::Name, value: Self::Value) {
         http::HeaderMap::insert(self, name, value);
     }
@@ -203,6 +294,11 @@ impl HeaderMapLike for http::HeaderMap {
     }
     fn reserve(&mut self, additional: usize) {
         http::HeaderMap::reserve(self, additional);
+    }
+    fn drain_each(&mut self, mut f: impl FnMut(Option<Self::Name>, Self::Value)) {
+        for (name, value) in self.drain() {
+            f(name, value);
+        }
     }
 }
 
@@ -219,9 +315,6 @@ impl HeaderMapLike for actix_web::http::header::HeaderMap {
     fn value(bytes: Bytes) -> Option<Self::Value> {
         actix_web::http::header::HeaderValue::from_maybe_shared(bytes).ok()
     }
-    fn contains(&self, name: &Self::Name) -> bool {
-        self.contains_key(name)
-    }
     fn insert(&mut self, name: Self::Name, value: Self::Value) {
         actix_web::http::header::HeaderMap::insert(self, name, value);
     }
@@ -233,5 +326,70 @@ impl HeaderMapLike for actix_web::http::header::HeaderMap {
     }
     fn reserve(&mut self, additional: usize) {
         actix_web::http::header::HeaderMap::reserve(self, additional);
+    }
+    fn drain_each(&mut self, mut f: impl FnMut(Option<Self::Name>, Self::Value)) {
+        for (name, value) in self.drain() {
+            f(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn apply(prepared: &Prepared<HeaderMap>, headers: &mut HeaderMap, https: bool) {
+        let id = RequestId::generate();
+        let trace = TraceContext::from_headers(None, None);
+        prepared.apply(
+            headers,
+            &PerResponse {
+                https,
+                nonce: None,
+                cors: &[],
+                request_id: &id,
+                trace: &trace,
+                rate: None,
+            },
+        );
+    }
+
+    #[test]
+    fn the_handlers_headers_merge_with_the_policy() {
+        let security = SecurityPolicy::new(&crate::security::SecuritySettings::default());
+        let prepared: Prepared<HeaderMap> = Prepared::new(&Recorder::default(), security, None);
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("text/html"));
+        // Overridable by default: the handler's value stays.
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static("frame-ancestors *"),
+        );
+        // Not overridable: opskit's value wins.
+        h.insert("x-frame-options", HeaderValue::from_static("ALLOWALL"));
+        h.insert("server", HeaderValue::from_static("leaky/1.0"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        apply(&prepared, &mut h, false);
+        assert_eq!(h["content-type"], "text/html");
+        assert_eq!(h["content-security-policy"], "frame-ancestors *");
+        assert_eq!(h.get_all("content-security-policy").iter().count(), 1);
+        assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+        assert_eq!(h.get_all("x-frame-options").iter().count(), 1);
+        assert!(h.get("server").is_none());
+        let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(h.contains_key("x-request-id") && h.contains_key("traceresponse"));
+        assert!(
+            h.get("strict-transport-security").is_none(),
+            "not over HTTP"
+        );
+        // Over HTTPS: HSTS, and opskit's CSP when the handler sets none.
+        let mut h = HeaderMap::new();
+        apply(&prepared, &mut h, true);
+        assert!(h.contains_key("strict-transport-security"));
+        assert!(h.contains_key("content-security-policy"));
     }
 }
