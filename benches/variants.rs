@@ -57,6 +57,16 @@ impl sentry::Transport for DroppingTransport {
 /// `+unsampled` (spans with a sampler that takes none), `+sentry` add one part
 /// to the core, so each part's cost is its difference from `opskit-core`.
 fn opskit_variant(variant: &str, sink: &opskit::otel::SpanSink) -> axum::Router {
+    let (rec, security, limiter) = opskit_parts(variant, sink);
+    bare_router().layer(OpsLayer::with_rate_limiter(rec, security, limiter))
+}
+
+/// The recorder, security policy and limiter of an opskit variant (above).
+fn opskit_parts(
+    variant: &str,
+    sink: &opskit::otel::SpanSink,
+) -> (Recorder, SecurityPolicy, Option<Limiter>) {
+    let variant = variant.strip_prefix("actix-").unwrap_or(variant);
     let all = variant == "opskit";
     let on =
         |part: &str| (all && part != "unsampled") || variant.split('+').skip(1).any(|p| p == part);
@@ -92,11 +102,110 @@ fn opskit_variant(variant: &str, sink: &opskit::otel::SpanSink) -> axum::Router 
         limits.default = Some(Quota::parse("1000000000/1m").expect("quota"));
         Limiter::new(limits)
     });
-    bare_router().layer(OpsLayer::with_rate_limiter(
-        rec,
-        SecurityPolicy::new(&security),
-        limiter,
-    ))
+    (rec, SecurityPolicy::new(&security), limiter)
+}
+
+/// The realistic request, for Actix's test service (peer address set: the
+/// governor keys by it).
+fn actix_request() -> actix_http::Request {
+    actix_web::test::TestRequest::get()
+        .uri("/users/7")
+        .insert_header(("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench/1.0"))
+        .insert_header(("accept", "application/json"))
+        .insert_header(("x-forwarded-for", "203.0.113.7"))
+        .insert_header((
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ))
+        .peer_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 40_000)))
+        .to_request()
+}
+
+async fn actix_user(id: actix_web::web::Path<String>) -> String {
+    id.into_inner()
+}
+
+/// `actix-bare`, `actix-opskit` (opskit's middleware, the full default
+/// stack) and `actix-peer` (actix-web-prom, tracing-actix-web's
+/// `TracingLogger` with the JSON subscriber and tracing-opentelemetry,
+/// actix-governor, sentry-actix, `DefaultHeaders` with the 12 security
+/// headers): `n` requests through Actix's in-process test service.
+fn run_actix(
+    variant: &str,
+    n: usize,
+    writer: tracing_appender::non_blocking::NonBlocking,
+    sink: &opskit::otel::SpanSink,
+) -> usize {
+    use actix_web::{web, App};
+    macro_rules! drive {
+        ($app:expr) => {{
+            let srv = actix_web::test::init_service($app).await;
+            let mut ok = 0;
+            for _ in 0..n {
+                let res = actix_web::test::call_service(&srv, actix_request()).await;
+                ok += usize::from(res.status().is_success());
+            }
+            ok
+        }};
+    }
+    let variant = variant.to_owned();
+    let sink = sink.clone();
+    actix_web::rt::System::new().block_on(async move {
+        match variant.as_str() {
+            "actix-bare" => drive!(App::new().route("/users/{id}", web::get().to(actix_user))),
+            "actix-peer" => {
+                let subscriber =
+                    opskit_benches::peer_json_subscriber(writer).with(peer_otel_layer());
+                tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+                init_peer_sentry();
+                let policy = SecurityPolicy::new(&SecuritySettings::default());
+                let (csp_name, csp) = policy.csp(false, None).expect("csp");
+                let mut headers =
+                    actix_web::middleware::DefaultHeaders::new().add((csp_name, csp.into_owned()));
+                for (name, value) in policy.fixed_headers().iter().cloned() {
+                    headers = headers.add((name, value));
+                }
+                let governor = actix_governor::GovernorConfigBuilder::default()
+                    .requests_per_second(1)
+                    .burst_size(u32::MAX)
+                    .finish()
+                    .expect("governor config");
+                let prometheus = actix_web_prom::PrometheusMetricsBuilder::new("api")
+                    .endpoint("/metrics")
+                    .build()
+                    .expect("prometheus");
+                drive!(App::new()
+                    .wrap(headers)
+                    .wrap(actix_governor::Governor::new(&governor))
+                    .wrap(prometheus)
+                    .wrap(tracing_actix_web::TracingLogger::default())
+                    .wrap(sentry_actix::Sentry::new())
+                    .route("/users/{id}", web::get().to(actix_user)))
+            }
+            v => {
+                let subscriber = tracing_subscriber::registry()
+                    .with(tracing_subscriber::EnvFilter::new("info"))
+                    .with(opskit::logging::json_layer(writer));
+                tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+                let (rec, security, limiter) = opskit_parts(v, &sink);
+                drive!(App::new()
+                    .wrap(opskit::OpsMiddleware::with_rate_limiter(
+                        rec, security, limiter
+                    ))
+                    .route("/users/{id}", web::get().to(actix_user)))
+            }
+        }
+    })
+}
+
+/// Sentry with an unreachable DSN and a dropping transport, as a peer
+/// service would configure it.
+fn init_peer_sentry() {
+    let mut options = sentry::ClientOptions::new().transport(|_: &sentry::ClientOptions| {
+        std::sync::Arc::new(DroppingTransport) as std::sync::Arc<dyn sentry::Transport>
+    });
+    options.dsn = UNREACHABLE_DSN.parse().ok();
+    std::mem::forget(sentry::init(options));
 }
 
 /// Runs the variant the command line names (see the module docs).
@@ -120,6 +229,16 @@ pub fn run() {
     let _enter = rt.enter();
     let (writer, _guard) = sink_writer();
     let sink = opskit_benches::dropping_span_sink();
+    if variant.starts_with("actix-") {
+        let ok = run_actix(&variant, n, writer, &sink);
+        assert_eq!(ok, n, "every request succeeds");
+        let _ = sink.shutdown();
+        let exported = opskit_benches::EXPORTED.load(std::sync::atomic::Ordering::Relaxed);
+        if variant == "actix-opskit" {
+            assert_eq!(exported, n, "every span reached the exporter");
+        }
+        return;
+    }
     let app = match variant.as_str() {
         "bare" => bare_router(),
         v if v.starts_with("opskit") => {

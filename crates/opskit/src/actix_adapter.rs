@@ -14,6 +14,17 @@ use actix_web::http::{Method, Uri};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::{ready, Ready};
 use futures_util::FutureExt;
+
+// Request headers read on every request, as names parsed at compile time:
+// a lookup by `&str` parses and validates the name each time.
+static X_FORWARDED_PROTO: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("x-forwarded-proto");
+static TRACEPARENT: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("traceparent");
+static TRACESTATE: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("tracestate");
+static BAGGAGE: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("baggage");
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
@@ -308,7 +319,7 @@ where
         let security = &shared.headers.security;
         let h = req.headers();
         let https = security.is_https(
-            h.get("x-forwarded-proto").map(HeaderValue::as_bytes),
+            h.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
             h.get(actix_web::http::header::FORWARDED)
                 .map(HeaderValue::as_bytes),
         );
@@ -318,12 +329,12 @@ where
             req.method().as_str(),
             https,
             [
-                h.get("traceparent").map(HeaderValue::as_bytes),
-                h.get("tracestate").map(HeaderValue::as_bytes),
+                h.get(&TRACEPARENT).map(HeaderValue::as_bytes),
+                h.get(&TRACESTATE).map(HeaderValue::as_bytes),
                 shared
                     .recorder
                     .reads_baggage()
-                    .then(|| h.get("baggage").map(HeaderValue::as_bytes))
+                    .then(|| h.get(&BAGGAGE).map(HeaderValue::as_bytes))
                     .flatten(),
             ],
         );
