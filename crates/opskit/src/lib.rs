@@ -18,6 +18,7 @@ mod response_headers;
 mod secret;
 pub mod security;
 mod shutdown;
+mod time;
 pub mod trace;
 
 #[cfg(feature = "actix")]

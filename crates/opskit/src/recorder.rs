@@ -229,11 +229,6 @@ impl Recorder {
         self.propagation.baggage
     }
 
-    /// Whether the trace context goes on to outgoing calls.
-    pub fn propagates(&self) -> bool {
-        self.propagation.trace_context
-    }
-
     /// Answers the trace context in this header (`None`: not at all).
     #[must_use]
     pub fn with_trace_response_header(mut self, name: Option<String>) -> Self {
