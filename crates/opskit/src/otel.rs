@@ -377,6 +377,44 @@ mod export {
         grpc: Option<GrpcRuntime>,
     }
 
+    /// One OTLP exporter of `$kind` (`SpanExporter`, `MetricExporter`) for
+    /// `$target`, over gRPC or HTTP: the two builders have the same methods
+    /// but no common trait.
+    macro_rules! build_exporter {
+        ($transport:ident, $target:ident, $kind:ident, $signal:literal, $count:literal) => {
+            match $target.protocol {
+                #[cfg(feature = "otlp-grpc")]
+                Protocol::Grpc => {
+                    use opentelemetry_otlp::WithTonicConfig;
+                    let handle = $transport.grpc()?;
+                    let _entered = handle.enter();
+                    opentelemetry_otlp::$kind::builder()
+                        .with_tonic()
+                        .with_endpoint($target.url.clone())
+                        .with_timeout($target.timeout)
+                        .with_metadata(metadata(&$target.headers))
+                        .build()
+                        .map_err(|e| e.to_string())
+                }
+                #[cfg(feature = "otlp-http")]
+                p @ (Protocol::HttpProtobuf | Protocol::HttpJson) => {
+                    use opentelemetry_otlp::WithHttpConfig;
+                    opentelemetry_otlp::$kind::builder()
+                        .with_http()
+                        .with_http_client(UreqClient::new($target, $signal, $count))
+                        .with_endpoint($target.url.clone())
+                        .with_timeout($target.timeout)
+                        .with_protocol(http_protocol(p))
+                        .with_headers($target.headers.iter().cloned().collect())
+                        .build()
+                        .map_err(|e| e.to_string())
+                }
+                #[allow(unreachable_patterns)]
+                p => Err(missing_feature(p)),
+            }
+        };
+    }
+
     impl Transport {
         /// Stops the gRPC runtime (after the pipelines flushed).
         pub(crate) fn stop(&self) {
@@ -402,72 +440,15 @@ mod export {
             &mut self,
             target: &Target,
         ) -> Result<opentelemetry_otlp::SpanExporter, String> {
-            match target.protocol {
-                #[cfg(feature = "otlp-grpc")]
-                Protocol::Grpc => {
-                    use opentelemetry_otlp::WithTonicConfig;
-                    let handle = self.grpc()?;
-                    let _entered = handle.enter();
-                    opentelemetry_otlp::SpanExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(target.url.clone())
-                        .with_timeout(target.timeout)
-                        .with_metadata(metadata(&target.headers))
-                        .build()
-                        .map_err(|e| e.to_string())
-                }
-                #[cfg(feature = "otlp-http")]
-                p @ (Protocol::HttpProtobuf | Protocol::HttpJson) => {
-                    use opentelemetry_otlp::WithHttpConfig;
-                    opentelemetry_otlp::SpanExporter::builder()
-                        .with_http()
-                        .with_http_client(UreqClient::new(target, "traces", false))
-                        .with_endpoint(target.url.clone())
-                        .with_timeout(target.timeout)
-                        .with_protocol(http_protocol(p))
-                        .with_headers(target.headers.iter().cloned().collect())
-                        .build()
-                        .map_err(|e| e.to_string())
-                }
-                #[allow(unreachable_patterns)]
-                p => Err(missing_feature(p)),
-            }
+            // Spans count their exports in `Counting`, for both protocols.
+            build_exporter!(self, target, SpanExporter, "traces", false)
         }
 
         fn metric_exporter(
             &mut self,
             target: &Target,
         ) -> Result<opentelemetry_otlp::MetricExporter, String> {
-            match target.protocol {
-                #[cfg(feature = "otlp-grpc")]
-                Protocol::Grpc => {
-                    use opentelemetry_otlp::WithTonicConfig;
-                    let handle = self.grpc()?;
-                    let _entered = handle.enter();
-                    opentelemetry_otlp::MetricExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(target.url.clone())
-                        .with_timeout(target.timeout)
-                        .with_metadata(metadata(&target.headers))
-                        .build()
-                        .map_err(|e| e.to_string())
-                }
-                #[cfg(feature = "otlp-http")]
-                p @ (Protocol::HttpProtobuf | Protocol::HttpJson) => {
-                    use opentelemetry_otlp::WithHttpConfig;
-                    opentelemetry_otlp::MetricExporter::builder()
-                        .with_http()
-                        .with_http_client(UreqClient::new(target, "metrics", true))
-                        .with_endpoint(target.url.clone())
-                        .with_timeout(target.timeout)
-                        .with_protocol(http_protocol(p))
-                        .with_headers(target.headers.iter().cloned().collect())
-                        .build()
-                        .map_err(|e| e.to_string())
-                }
-                #[allow(unreachable_patterns)]
-                p => Err(missing_feature(p)),
-            }
+            build_exporter!(self, target, MetricExporter, "metrics", true)
         }
     }
 
