@@ -137,11 +137,12 @@ pub fn dropping_batch_processor() -> opentelemetry_sdk::trace::BatchSpanProcesso
 }
 
 /// The peer's tracing: `tracing-opentelemetry` over an SDK tracer provider
-/// (batch processor, [`DroppingExporter`]) sampling every or no request,
-/// under `TraceLayer`'s INFO span per request.
-pub fn peer_otel_subscriber(sampled: bool) -> impl tracing::Subscriber + Send + Sync {
+/// (batch processor, [`DroppingExporter`]) sampling every or no request.
+pub fn peer_otel_layer<S>(sampled: bool) -> impl tracing_subscriber::Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
     use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt;
     let sampler = if sampled {
         opentelemetry_sdk::trace::Sampler::AlwaysOn
     } else {
@@ -151,10 +152,15 @@ pub fn peer_otel_subscriber(sampled: bool) -> impl tracing::Subscriber + Send + 
         .with_span_processor(dropping_batch_processor())
         .with_sampler(sampler)
         .build();
-    let tracer = provider.tracer("peer");
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("peer"))
+}
+
+/// [`peer_otel_layer`] alone at INFO, under `TraceLayer`'s span per request.
+pub fn peer_otel_subscriber(sampled: bool) -> impl tracing::Subscriber + Send + Sync {
+    use tracing_subscriber::layer::SubscriberExt;
     tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(peer_otel_layer(sampled))
 }
 
 /// `TraceLayer` at INFO: the span tracing-opentelemetry exports.

@@ -25,18 +25,6 @@ use opskit_benches::{bare_router, request, sink_writer};
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// tracing-opentelemetry sampling every span into a dropping exporter.
-fn peer_otel_layer<S>() -> impl tracing_subscriber::Layer<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    use opentelemetry::trace::TracerProvider as _;
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_span_processor(opskit_benches::dropping_batch_processor())
-        .build();
-    tracing_opentelemetry::layer().with_tracer(provider.tracer("peer"))
-}
-
 /// A DSN nothing listens on (error events would fail to send; none occur).
 const UNREACHABLE_DSN: &str = "http://public@127.0.0.1:9/1";
 
@@ -154,8 +142,8 @@ fn run_actix(
         match variant.as_str() {
             "actix-bare" => drive!(App::new().route("/users/{id}", web::get().to(actix_user))),
             "actix-peer" => {
-                let subscriber =
-                    opskit_benches::peer_json_subscriber(writer).with(peer_otel_layer());
+                let subscriber = opskit_benches::peer_json_subscriber(writer)
+                    .with(opskit_benches::peer_otel_layer(true));
                 tracing::subscriber::set_global_default(subscriber).expect("subscriber");
                 init_peer_sentry();
                 let policy = SecurityPolicy::new(&SecuritySettings::default());
@@ -250,7 +238,8 @@ pub fn run() {
         }
         "peer" => {
             use tower_http::set_header::SetResponseHeaderLayer;
-            let subscriber = opskit_benches::peer_json_subscriber(writer).with(peer_otel_layer());
+            let subscriber = opskit_benches::peer_json_subscriber(writer)
+                .with(opskit_benches::peer_otel_layer(true));
             tracing::subscriber::set_global_default(subscriber).expect("subscriber");
             let (prometheus, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
             let policy = SecurityPolicy::new(&SecuritySettings::default());
