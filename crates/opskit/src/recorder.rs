@@ -429,7 +429,10 @@ fn server_span(
         ));
     }
     if let Some(client) = outcome.client {
-        attributes.push(KeyValue::new("client.address", client.to_string()));
+        attributes.push(KeyValue::new(
+            "client.address",
+            IpText::new(client).as_str().to_owned(),
+        ));
     }
     if let Some(ua) = outcome.user_agent {
         attributes.push(KeyValue::new(
