@@ -483,7 +483,7 @@ impl Inner {
         }
         #[cfg(feature = "sentry")]
         if let Some(r) = &self.reporter {
-            r.close(std::time::Duration::from_secs(2));
+            r.close();
         }
         if let Ok(mut guard) = self.log_guard.lock() {
             drop(guard.take());
@@ -581,11 +581,12 @@ impl<C> Ops<C> {
         self.inner.reporter.as_ref()
     }
 
-    /// Waits (up to 2 s) for queued error events to be delivered.
+    /// Waits (up to `OPSKIT_SENTRY_TIMEOUT`, at least 2 s) for queued error
+    /// events to be delivered.
     pub fn flush(&self) {
         #[cfg(feature = "sentry")]
         if let Some(r) = &self.inner.reporter {
-            r.flush(std::time::Duration::from_secs(2));
+            r.flush(r.drain_timeout());
         }
     }
 

@@ -126,7 +126,7 @@ const SENTRY_TIMEOUT: VarSpec = VarSpec::new(
     "OPSKIT_SENTRY_TIMEOUT",
     "a duration such as 5s",
     Some("5s"),
-    "Longest time one delivery to Sentry may take (in the background; requests never wait for it).",
+    "Longest time one delivery to Sentry may take (in the background; requests never wait for it); also how long shutdown waits for queued events (at least 2s).",
 );
 
 const HEALTH_PREFIX: VarSpec = VarSpec::new(

@@ -50,6 +50,10 @@ pub struct Reporter {
     release: Arc<str>,
     environment: Arc<str>,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    // How long a flush or the final close waits for queued events: the
+    // delivery timeout (`OPSKIT_SENTRY_TIMEOUT`), at least 2 s (the SDK's
+    // default), so a slow but healthy Sentry still gets the last events.
+    drain: Duration,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -94,7 +98,7 @@ impl Reporter {
             .environment(environment.clone())
             .sample_rate(settings.sample_rate as f32)
             .send_default_pii(settings.send_pii)
-            .shutdown_timeout(Duration::from_secs(2))
+            .shutdown_timeout(settings.timeout.max(Duration::from_secs(2)))
             .transport(transport);
         if settings.traces_sample_rate > 0.0 {
             options = options.traces_sample_rate(settings.traces_sample_rate as f32);
@@ -109,6 +113,7 @@ impl Reporter {
             release: release.into(),
             environment: environment.into(),
             closed: Arc::default(),
+            drain: settings.timeout.max(Duration::from_secs(2)),
         })
     }
 
@@ -287,12 +292,19 @@ impl Reporter {
         self.client.flush(Some(timeout))
     }
 
-    /// Flushes and stops the transport; logs the delivery counters.
-    pub(crate) fn close(&self, timeout: Duration) {
+    /// How long [`Reporter::close`] (and [`Ops::flush`](crate::Ops::flush))
+    /// wait for queued events: `OPSKIT_SENTRY_TIMEOUT`, at least 2 s.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain
+    }
+
+    /// Flushes (waiting up to [`Reporter::drain_timeout`]) and stops the
+    /// transport; logs the delivery counters.
+    pub(crate) fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.client.close(Some(timeout));
+        self.client.close(Some(self.drain));
         tracing::info!(
             sent = self.stats.sent.load(Ordering::Relaxed),
             failed = self.stats.failed.load(Ordering::Relaxed),
