@@ -17,9 +17,10 @@ opskit_conformance::conformance!(
     pretty_format_for_development,
 );
 
-/// The JSON lines the starter wrote, waiting up to 2 s for `pred` to hold.
+/// The JSON lines the starter wrote, waiting up to 10 s (a slow CI machine)
+/// for `pred` to hold.
 fn json_lines(s: &Starter, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let lines: Vec<Value> = s
             .output()
@@ -205,7 +206,7 @@ fn pretty_format_for_development(kind: Kind) {
     // The harness finds the address in JSON; in pretty mode it cannot, so it
     // falls back on the `address=` field: see `Starter::spawn`.
     s.get("/users/5").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !s.output().iter().any(|l| l.contains("request completed")) {
         thread::sleep(Duration::from_millis(20));
     }
