@@ -6,7 +6,7 @@
 //! from divan's counting global allocator (all threads).
 
 use opskit::layer::OpsLayer;
-use opskit_benches::{bare_router, request, runtime, sink_writer};
+use opskit_benches::{bare_router, opskit_sink_writer, request, runtime, sink_writer};
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -35,7 +35,7 @@ fn bare(b: divan::Bencher<'_, '_>) {
 /// with its JSON format through the non-blocking writer, as in production.
 #[divan::bench]
 fn opskit_logging_and_request_id(b: divan::Bencher<'_, '_>) {
-    let (writer, _guard) = sink_writer();
+    let (writer, _guard) = opskit_sink_writer();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
         .with(opskit::logging::json_layer(writer));
@@ -46,7 +46,7 @@ fn opskit_logging_and_request_id(b: divan::Bencher<'_, '_>) {
 /// The same layer with the access log off: request id, span, panic catching.
 #[divan::bench]
 fn opskit_request_id_only(b: divan::Bencher<'_, '_>) {
-    let (writer, _guard) = sink_writer();
+    let (writer, _guard) = opskit_sink_writer();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new(
             "info,opskit::access=off",

@@ -37,7 +37,14 @@ pub fn request() -> Request<Body> {
         .expect("a valid request")
 }
 
-/// A non-blocking writer into `io::sink`, as `init` sets up for stdout.
+/// opskit's non-blocking line writer into `io::sink`, as `init` sets up
+/// for stdout.
+pub fn opskit_sink_writer() -> (opskit::logging::LineWriter, opskit::logging::WriterGuard) {
+    opskit::logging::non_blocking(std::io::sink(), opskit::logging::DEFAULT_LIMIT)
+}
+
+/// `tracing-appender`'s non-blocking writer into `io::sink`: what a peer
+/// stack writes its log through.
 pub fn sink_writer() -> (
     tracing_appender::non_blocking::NonBlocking,
     tracing_appender::non_blocking::WorkerGuard,

@@ -366,7 +366,7 @@ impl Builder {
                 Arc::new(move || {
                     if let Some(d) = &dropped {
                         metrics::counter!("opskit_log_lines_dropped_total")
-                            .absolute(d.dropped_lines() as u64);
+                            .absolute(d.dropped_lines());
                     }
                     #[cfg(feature = "sentry")]
                     if let Some(r) = &reporter {
@@ -452,7 +452,7 @@ struct Inner {
     health: Health,
     recorder: crate::recorder::Recorder,
     layer: crate::layer::OpsLayer,
-    dropped_log_lines: Option<tracing_appender::non_blocking::ErrorCounter>,
+    dropped_log_lines: Option<crate::logging::DroppedLines>,
     #[cfg(feature = "prometheus")]
     metrics_endpoint: Option<crate::metrics::Endpoint>,
     limiter: crate::ratelimit::Limiter,
@@ -463,7 +463,7 @@ struct Inner {
     reporter: Option<crate::report::Reporter>,
     // Taken (flushing buffered log lines) by `finish_telemetry`, at the end of
     // `serve`, or when the final `Ops` clone goes.
-    log_guard: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>,
+    log_guard: std::sync::Mutex<Option<crate::logging::WriterGuard>>,
 }
 
 impl Inner {
@@ -604,7 +604,7 @@ impl<C> Ops<C> {
         self.inner
             .dropped_log_lines
             .as_ref()
-            .map_or(0, |c| c.dropped_lines() as u64)
+            .map_or(0, |c| c.dropped_lines())
     }
 
     /// Binds `HOST:PORT` (a tokio listener, for [`Ops::serve`]).

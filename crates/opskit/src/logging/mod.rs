@@ -9,10 +9,12 @@
 //! ```
 
 mod json;
+mod writer;
 
 pub use json::{FlatJson, FlatJsonFields};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::registry::LookupSpan;
+pub use writer::{non_blocking, DroppedLines, LineWriter, WriterGuard, DEFAULT_LIMIT};
 
 /// A `tracing-subscriber` layer writing opskit's flat JSON lines to `writer`.
 pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
@@ -30,27 +32,18 @@ where
 }
 
 use crate::config::{LogFormat, Settings};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
-
-/// Lines buffered between the application and stdout; past this, lines are
-/// dropped (and counted) rather than blocking a request.
-const BUFFERED_LINES: usize = 16_384;
 
 /// Installs the global subscriber; the guard flushes buffered lines on drop,
 /// the counter counts lines dropped because the writer fell behind.
 pub(crate) fn install(
     settings: &Settings,
     breadcrumbs: bool,
-) -> Result<(WorkerGuard, ErrorCounter), String> {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(BUFFERED_LINES)
-        .lossy(true)
-        .thread_name("opskit-log")
-        .finish(std::io::stdout());
-    let dropped = writer.error_counter();
+) -> Result<(WriterGuard, DroppedLines), String> {
+    let (writer, guard) = non_blocking(std::io::stdout(), DEFAULT_LIMIT);
+    let dropped = writer.dropped();
     let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| e.to_string())?;
     #[cfg(feature = "sentry")]
     let crumbs = breadcrumbs.then_some(crate::report::BreadcrumbLayer);
