@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod config;
+mod decimal;
 pub mod health;
 pub mod layer;
 pub mod logging;

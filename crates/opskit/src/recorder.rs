@@ -175,13 +175,13 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 macro_rules! access_event {
-    ($level:expr, $($rest:tt)*) => {
+    ($level:expr, $parent:expr, $($rest:tt)*) => {
         match $level {
-            Level::ERROR => tracing::event!(target: "opskit::access", Level::ERROR, $($rest)*),
-            Level::WARN => tracing::event!(target: "opskit::access", Level::WARN, $($rest)*),
-            Level::INFO => tracing::event!(target: "opskit::access", Level::INFO, $($rest)*),
-            Level::DEBUG => tracing::event!(target: "opskit::access", Level::DEBUG, $($rest)*),
-            Level::TRACE => tracing::event!(target: "opskit::access", Level::TRACE, $($rest)*),
+            Level::ERROR => tracing::event!(target: "opskit::access", parent: $parent, Level::ERROR, $($rest)*),
+            Level::WARN => tracing::event!(target: "opskit::access", parent: $parent, Level::WARN, $($rest)*),
+            Level::INFO => tracing::event!(target: "opskit::access", parent: $parent, Level::INFO, $($rest)*),
+            Level::DEBUG => tracing::event!(target: "opskit::access", parent: $parent, Level::DEBUG, $($rest)*),
+            Level::TRACE => tracing::event!(target: "opskit::access", parent: $parent, Level::TRACE, $($rest)*),
         }
     };
 }
@@ -360,10 +360,12 @@ impl Recorder {
         } else {
             "request completed"
         };
-        let _entered = started.span.enter();
         let client = outcome.client.map(IpText::new);
+        // The request span as the explicit parent: the line carries its
+        // fields without entering and leaving it (~300 instructions).
         access_event!(
             level,
+            &started.span,
             // A `&str` message field (not `"{}", message`): recorded as a
             // string rather than formatted through `fmt::Arguments`.
             message = message,

@@ -126,22 +126,33 @@ where
     let normalized = event.normalized_metadata();
     let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
     line.push_str("{\"timestamp\":\"");
-    line.push_str(crate::time::timestamp(std::time::SystemTime::now()).as_str());
+    crate::time::push_timestamp(line, std::time::SystemTime::now());
     line.push_str("\",\"level\":\"");
     line.push_str(meta.level().as_str());
     line.push('"');
     let mut v = JsonVisitor::new(&mut *line, false);
     event.record(&mut v);
     v.result?;
-    if let Some(scope) = ctx.event_scope() {
-        for span in scope.from_root() {
-            let ext = span.extensions();
-            if let Some(fields) = ext.get::<FormattedFields<FlatJsonFields>>() {
-                if !fields.is_empty() {
-                    line.push(',');
-                    line.push_str(fields);
+    let push_fields = |line: &mut String, span: tracing_subscriber::registry::SpanRef<'_, S>| {
+        let ext = span.extensions();
+        if let Some(fields) = ext.get::<FormattedFields<FlatJsonFields>>() {
+            if !fields.is_empty() {
+                line.push(',');
+                line.push_str(fields);
+            }
+        }
+    };
+    if let Some(mut scope) = ctx.event_scope() {
+        // Most lines have one span (the request's): written without
+        // collecting the scope root-first (~200 instructions).
+        match (scope.next(), scope.next()) {
+            (Some(only), None) => push_fields(line, only),
+            (Some(_), Some(_)) => {
+                for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
+                    push_fields(line, span);
                 }
             }
+            (None, _) => {}
         }
     }
     line.push_str(",\"target\":");
@@ -168,25 +179,12 @@ impl<W: Write> JsonVisitor<W> {
     fn key(&mut self, field: &Field) -> fmt::Result {
         let name = field.name();
         let first = std::mem::replace(&mut self.first, false);
-        // Field names are identifiers almost always: `,"name":` goes out in
-        // one write (each write is a dynamic call into the line buffer).
-        let mut buf = [0u8; 64];
-        if name.len() + 4 <= buf.len() && first_special(name.as_bytes()) == name.len() {
-            let mut at = 0;
-            if !first {
-                buf[0] = b',';
-                at = 1;
-            }
-            buf[at] = b'"';
-            buf[at + 1..at + 1 + name.len()].copy_from_slice(name.as_bytes());
-            at += 1 + name.len();
-            buf[at..at + 2].copy_from_slice(b"\":");
-            return self
-                .writer
-                .write_str(std::str::from_utf8(&buf[..at + 2]).map_err(|_| fmt::Error)?);
-        }
         self.writer.write_str(if first { "\"" } else { ",\"" })?;
-        Escape(&mut self.writer).write_str(name)?;
+        if plain_name(name) {
+            self.writer.write_str(name)?;
+        } else {
+            Escape(&mut self.writer).write_str(name)?;
+        }
         self.writer.write_str("\":")
     }
 
@@ -213,11 +211,18 @@ impl<W: Write> Visit for JsonVisitor<W> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, |w| write!(w, "{value}"));
+        self.put(field, |w| {
+            if value < 0 {
+                w.write_char('-')?;
+            }
+            crate::decimal::write_u64(w, value.unsigned_abs())
+        });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, |w| write!(w, "{value}"));
+        // Status codes and sizes: by hand, as `{value}` goes through the
+        // `fmt` machinery (~160 instructions for a three-digit number).
+        self.put(field, |w| crate::decimal::write_u64(w, value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -263,39 +268,18 @@ fn thousandths(value: f64) -> Option<i64> {
 /// Writes `milli / 1000` in decimal without trailing zeros: what `{value}`
 /// prints for such values (`0.688`, `1.5`, `2`).
 fn write_thousandths(w: &mut impl Write, milli: i64) -> fmt::Result {
-    let mut buf = [0u8; 24];
-    let mut at = buf.len();
-    let neg = milli < 0;
-    let mut v = milli.unsigned_abs();
-    let mut frac = v % 1000;
-    v /= 1000;
-    let mut digits = 3;
-    while digits > 0 && frac.is_multiple_of(10) {
-        frac /= 10;
-        digits -= 1;
+    if milli < 0 {
+        w.write_char('-')?;
     }
-    for _ in 0..digits {
-        at -= 1;
-        buf[at] = b'0' + (frac % 10) as u8;
-        frac /= 10;
+    let v = milli.unsigned_abs();
+    crate::decimal::write_u64(w, v / 1000)?;
+    let frac = (v % 1000) as u32;
+    if frac == 0 {
+        return Ok(());
     }
-    if digits > 0 {
-        at -= 1;
-        buf[at] = b'.';
-    }
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if neg {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    w.write_str(std::str::from_utf8(&buf[at..]).unwrap_or("0"))
+    let digits = crate::decimal::digits3(frac);
+    w.write_char('.')?;
+    w.write_str(digits.trim_end_matches('0'))
 }
 
 /// Writes `s` as a JSON string literal.
@@ -334,6 +318,36 @@ impl<W: Write + ?Sized> Write for Escape<'_, W> {
 
 /// Whether `b` must be escaped inside a JSON string (`"`, `\`, control
 /// characters; DEL too, so that log viewers show it).
+/// Whether the field name `name` needs no escaping. Field names are
+/// `&'static str`s from a few hundred call sites, plain almost always, and the
+/// same few recur on every line: the answer for plain ones is remembered in a
+/// small direct-mapped table keyed by the name's address and length, so a
+/// known name costs a load and a compare instead of a scan (scanning every key
+/// of the access line was ~1,500 instructions of it). Hand-written: no crate
+/// caches per-`&'static str` facts; a collision only evicts, so the table
+/// stays 2 KiB whatever the names.
+fn plain_name(name: &'static str) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const SLOTS: usize = 256;
+    static KNOWN: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+    // Unique per (address, length) for user-space addresses (below 2^47)
+    // and names shorter than 2^16 bytes; other names are always scanned.
+    let addr = name.as_ptr() as usize as u64;
+    if name.len() >= 1 << 16 || addr >= 1 << 47 {
+        return first_special(name.as_bytes()) == name.len();
+    }
+    let key = addr | ((name.len() as u64) << 48);
+    let slot = &KNOWN[((addr >> 3) ^ (addr >> 11)) as usize % SLOTS];
+    if slot.load(Ordering::Relaxed) == key {
+        return true;
+    }
+    let plain = first_special(name.as_bytes()) == name.len();
+    if plain {
+        slot.store(key, Ordering::Relaxed);
+    }
+    plain
+}
+
 fn special(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
