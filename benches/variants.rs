@@ -14,14 +14,16 @@
 //! by `X-Forwarded-For`, `sentry-tower` with an unreachable DSN),
 //! and for the tracing budgets alone: `opskit-spans`, `opskit-unsampled`,
 //! `opskit-no-spans` (opskit with logging, metrics and headers off),
-//! `peer-otel` (TraceLayer + tracing-opentelemetry, no log output).
+//! `peer-otel` (TraceLayer + tracing-opentelemetry, no log output); and
+//! `limit-decision`, `limit-decision+headers`: the in-memory rate-limit
+//! decision alone, without and with its response header values.
 
 use opskit::layer::OpsLayer;
 use opskit::metrics::{HttpMetrics, MetricsSettings};
 use opskit::ratelimit::{LimitSettings, Limiter, Quota};
 use opskit::recorder::Recorder;
 use opskit::security::{SecurityPolicy, SecuritySettings};
-use opskit_benches::{bare_router, request, sink_writer};
+use opskit_benches::{bare_router, opskit_sink_writer, request, sink_writer};
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -122,6 +124,7 @@ fn run_actix(
     variant: &str,
     n: usize,
     writer: tracing_appender::non_blocking::NonBlocking,
+    ops_writer: opskit::logging::LineWriter,
     sink: &opskit::otel::SpanSink,
 ) -> usize {
     use actix_web::{web, App};
@@ -173,7 +176,7 @@ fn run_actix(
             v => {
                 let subscriber = tracing_subscriber::registry()
                     .with(tracing_subscriber::EnvFilter::new("info"))
-                    .with(opskit::logging::json_layer(writer));
+                    .with(opskit::logging::json_layer(ops_writer));
                 tracing::subscriber::set_global_default(subscriber).expect("subscriber");
                 let (rec, security, limiter) = opskit_parts(v, &sink);
                 drive!(App::new()
@@ -215,10 +218,36 @@ pub fn run() {
         opskit_benches::runtime()
     };
     let _enter = rt.enter();
+    if let Some(headers) = variant.strip_prefix("limit-decision") {
+        // The rate-limit decision alone (`limit-decision`), and with its
+        // response header values (`limit-decision+headers`), n times.
+        let mut limits = LimitSettings::default();
+        limits.default = Some(Quota::parse("1000000000/1m").expect("quota"));
+        let limiter = Limiter::new(limits);
+        let headers_of = request().into_parts().0.headers;
+        let header = |name: &str| headers_of.get(name).map(|v| v.as_bytes());
+        let info = opskit::ratelimit::RequestInfo {
+            method: "GET",
+            path: "/users/7",
+            peer: "203.0.113.9".parse().ok(),
+            header: &header,
+        };
+        let mut allowed = 0;
+        for _ in 0..n {
+            let checked = limiter.check_memory(&info).expect("limited");
+            allowed += usize::from(checked.decision.allowed);
+            if headers == "+headers" {
+                std::hint::black_box(checked.headers(false));
+            }
+        }
+        assert_eq!(allowed, n);
+        return;
+    }
     let (writer, _guard) = sink_writer();
+    let (ops_writer, _ops_guard) = opskit_sink_writer();
     let sink = opskit_benches::dropping_span_sink();
     if variant.starts_with("actix-") {
-        let ok = run_actix(&variant, n, writer, &sink);
+        let ok = run_actix(&variant, n, writer, ops_writer, &sink);
         assert_eq!(ok, n, "every request succeeds");
         let _ = sink.shutdown();
         let exported = opskit_benches::EXPORTED.load(std::sync::atomic::Ordering::Relaxed);
@@ -232,7 +261,7 @@ pub fn run() {
         v if v.starts_with("opskit") => {
             let subscriber = tracing_subscriber::registry()
                 .with(tracing_subscriber::EnvFilter::new("info"))
-                .with(opskit::logging::json_layer(writer));
+                .with(opskit::logging::json_layer(ops_writer));
             tracing::subscriber::set_global_default(subscriber).expect("subscriber");
             opskit_variant(v, &sink)
         }
