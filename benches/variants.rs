@@ -4,7 +4,9 @@
 //! `opskit-callgrind serve <variant> [addr]`): instructions per request = (I(2N) − I(N)) / N, so
 //! start-up cancels out.
 //!
-//! `opskit-callgrind <variant> <requests>`; variants: `bare`, `opskit`
+//! `opskit-callgrind <variant> <requests>`; variants: `bare`, `bare+headers`
+//! (the bare router sending opskit's response headers from a prebuilt map:
+//! the floor for any stack sending them), `opskit`
 //! (default settings plus the JSON access log, metrics into a Prometheus
 //! recorder, an in-memory rate limit, sampled server spans into a dropping
 //! exporter, Sentry with an unreachable DSN), `peer` (tower-http TraceLayer
@@ -258,6 +260,40 @@ pub fn run() {
     }
     let app = match variant.as_str() {
         "bare" => bare_router(),
+        "bare+headers" => {
+            // The floor for any stack sending the same response headers:
+            // the bare router plus opskit's default security headers and
+            // headers of the same sizes as its request-id, traceresponse and
+            // rate-limit ones, copied from a prebuilt map (no other work).
+            let policy = SecurityPolicy::new(&SecuritySettings::default());
+            let (csp_name, csp) = policy.csp(false, None).expect("csp");
+            let mut extra = http::HeaderMap::new();
+            let csp = (csp_name, csp.into_owned());
+            for (name, value) in policy.fixed_headers().iter().cloned().chain([csp]) {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).expect("name");
+                extra.insert(name, http::HeaderValue::from_str(&value).expect("value"));
+            }
+            for (name, value) in [
+                ("x-request-id", "83cb6369-f424-45c8-9507-36879d6119d8"),
+                (
+                    "traceresponse",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-4b41231050393544-01",
+                ),
+                ("ratelimit-policy", "\"default\";q=1000000000;w=60"),
+                ("ratelimit", "\"default\";r=999999999;t=1"),
+            ] {
+                extra.insert(name, http::HeaderValue::from_static(value));
+            }
+            bare_router().layer(axum::middleware::map_response(
+                move |mut res: axum::response::Response| {
+                    let extra = extra.clone();
+                    async move {
+                        res.headers_mut().extend(extra);
+                        res
+                    }
+                },
+            ))
+        }
         v if v.starts_with("opskit") => {
             let subscriber = tracing_subscriber::registry()
                 .with(tracing_subscriber::EnvFilter::new("info"))

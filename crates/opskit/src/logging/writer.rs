@@ -7,8 +7,10 @@
 //! wakes its writer thread for each one: an allocation, a free on another
 //! thread and a futex wake-up per request (~1,000 instructions of a log
 //! line under callgrind, and a context switch per request on a busy core).
-//! Here a line is one `memcpy` under a short lock; the writer thread is only
-//! woken when it sleeps, and under load it writes many lines per `write(2)`.
+//! Here a line is one `memcpy` under a short lock; the writer thread wakes
+//! itself every few milliseconds while lines keep coming (a request wakes it
+//! only after a quiet spell, or when the buffer is half full), and writes
+//! all that gathered in one `write(2)`.
 //!
 //! Bounded: past [`DEFAULT_LIMIT`] bytes waiting, lines are dropped and
 //! counted rather than blocking a request or growing memory.
@@ -31,13 +33,30 @@ struct Shared {
     limit: usize,
 }
 
+/// How long the writer thread lets lines gather after a write before it
+/// looks again: under load it writes every few milliseconds, woken by its
+/// own timer, and no request pays for a wake-up.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 #[derive(Default)]
 struct State {
     buf: Vec<u8>,
-    // The writer thread waits on `wake`: a producer that finds it so wakes
-    // it (and clears this), the others append without a system call.
-    sleeping: bool,
+    mode: Mode,
     closed: bool,
+}
+
+/// What the writer thread is doing, for producers deciding whether to wake it.
+#[derive(Default, PartialEq, Eq, Clone, Copy)]
+enum Mode {
+    /// Writing (or about to): lines appended now go in its next batch.
+    #[default]
+    Busy,
+    /// Waiting up to [`LINGER`] for more lines: woken early only when the
+    /// buffer is half full.
+    Lingering,
+    /// Idle, waiting without a timeout: the next line wakes it (one system
+    /// call, only after a quiet spell).
+    Asleep,
 }
 
 impl Shared {
@@ -156,11 +175,19 @@ fn drain<W: Write>(shared: &Shared, mut out: W) {
     loop {
         let closed = {
             let mut st = shared.lock();
+            if !st.closed && st.buf.len() < shared.limit / 2 {
+                st.mode = Mode::Lingering;
+                st = shared
+                    .wake
+                    .wait_timeout_while(st, LINGER, |s| !s.closed && s.buf.len() < shared.limit / 2)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
             while st.buf.is_empty() && !st.closed {
-                st.sleeping = true;
+                st.mode = Mode::Asleep;
                 st = shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
             }
-            st.sleeping = false;
+            st.mode = Mode::Busy;
             std::mem::swap(&mut st.buf, &mut batch);
             st.closed
         };
@@ -188,7 +215,14 @@ impl Write for LineWriter {
             return Ok(line.len());
         }
         st.buf.extend_from_slice(line);
-        let wake = std::mem::take(&mut st.sleeping);
+        let wake = match st.mode {
+            Mode::Asleep => true,
+            Mode::Lingering => st.buf.len() >= shared.limit / 2,
+            Mode::Busy => false,
+        };
+        if wake {
+            st.mode = Mode::Busy;
+        }
         drop(st);
         if wake {
             shared.wake.notify_one();
@@ -264,6 +298,8 @@ mod tests {
     fn a_line_alone_is_written_promptly() {
         let out = Collect::default();
         let (mut w, _guard) = non_blocking(out.clone(), DEFAULT_LIMIT);
+        // Once after a quiet spell (the thread asleep), then while it lingers.
+        std::thread::sleep(LINGER * 4);
         for n in 1..=3 {
             w.write_all(b"one\n").unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
