@@ -292,7 +292,7 @@ impl Reporter {
         self.client.flush(Some(timeout))
     }
 
-    /// How long [`Reporter::close`] (and [`Ops::flush`](crate::Ops::flush))
+    /// How long the final close (and [`Ops::flush`](crate::Ops::flush))
     /// wait for queued events: `OPSKIT_SENTRY_TIMEOUT`, at least 2 s.
     pub fn drain_timeout(&self) -> Duration {
         self.drain
