@@ -60,6 +60,11 @@ enum Mode {
 }
 
 impl Shared {
+    /// Half the bound waiting: the writer should not linger any longer.
+    fn half_full(&self, st: &State) -> bool {
+        st.buf.len() >= self.limit / 2
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` inconsistent
         // (appends and swaps only): keep logging.
@@ -175,11 +180,11 @@ fn drain<W: Write>(shared: &Shared, mut out: W) {
     loop {
         let closed = {
             let mut st = shared.lock();
-            if !st.closed && st.buf.len() < shared.limit / 2 {
+            if !st.closed && !shared.half_full(&st) {
                 st.mode = Mode::Lingering;
                 st = shared
                     .wake
-                    .wait_timeout_while(st, LINGER, |s| !s.closed && s.buf.len() < shared.limit / 2)
+                    .wait_timeout_while(st, LINGER, |s| !s.closed && !shared.half_full(s))
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
@@ -199,7 +204,9 @@ fn drain<W: Write>(shared: &Shared, mut out: W) {
         if batch.capacity() > KEEP {
             batch.shrink_to(KEEP);
         }
-        if closed && shared.lock().buf.is_empty() {
+        // Once closed (seen under the lock that took the last batch), no
+        // line is appended any more: nothing is left.
+        if closed {
             return;
         }
     }
@@ -217,7 +224,7 @@ impl Write for LineWriter {
         st.buf.extend_from_slice(line);
         let wake = match st.mode {
             Mode::Asleep => true,
-            Mode::Lingering => st.buf.len() >= shared.limit / 2,
+            Mode::Lingering => shared.half_full(&st),
             Mode::Busy => false,
         };
         if wake {
