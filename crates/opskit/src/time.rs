@@ -39,29 +39,22 @@ pub(crate) fn timestamp(t: std::time::SystemTime) -> Timestamp {
 /// written per call (a whole timestamp, with its UTF-8 check, was ~400
 /// instructions of every log line).
 pub(crate) fn push_timestamp(line: &mut String, t: std::time::SystemTime) {
-    use std::cell::RefCell;
     thread_local! {
         // (seconds since the epoch, "YYYY-MM-DDTHH:MM:SS.")
-        static PREFIX: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        static PREFIX: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
     let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let pushed = PREFIX.with(|p| {
-        let Ok(mut p) = p.try_borrow_mut() else {
-            return false;
-        };
-        if p.0 != secs {
-            let full = timestamp(t);
-            p.1.clear();
-            p.1.push_str(&full.as_str()[..20]);
-            p.0 = secs;
+    // Nothing below logs, so the cell is never borrowed twice.
+    PREFIX.with_borrow_mut(|(at, prefix)| {
+        if *at != secs {
+            prefix.clear();
+            prefix.push_str(&timestamp(t).as_str()[..20]);
+            *at = secs;
         }
-        line.push_str(&p.1);
-        true
+        line.push_str(prefix);
     });
-    if !pushed {
-        line.push_str(&timestamp(t).as_str()[..20]);
-    }
     let micros = since.subsec_micros();
     line.push_str(crate::decimal::digits3(micros / 1000));
     line.push_str(crate::decimal::digits3(micros % 1000));
@@ -87,6 +80,23 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
 
+    /// The per-thread prefix is rebuilt when the second changes, not only
+    /// the first time.
+    #[test]
+    fn pushed_timestamps_are_whole_timestamps() {
+        for (s, us) in [
+            (1_795_440_496, 348_659),
+            (1_795_440_496, 7),
+            (1_795_440_497, 999_999),
+            (0, 0),
+        ] {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(s * 1_000_000 + us);
+            let mut line = String::from("x");
+            push_timestamp(&mut line, t);
+            assert_eq!(line[1..], *timestamp(t).as_str());
+        }
+    }
+
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
         let at = |s: u64, us: u64| {
@@ -95,18 +105,6 @@ mod tests {
                 .to_owned()
         };
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
-        // The per-thread prefix is rebuilt when the second changes, not only
-        // the first time.
-        let pushed = |s: u64, us: u64| {
-            let mut line = String::from("x");
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(s * 1_000_000 + us);
-            push_timestamp(&mut line, t);
-            assert_eq!(line[1..], at(s, us));
-        };
-        pushed(1_795_440_496, 348_659);
-        pushed(1_795_440_496, 7);
-        pushed(1_795_440_497, 999_999);
-        pushed(0, 0);
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
         assert_eq!(at(1_795_440_496, 348_659), "2026-11-23T13:28:16.348659Z");
         assert_eq!(at(4_102_444_799, 999_999), "2099-12-31T23:59:59.999999Z");

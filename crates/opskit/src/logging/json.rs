@@ -316,8 +316,6 @@ impl<W: Write + ?Sized> Write for Escape<'_, W> {
     }
 }
 
-/// Whether `b` must be escaped inside a JSON string (`"`, `\`, control
-/// characters; DEL too, so that log viewers show it).
 /// Whether the field name `name` needs no escaping. Field names are
 /// `&'static str`s from a few hundred call sites, plain almost always, and the
 /// same few recur on every line: the answer for plain ones is remembered in a
@@ -348,6 +346,8 @@ fn plain_name(name: &'static str) -> bool {
     plain
 }
 
+/// Whether `b` must be escaped inside a JSON string (`"`, `\`, control
+/// characters; DEL too, so that log viewers show it).
 fn special(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
