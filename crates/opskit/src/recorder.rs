@@ -525,8 +525,9 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// An IP address as text on the stack: IPv4 written by hand (the common
-/// case; `Display` costs several hundred instructions), IPv6 by `Display`.
+/// An IP address as text on the stack: IPv4 written from the digit table
+/// (the common case; `Display` costs several hundred instructions), IPv6 by
+/// `Display`.
 struct IpText {
     buf: [u8; 46],
     len: usize,
@@ -534,43 +535,42 @@ struct IpText {
 
 impl IpText {
     fn new(ip: IpAddr) -> Self {
+        use std::fmt::Write as _;
         let mut t = Self {
             buf: [0; 46],
             len: 0,
         };
-        match ip {
-            IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
+        // 46 bytes hold the longest address text: writes cannot fail.
+        let _ = match ip {
+            IpAddr::V4(v4) => v4
+                .octets()
+                .into_iter()
+                .enumerate()
+                .try_for_each(|(i, octet)| {
                     if i > 0 {
-                        t.push(b'.');
+                        t.write_str(".")?;
                     }
-                    if octet >= 100 {
-                        t.push(b'0' + octet / 100);
-                    }
-                    if octet >= 10 {
-                        t.push(b'0' + octet / 10 % 10);
-                    }
-                    t.push(b'0' + octet % 10);
-                }
-            }
-            IpAddr::V6(v6) => {
-                use std::io::Write as _;
-                let mut cursor = std::io::Cursor::new(&mut t.buf[..]);
-                if write!(cursor, "{v6}").is_ok() {
-                    t.len = usize::try_from(cursor.position()).unwrap_or(0);
-                }
-            }
-        }
+                    crate::decimal::write_u64(&mut t, u64::from(octet))
+                }),
+            IpAddr::V6(v6) => write!(t, "{v6}"),
+        };
         t
-    }
-
-    fn push(&mut self, b: u8) {
-        self.buf[self.len] = b;
-        self.len += 1;
     }
 
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 

@@ -93,12 +93,13 @@ impl Reporter {
             .environment
             .clone()
             .unwrap_or_else(|| service.environment.clone());
+        let drain = settings.timeout.max(Duration::from_secs(2));
         let mut options = sentry::ClientOptions::new()
             .release(release.clone())
             .environment(environment.clone())
             .sample_rate(settings.sample_rate as f32)
             .send_default_pii(settings.send_pii)
-            .shutdown_timeout(settings.timeout.max(Duration::from_secs(2)))
+            .shutdown_timeout(drain)
             .transport(transport);
         if settings.traces_sample_rate > 0.0 {
             options = options.traces_sample_rate(settings.traces_sample_rate as f32);
@@ -113,7 +114,7 @@ impl Reporter {
             release: release.into(),
             environment: environment.into(),
             closed: Arc::default(),
-            drain: settings.timeout.max(Duration::from_secs(2)),
+            drain,
         })
     }
 
