@@ -106,24 +106,8 @@ mod security_headers {
     /// same 12 values as opskit sends over plain HTTP (no HSTS there).
     #[divan::bench]
     fn peer_set_response_header_chain(b: divan::Bencher<'_, '_>) {
-        use http::{HeaderName, HeaderValue};
         use tower_http::set_header::SetResponseHeaderLayer;
-        let policy = SecurityPolicy::new(&SecuritySettings::default());
-        let mut headers: Vec<(HeaderName, HeaderValue)> = policy
-            .fixed_headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    HeaderName::from_static(n),
-                    HeaderValue::from_str(v).expect("value"),
-                )
-            })
-            .collect();
-        let (name, csp) = policy.csp(false, None).expect("csp");
-        headers.push((
-            HeaderName::from_static(name),
-            HeaderValue::from_str(&csp).expect("csp"),
-        ));
+        let headers = opskit_benches::default_security_headers();
         let mut app = bare_router();
         for (name, value) in headers {
             app = app.layer(SetResponseHeaderLayer::overriding(name, value));

@@ -14,6 +14,28 @@ pub fn bare_router() -> Router {
     )
 }
 
+/// The 12 response headers opskit sends by default over plain HTTP (its
+/// fixed security headers and the CSP, no HSTS), as `http` 1.x pairs: what
+/// the peer stacks and the `bare+headers` floor send.
+pub fn default_security_headers() -> Vec<(http::HeaderName, http::HeaderValue)> {
+    use opskit::security::{SecurityPolicy, SecuritySettings};
+    let policy = SecurityPolicy::new(&SecuritySettings::default());
+    let (csp_name, csp) = policy.csp(false, None).expect("csp");
+    let csp = (csp_name, csp.into_owned());
+    policy
+        .fixed_headers()
+        .iter()
+        .cloned()
+        .chain([csp])
+        .map(|(name, value)| {
+            (
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_str(&value).expect("value"),
+            )
+        })
+        .collect()
+}
+
 /// A realistic request: user agent, accept, x-forwarded-for, traceparent.
 /// Header values are `from_static`, so that cloning one costs no allocation
 /// — as with hyper, whose header values share the connection's read buffer

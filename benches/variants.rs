@@ -151,12 +151,9 @@ fn run_actix(
                     .with(opskit_benches::peer_otel_layer(true));
                 tracing::subscriber::set_global_default(subscriber).expect("subscriber");
                 init_peer_sentry();
-                let policy = SecurityPolicy::new(&SecuritySettings::default());
-                let (csp_name, csp) = policy.csp(false, None).expect("csp");
-                let mut headers =
-                    actix_web::middleware::DefaultHeaders::new().add((csp_name, csp.into_owned()));
-                for (name, value) in policy.fixed_headers().iter().cloned() {
-                    headers = headers.add((name, value));
+                let mut headers = actix_web::middleware::DefaultHeaders::new();
+                for (name, value) in opskit_benches::default_security_headers() {
+                    headers = headers.add((name.as_str(), value.as_bytes()));
                 }
                 let governor = actix_governor::GovernorConfigBuilder::default()
                     .requests_per_second(1)
@@ -265,14 +262,9 @@ pub fn run() {
             // the bare router plus opskit's default security headers and
             // headers of the same sizes as its request-id, traceresponse and
             // rate-limit ones, copied from a prebuilt map (no other work).
-            let policy = SecurityPolicy::new(&SecuritySettings::default());
-            let (csp_name, csp) = policy.csp(false, None).expect("csp");
-            let mut extra = http::HeaderMap::new();
-            let csp = (csp_name, csp.into_owned());
-            for (name, value) in policy.fixed_headers().iter().cloned().chain([csp]) {
-                let name = http::HeaderName::from_bytes(name.as_bytes()).expect("name");
-                extra.insert(name, http::HeaderValue::from_str(&value).expect("value"));
-            }
+            let mut extra: http::HeaderMap = opskit_benches::default_security_headers()
+                .into_iter()
+                .collect();
             for (name, value) in [
                 ("x-request-id", "83cb6369-f424-45c8-9507-36879d6119d8"),
                 (
@@ -307,15 +299,9 @@ pub fn run() {
                 .with(opskit_benches::peer_otel_layer(true));
             tracing::subscriber::set_global_default(subscriber).expect("subscriber");
             let (prometheus, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
-            let policy = SecurityPolicy::new(&SecuritySettings::default());
             let mut app = bare_router();
-            let (csp_name, csp) = policy.csp(false, None).expect("csp");
-            let csp = (csp_name, csp.into_owned());
-            for (name, value) in policy.fixed_headers().iter().cloned().chain([csp]) {
-                app = app.layer(SetResponseHeaderLayer::overriding(
-                    http::HeaderName::from_static(name),
-                    http::HeaderValue::from_str(&value).expect("value"),
-                ));
+            for (name, value) in opskit_benches::default_security_headers() {
+                app = app.layer(SetResponseHeaderLayer::overriding(name, value));
             }
             // Sentry with an unreachable DSN, as the peer would configure it.
             let mut options =
