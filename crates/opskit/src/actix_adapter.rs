@@ -6,7 +6,7 @@ use crate::security::{CorsDecision, CspNonce, SecurityPolicy};
 use crate::Ops;
 use actix_web::body::MessageBody;
 use actix_web::dev::{
-    forward_ready, Service, ServiceFactory, ServiceRequest, ServiceResponse, Transform,
+    forward_ready, ResourceMap, Service, ServiceFactory, ServiceRequest, ServiceResponse, Transform,
 };
 use actix_web::http::header::HeaderValue;
 use actix_web::http::StatusCode;
@@ -211,6 +211,7 @@ where
         ready(Ok(OpsActixService {
             service: Rc::new(service),
             shared: self.shared.clone(),
+            rmap: std::cell::OnceCell::new(),
         }))
     }
 }
@@ -220,6 +221,11 @@ where
 pub struct OpsActixService<S> {
     service: Rc<S>,
     shared: Rc<Shared>,
+    /// The app's resource map, copied on the first request (it is fixed once
+    /// the app is built): the route of a request whose handler panicked, timed
+    /// out or was answered early is matched against it after the request is
+    /// gone. Every other request takes the route the router already found.
+    rmap: std::cell::OnceCell<Rc<ResourceMap>>,
 }
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
@@ -229,7 +235,9 @@ type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
 struct Captured {
     method: Method,
     uri: Uri,
+    /// Known once the request is done: see [`Captured::route_from`].
     route: Option<String>,
+    rmap: Rc<ResourceMap>,
     user_agent: Option<HeaderValue>,
     client: Option<IpAddr>,
     https: bool,
@@ -245,6 +253,16 @@ fn header_str(v: &Option<HeaderValue>) -> Option<&str> {
 }
 
 impl Captured {
+    /// The route template: from the router's own match when the response
+    /// still carries the request (no second match), else by matching the path
+    /// against the resource map (a panic, a timeout, an early answer).
+    fn route_from<B>(&mut self, res: Option<&ServiceResponse<B>>) {
+        self.route = match res {
+            Some(res) => res.request().match_pattern(),
+            None => self.rmap.match_pattern(self.uri.path()),
+        };
+    }
+
     fn outcome(&self, status: u16, aborted: bool) -> Outcome<'_> {
         #[cfg(feature = "sentry")]
         let report = self.report_headers.each_ref().map(header_str);
@@ -287,6 +305,7 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if !self.done {
+            self.captured.route_from::<()>(None);
             let outcome = self.captured.outcome(499, true);
             self.shared.recorder.finish(&self.started, &outcome);
         }
@@ -368,9 +387,11 @@ where
         let captured = Captured {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            // Matched against the app's resource map without routing, so that
-            // the route is known even if the handler panics.
-            route: req.resource_map().match_pattern(req.path()),
+            route: None,
+            rmap: self
+                .rmap
+                .get_or_init(|| Rc::new(req.resource_map().clone()))
+                .clone(),
             user_agent: req
                 .headers()
                 .get(actix_web::http::header::USER_AGENT)
@@ -524,6 +545,7 @@ where
                     trace: &guard.started.trace,
                     rate: rate.as_ref(),
                 };
+                guard.captured.route_from(result.as_ref().ok());
                 let response_size;
                 let result = match result {
                     Ok(mut res) => {

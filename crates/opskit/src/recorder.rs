@@ -399,12 +399,7 @@ fn server_span(
     let end = std::time::SystemTime::now();
     let (trace_id, span_id, parent) = started.trace.raw();
     let method = known_method(outcome.method).unwrap_or("_OTHER");
-    let name = match (outcome.route, method) {
-        (Some(route), "_OTHER") => format!("HTTP {route}"),
-        (Some(route), m) => format!("{m} {route}"),
-        (None, "_OTHER") => "HTTP".to_owned(),
-        (None, m) => m.to_owned(),
-    };
+    let (name, route) = span_name(method, outcome.route);
     let mut attributes = Vec::with_capacity(12);
     attributes.push(KeyValue::new("http.request.method", method));
     if method == "_OTHER" {
@@ -413,8 +408,8 @@ fn server_span(
             truncate(outcome.method, 32).to_owned(),
         ));
     }
-    if let Some(route) = outcome.route {
-        attributes.push(KeyValue::new("http.route", route.to_owned()));
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", route));
     }
     attributes.push(KeyValue::new(
         "url.path",
@@ -495,7 +490,7 @@ fn server_span(
         parent_span_id: parent.map_or(SpanId::INVALID, SpanId::from),
         parent_span_is_remote: parent.is_some(),
         span_kind: SpanKind::Server,
-        name: name.into(),
+        name,
         start_time: end.checked_sub(elapsed).unwrap_or(end),
         end_time: end,
         attributes,
@@ -510,6 +505,62 @@ fn server_span(
         instrumentation_scope: sink.scope().clone(),
     }
 }
+
+/// The span name (`{method} {route}`, `HTTP {route}` for other methods, the
+/// method alone without a route) and the route as a `StringValue`.
+///
+/// Interned: the first request of each method and route leaks the two
+/// strings once, so later spans carry `&'static str`s instead of allocating
+/// both per request (allocated here and freed on the export thread, each
+/// allocation took glibc's slow path: ~300 instructions apiece). Routes are
+/// the application's templates, so the set is small; past
+/// [`INTERNED_ROUTES`] (a flood of distinct route strings) spans allocate as
+/// before and memory stays bounded.
+#[cfg(otlp)]
+fn span_name(
+    method: &'static str,
+    route: Option<&str>,
+) -> (
+    std::borrow::Cow<'static, str>,
+    Option<opentelemetry::StringValue>,
+) {
+    use std::collections::HashMap;
+    use std::sync::RwLock;
+    const METHODS: [&str; 10] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+    ];
+    /// Per route, the name for each method (by index in `METHODS`) and the
+    /// route itself, both leaked.
+    type Names = RwLock<HashMap<Box<str>, (&'static str, [Option<&'static str>; 10])>>;
+    static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+    let shown = if method == "_OTHER" { "HTTP" } else { method };
+    let Some(route) = route else {
+        return (shown.into(), None);
+    };
+    let m = METHODS.iter().position(|k| *k == method).unwrap_or(9);
+    let names = NAMES.get_or_init(Default::default);
+    let found = names
+        .read()
+        .ok()
+        .and_then(|n| n.get(route).and_then(|(r, by)| Some((by[m]?, *r))));
+    if let Some((name, route)) = found {
+        return (name.into(), Some(route.into()));
+    }
+    let name = format!("{shown} {route}");
+    if let Ok(mut n) = names.write() {
+        if n.len() < INTERNED_ROUTES || n.contains_key(route) {
+            let entry = n
+                .entry(route.into())
+                .or_insert_with(|| (Box::leak(Box::<str>::from(route)), [None; 10]));
+            entry.1[m].get_or_insert_with(|| Box::leak(name.clone().into_boxed_str()));
+        }
+    }
+    (name.into(), Some(route.to_owned().into()))
+}
+
+/// How many routes [`span_name`] interns at most.
+#[cfg(otlp)]
+const INTERNED_ROUTES: usize = 2048;
 
 /// `host[:port]` or `[v6]:port` of a `Host` header.
 #[cfg(otlp)]

@@ -13,6 +13,11 @@ use bytes::Bytes;
 pub(crate) trait HeaderMapLike: Clone + Default {
     type Name: Clone + PartialEq;
     type Value: Clone;
+    /// Whether a response starts from a clone of the prepared security
+    /// headers (cheap for `http`'s map: two flat vectors) rather than having
+    /// them inserted one by one (cheaper for Actix's, a hash map of small
+    /// vectors whose clone copies and hashes every entry).
+    const FROM_TEMPLATE: bool;
     /// A name known to be valid (lower case, static).
     fn static_name(name: &'static str) -> Self::Name;
     /// A name from configuration; `None` when invalid.
@@ -22,6 +27,9 @@ pub(crate) trait HeaderMapLike: Clone + Default {
     fn insert(&mut self, name: Self::Name, value: Self::Value);
     fn append(&mut self, name: Self::Name, value: Self::Value);
     fn remove(&mut self, name: &Self::Name);
+    fn contains(&self, name: &Self::Name) -> bool;
+    /// Calls `f` with each name in the map (once per name).
+    fn each_name(&self, f: impl FnMut(&Self::Name));
     fn reserve(&mut self, additional: usize);
     /// Empties the map, handing each value to `f` with its name — `None`
     /// for a further value of the name before (multi-valued headers).
@@ -64,6 +72,10 @@ pub(crate) struct Prepared<M: HeaderMapLike> {
     /// insert hashes its name). `None` when the policy sets no header.
     template_plain: Option<M>,
     template_https: Option<M>,
+    /// The names of the per-response headers (request id, `traceresponse`,
+    /// rate-limit fields): when a handler set none of them, as is usual,
+    /// they are appended to vacant entries of Actix's map.
+    per_response: Vec<M::Name>,
 }
 
 impl<M: HeaderMapLike> std::fmt::Debug for Prepared<M> {
@@ -126,12 +138,17 @@ impl<M: HeaderMapLike> Prepared<M> {
             limiter: limiter.filter(Limiter::is_active),
             template_plain: None,
             template_https: None,
+            per_response: Vec::new(),
             security,
         }
         .with_templates()
     }
 
     fn with_templates(mut self) -> Self {
+        self.per_response.push(self.request_id_header.clone());
+        self.per_response.extend(self.trace_response_header.clone());
+        self.per_response
+            .extend(self.rate_names.iter().map(|(_, n)| n.clone()));
         let nonce = self.security.nonce_enabled();
         let build = |https: bool| {
             let mut t = M::default();
@@ -215,6 +232,68 @@ impl<M: HeaderMapLike> Prepared<M> {
         handler_csp
     }
 
+    /// The same as [`Prepared::merge_onto_template`], adding the security
+    /// headers to the handler's map instead. One pass over the handler's few
+    /// names finds which of ours it set; every other header of ours is then
+    /// appended to a vacant entry, which for Actix's map is about half the
+    /// cost of an `insert` (no old value to move out and drop).
+    /// Returns whether the handler's CSP stays, and whether it set one of
+    /// the per-response names.
+    fn merge_in_place(&self, headers: &mut M, https: bool) -> (bool, bool) {
+        // Bit `i`: the handler set `fixed[i]` (for `i < 64`; beyond, asked).
+        let mut theirs = 0u64;
+        let (mut removed, mut csp, mut hsts, mut theirs_per_response) =
+            (false, false, false, false);
+        headers.each_name(|name| {
+            if self.per_response.contains(name) {
+                theirs_per_response = true;
+            } else if *name == self.csp_name {
+                csp = true;
+            } else if *name == self.hsts_name {
+                hsts = true;
+            } else if let Some(i) = self.fixed.iter().position(|(n, _, _)| n == name) {
+                theirs |= 1u64.checked_shl(i as u32).unwrap_or(0);
+            } else {
+                removed |= self.removed.contains(name);
+            }
+        });
+        headers.reserve(self.fixed.len() + 8);
+        if removed {
+            for name in &self.removed {
+                headers.remove(name);
+            }
+        }
+        for (i, (name, value, overridable)) in self.fixed.iter().enumerate() {
+            let set = match 1u64.checked_shl(i as u32) {
+                Some(bit) => theirs & bit != 0,
+                None => headers.contains(name),
+            };
+            match (set, overridable) {
+                (true, true) => {}
+                (true, false) => headers.insert(name.clone(), value.clone()),
+                (false, _) => headers.append(name.clone(), value.clone()),
+            }
+        }
+        let handler_csp = csp && self.csp_overridable;
+        let ours = if https {
+            &self.csp_https
+        } else {
+            &self.csp_plain
+        };
+        match (self.security.nonce_enabled(), ours) {
+            (false, Some(v)) if !handler_csp => headers.insert(self.csp_name.clone(), v.clone()),
+            _ if csp && !self.csp_overridable => headers.remove(&self.csp_name),
+            _ => {}
+        }
+        match (https, &self.hsts) {
+            (true, Some(h)) if hsts => headers.insert(self.hsts_name.clone(), h.clone()),
+            (true, Some(h)) => headers.append(self.hsts_name.clone(), h.clone()),
+            _ if hsts => headers.remove(&self.hsts_name),
+            _ => {}
+        }
+        (handler_csp, theirs_per_response)
+    }
+
     /// Security headers (a handler's own value kept only where overridable),
     /// no `Server`/`X-Powered-By`, CORS, the request id, `traceresponse` and
     /// the rate-limit fields.
@@ -224,8 +303,17 @@ impl<M: HeaderMapLike> Prepared<M> {
         } else {
             &self.template_plain
         };
+        // Whether the per-response headers below may be appended: known
+        // absent, as the handler set none of them.
+        let mut append = false;
         if let Some(template) = template {
-            let handler_csp = self.merge_onto_template(headers, template);
+            let handler_csp = if M::FROM_TEMPLATE {
+                self.merge_onto_template(headers, template)
+            } else {
+                let (csp, theirs) = self.merge_in_place(headers, r.https);
+                append = !theirs;
+                csp
+            };
             if let Some(n) = r.nonce {
                 if !(self.csp_overridable && handler_csp) {
                     if let Some(v) = self
@@ -248,12 +336,19 @@ impl<M: HeaderMapLike> Prepared<M> {
                 headers.append(M::static_name(name), v);
             }
         }
+        let mut put = |name: M::Name, v: M::Value| {
+            if append {
+                headers.append(name, v);
+            } else {
+                headers.insert(name, v);
+            }
+        };
         if let Some(v) = M::value(r.request_id.to_bytes()) {
-            headers.insert(self.request_id_header.clone(), v);
+            put(self.request_id_header.clone(), v);
         }
         if let Some(name) = &self.trace_response_header {
             if let Some(v) = M::value(Bytes::copy_from_slice(&r.trace.header_bytes())) {
-                headers.insert(name.clone(), v);
+                put(name.clone(), v);
             }
         }
         if let (Some(rate), Some(limiter)) = (r.rate, &self.limiter) {
@@ -264,7 +359,7 @@ impl<M: HeaderMapLike> Prepared<M> {
                     .find(|(n, _)| *n == name)
                     .map_or_else(|| M::static_name(name), |(_, n)| n.clone());
                 if let Some(v) = M::value(value) {
-                    headers.insert(name, v);
+                    put(name, v);
                 }
             }
         }
@@ -274,6 +369,7 @@ impl<M: HeaderMapLike> Prepared<M> {
 impl HeaderMapLike for http::HeaderMap {
     type Name = http::HeaderName;
     type Value = http::HeaderValue;
+    const FROM_TEMPLATE: bool = true;
     fn static_name(name: &'static str) -> Self::Name {
         http::HeaderName::from_static(name)
     }
@@ -292,6 +388,12 @@ impl HeaderMapLike for http::HeaderMap {
     fn remove(&mut self, name: &Self::Name) {
         http::HeaderMap::remove(self, name);
     }
+    fn contains(&self, name: &Self::Name) -> bool {
+        http::HeaderMap::contains_key(self, name)
+    }
+    fn each_name(&self, f: impl FnMut(&Self::Name)) {
+        self.keys().for_each(f);
+    }
     fn reserve(&mut self, additional: usize) {
         http::HeaderMap::reserve(self, additional);
     }
@@ -306,6 +408,7 @@ impl HeaderMapLike for http::HeaderMap {
 impl HeaderMapLike for actix_web::http::header::HeaderMap {
     type Name = actix_web::http::header::HeaderName;
     type Value = actix_web::http::header::HeaderValue;
+    const FROM_TEMPLATE: bool = false;
     fn static_name(name: &'static str) -> Self::Name {
         actix_web::http::header::HeaderName::from_static(name)
     }
@@ -323,6 +426,12 @@ impl HeaderMapLike for actix_web::http::header::HeaderMap {
     }
     fn remove(&mut self, name: &Self::Name) {
         actix_web::http::header::HeaderMap::remove(self, name);
+    }
+    fn contains(&self, name: &Self::Name) -> bool {
+        actix_web::http::header::HeaderMap::contains_key(self, name)
+    }
+    fn each_name(&self, f: impl FnMut(&Self::Name)) {
+        self.keys().for_each(f);
     }
     fn reserve(&mut self, additional: usize) {
         actix_web::http::header::HeaderMap::reserve(self, additional);
@@ -391,5 +500,144 @@ mod tests {
         apply(&prepared, &mut h, true);
         assert!(h.contains_key("strict-transport-security"));
         assert!(h.contains_key("content-security-policy"));
+    }
+
+    /// The two ways of applying the headers — a clone of a template
+    /// (`http`'s map, the tower layer) and inserting in place (Actix's
+    /// map) — give the same response headers, for every mix of handler
+    /// headers, policy, scheme and rate-limit outcome.
+    #[cfg(feature = "actix")]
+    #[test]
+    fn the_template_and_in_place_ways_give_the_same_headers() {
+        use crate::ratelimit::{LimitSettings, Quota, RequestInfo};
+        use actix_web::http::header as ax;
+        fn sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<(String, Vec<u8>)> {
+            let mut all: Vec<_> = pairs.map(|(n, v)| (n.to_owned(), v.to_vec())).collect();
+            all.sort();
+            all
+        }
+        let handler_sets: [&[(&str, &str)]; 7] = [
+            &[],
+            &[("content-type", "text/html")],
+            &[
+                ("content-security-policy", "frame-ancestors *"),
+                ("x-frame-options", "ALLOWALL"),
+                ("server", "leaky/1.0"),
+                ("x-powered-by", "php"),
+            ],
+            &[
+                ("strict-transport-security", "max-age=1"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+            ],
+            &[
+                ("referrer-policy", "unsafe-url"),
+                ("referrer-policy", "no-referrer"),
+                ("cross-origin-opener-policy", "unsafe-none"),
+            ],
+            &[
+                ("content-security-policy", "a"),
+                ("content-security-policy", "b"),
+            ],
+            // The per-response names: opskit's values win.
+            &[
+                ("x-request-id", "theirs"),
+                ("ratelimit", "theirs"),
+                ("traceresponse", "theirs"),
+            ],
+        ];
+        let base = crate::security::SecuritySettings::default();
+        let policies = [
+            base.clone(),
+            crate::security::SecuritySettings {
+                csp_nonce: true,
+                ..base.clone()
+            },
+            crate::security::SecuritySettings {
+                overridable: vec!["referrer-policy".into(), "strict-transport-security".into()],
+                ..base.clone()
+            },
+            crate::security::SecuritySettings {
+                csp_nonce: true,
+                overridable: vec![],
+                ..base.clone()
+            },
+            crate::security::SecuritySettings {
+                hsts_max_age: std::time::Duration::ZERO,
+                csp: String::new(),
+                ..base.clone()
+            },
+            crate::security::SecuritySettings {
+                enabled: false,
+                ..base.clone()
+            },
+        ];
+        let none = |_: &str| None;
+        let info = RequestInfo {
+            method: "GET",
+            path: "/x",
+            peer: "192.0.2.1".parse().ok(),
+            header: &none,
+        };
+        let id = RequestId::generate();
+        let trace = TraceContext::from_headers(None, None);
+        let nonce = CspNonce::generate();
+        let mut compared = 0;
+        for legacy in [false, true] {
+            let limiter = Limiter::new(LimitSettings {
+                default: Some(Quota::parse("3/1m").unwrap()),
+                legacy_headers: legacy,
+                ..Default::default()
+            });
+            for settings in &policies {
+                let security = SecurityPolicy::new(settings);
+                let a: Prepared<HeaderMap> = Prepared::new(
+                    &Recorder::default(),
+                    security.clone(),
+                    Some(limiter.clone()),
+                );
+                let b: Prepared<ax::HeaderMap> =
+                    Prepared::new(&Recorder::default(), security, Some(limiter.clone()));
+                // Allowed, allowed, allowed, refused (Retry-After), and none.
+                let rates: Vec<_> = (0..4).map(|_| limiter.check_memory(&info)).collect();
+                for rate in rates.iter().map(Option::as_ref).chain([None]) {
+                    for https in [false, true] {
+                        for set in handler_sets {
+                            let r = PerResponse {
+                                https,
+                                nonce: settings.csp_nonce.then_some(&nonce),
+                                cors: &[("vary", "Origin".to_owned())],
+                                request_id: &id,
+                                trace: &trace,
+                                rate,
+                            };
+                            let mut ha = HeaderMap::new();
+                            let mut hb = ax::HeaderMap::new();
+                            for (n, v) in set {
+                                ha.append(*n, HeaderValue::from_static(v));
+                                hb.append(
+                                    ax::HeaderName::from_static(n),
+                                    ax::HeaderValue::from_static(v),
+                                );
+                            }
+                            a.apply(&mut ha, &r);
+                            b.apply(&mut hb, &r);
+                            let ha = sorted(ha.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+                            let hb = sorted(hb.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+                            assert_eq!(ha, hb, "{settings:?} https={https} {set:?} {rate:?}");
+                            assert!(ha.iter().all(|(_, v)| !v.is_empty()), "{ha:?}");
+                            let ids: Vec<_> =
+                                ha.iter().filter(|(n, _)| n == "x-request-id").collect();
+                            assert_eq!(ids, [&("x-request-id".to_owned(), id.to_bytes().to_vec())]);
+                            let limits = ha.iter().filter(|(n, _)| n == "ratelimit").count();
+                            let theirs = set.iter().any(|(n, _)| *n == "ratelimit");
+                            assert_eq!(limits, usize::from(rate.is_some() || theirs), "{ha:?}");
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 2 * 6 * 5 * 2 * 7);
     }
 }
