@@ -25,6 +25,22 @@ static TRACESTATE: actix_web::http::header::HeaderName =
     actix_web::http::header::HeaderName::from_static("tracestate");
 static BAGGAGE: actix_web::http::header::HeaderName =
     actix_web::http::header::HeaderName::from_static("baggage");
+static X_FORWARDED_FOR: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("x-forwarded-for");
+
+/// A request header by a name the rate limiter asks for: the names it asks
+/// for on every request as parsed statics, as Actix parses a `&str` name
+/// into a new `HeaderName` (an allocation for a non-standard one) per lookup.
+fn header_by_name<'h>(h: &'h actix_web::http::header::HeaderMap, name: &str) -> Option<&'h [u8]> {
+    use actix_web::http::header::{ACCESS_CONTROL_REQUEST_METHOD, FORWARDED};
+    match name {
+        "x-forwarded-for" => h.get(&X_FORWARDED_FOR),
+        "forwarded" => h.get(FORWARDED),
+        "access-control-request-method" => h.get(ACCESS_CONTROL_REQUEST_METHOD),
+        other => h.get(other),
+    }
+    .map(HeaderValue::as_bytes)
+}
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
@@ -423,7 +439,7 @@ where
             (None, Some(limiter))
                 if {
                     let h = req.headers();
-                    let header = |name: &str| h.get(name).map(HeaderValue::as_bytes);
+                    let header = |name: &str| header_by_name(h, name);
                     let info = crate::ratelimit::RequestInfo {
                         method: req.method().as_str(),
                         path: req.path(),
@@ -462,7 +478,7 @@ where
                     Start::Deferred(req, limiter) => {
                         rate = {
                             let h = req.headers();
-                            let header = |name: &str| h.get(name).map(HeaderValue::as_bytes);
+                            let header = |name: &str| header_by_name(h, name);
                             let info = crate::ratelimit::RequestInfo {
                                 method: req.method().as_str(),
                                 path: req.path(),

@@ -647,19 +647,34 @@ mod tests {
         assert_eq!(route.unwrap().as_str(), "/interned/{id}");
         let (name, _) = span_name("GET", Some("/interned/{id}"));
         assert!(matches!(name, Cow::Borrowed("GET /interned/{id}")));
-        assert_eq!(span_name("_OTHER", Some("/interned/{id}")).0, "HTTP /interned/{id}");
-        assert!(matches!(span_name("_OTHER", Some("/interned/{id}")).0, Cow::Borrowed(_)));
-        assert!(matches!(span_name("POST", None), (Cow::Borrowed("POST"), None)));
+        assert_eq!(
+            span_name("_OTHER", Some("/interned/{id}")).0,
+            "HTTP /interned/{id}"
+        );
+        assert!(matches!(
+            span_name("_OTHER", Some("/interned/{id}")).0,
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            span_name("POST", None),
+            (Cow::Borrowed("POST"), None)
+        ));
         for i in 0..INTERNED_ROUTES + 10 {
             span_name("GET", Some(&format!("/flood/{i}")));
         }
         let late = format!("/flood/{}", INTERNED_ROUTES + 5);
         let (name, route) = span_name("GET", Some(&late));
-        assert!(matches!(name, Cow::Owned(_)), "past the bound: not interned");
+        assert!(
+            matches!(name, Cow::Owned(_)),
+            "past the bound: not interned"
+        );
         assert_eq!(name, format!("GET {late}"));
         assert_eq!(route.unwrap().as_str(), late);
         // Routes interned before the bound still are.
-        assert!(matches!(span_name("GET", Some("/interned/{id}")).0, Cow::Borrowed(_)));
+        assert!(matches!(
+            span_name("GET", Some("/interned/{id}")).0,
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
