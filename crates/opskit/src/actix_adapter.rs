@@ -558,7 +558,7 @@ where
                     nonce: nonce.as_ref(),
                     cors: &cors,
                     request_id: &guard.started.request_id,
-                    trace: &guard.started.trace,
+                    trace: &guard.started.trace_header,
                     rate: rate.as_ref(),
                 };
                 guard.captured.route_from(result.as_ref().ok());

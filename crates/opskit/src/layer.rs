@@ -542,7 +542,7 @@ impl State {
                 nonce: self.nonce.as_ref(),
                 cors: &self.cors,
                 request_id: &self.started.request_id,
-                trace: &self.started.trace,
+                trace: &self.started.trace_header,
                 rate: self.rate.as_ref(),
             },
         );

@@ -52,6 +52,9 @@ pub struct Started {
     pub active: Option<crate::metrics::Active>,
     /// The W3C trace context (joined or new); its ids are on every log line.
     pub trace: crate::trace::TraceContext,
+    /// `trace`'s `traceresponse` value, written once for the log span's
+    /// fields and the response header.
+    pub(crate) trace_header: [u8; 55],
 }
 
 /// What an adapter knows once the response is decided.
@@ -274,15 +277,19 @@ impl Recorder {
         let request_id = RequestId::from_incoming_or_generate(incoming_request_id);
         let trace =
             crate::trace::TraceContext::from_request(trace_headers, self.sampler, self.propagation);
-        let (trace_id, span_id) = trace.ids();
+        let trace_header = trace.header_bytes();
+        // Hex digits and dashes: ASCII, so the check cannot fail.
+        let ids = std::str::from_utf8(&trace_header[crate::trace::TRACE_ID_DIGITS.start..])
+            .unwrap_or_default();
+        let (trace_id, span_id) = ids.split_at(32);
         // ERROR level so that the span exists under any filter but `off`:
         // its only job is to put `request_id` on every line inside it.
         let span = tracing::error_span!(
             target: "opskit::request",
             "request",
             request_id = request_id.as_str(),
-            trace_id = trace_id.as_str(),
-            span_id = span_id.as_str()
+            trace_id = trace_id,
+            span_id = span_id.get(1..17).unwrap_or_default()
         );
         Started {
             request_id,
@@ -290,6 +297,7 @@ impl Recorder {
             at: Instant::now(),
             active: self.metrics.as_ref().map(|m| m.start(method, https)),
             trace,
+            trace_header,
         }
     }
 

@@ -5,7 +5,6 @@
 use crate::ratelimit::{Checked, Limiter};
 use crate::recorder::Recorder;
 use crate::security::{CspNonce, SecurityPolicy};
-use crate::trace::TraceContext;
 use crate::RequestId;
 use bytes::Bytes;
 
@@ -42,7 +41,8 @@ pub(crate) struct PerResponse<'a> {
     pub(crate) nonce: Option<&'a CspNonce>,
     pub(crate) cors: &'a [(&'static str, String)],
     pub(crate) request_id: &'a RequestId,
-    pub(crate) trace: &'a TraceContext,
+    /// The `traceresponse` value ([`TraceContext::header_bytes`]).
+    pub(crate) trace: &'a [u8; 55],
     pub(crate) rate: Option<&'a Checked>,
 }
 
@@ -347,7 +347,7 @@ impl<M: HeaderMapLike> Prepared<M> {
             put(self.request_id_header.clone(), v);
         }
         if let Some(name) = &self.trace_response_header {
-            if let Some(v) = M::value(Bytes::copy_from_slice(&r.trace.header_bytes())) {
+            if let Some(v) = M::value(Bytes::copy_from_slice(r.trace)) {
                 put(name.clone(), v);
             }
         }
@@ -446,6 +446,7 @@ impl HeaderMapLike for actix_web::http::header::HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::TraceContext;
     use http::{HeaderMap, HeaderValue};
 
     fn apply(prepared: &Prepared<HeaderMap>, headers: &mut HeaderMap, https: bool) {
@@ -458,7 +459,7 @@ mod tests {
                 nonce: None,
                 cors: &[],
                 request_id: &id,
-                trace: &trace,
+                trace: &trace.header_bytes(),
                 rate: None,
             },
         );
@@ -608,7 +609,7 @@ mod tests {
                                 nonce: settings.csp_nonce.then_some(&nonce),
                                 cors: &[("vary", "Origin".to_owned())],
                                 request_id: &id,
-                                trace: &trace,
+                                trace: &trace.header_bytes(),
                                 rate,
                             };
                             let mut ha = HeaderMap::new();
