@@ -440,16 +440,18 @@ fn server_span(
         ));
     }
     if let Some(ua) = outcome.user_agent {
+        static AGENTS: SharedStrings = SharedStrings::new();
         attributes.push(KeyValue::new(
             "user_agent.original",
-            truncate(ua, MAX_USER_AGENT).to_owned(),
+            AGENTS.get(truncate(ua, MAX_USER_AGENT)),
         ));
     }
     if let Some(host) = outcome.host {
+        static HOSTS: SharedStrings = SharedStrings::new();
         let (address, port) = split_host(host);
         attributes.push(KeyValue::new(
             "server.address",
-            truncate(address, 255).to_owned(),
+            HOSTS.get(truncate(address, 255)),
         ));
         if let Some(port) = port {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
@@ -566,6 +568,43 @@ fn span_name(
     (name.into(), Some(route.to_owned().into()))
 }
 
+/// The values of a span attribute that repeat across requests (user agents,
+/// host names), shared as `Arc<str>` by the spans that carry them: a span
+/// then clones a reference count instead of allocating a copy that its
+/// export thread frees (see [`span_name`] for why that is slow). At most
+/// [`SHARED_STRINGS`] values are kept; a full set is emptied and starts over,
+/// so a flood of distinct values costs only the allocation it cost before.
+#[cfg(otlp)]
+struct SharedStrings(
+    std::sync::OnceLock<std::sync::RwLock<std::collections::HashSet<std::sync::Arc<str>>>>,
+);
+
+#[cfg(otlp)]
+impl SharedStrings {
+    const fn new() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+
+    fn get(&self, value: &str) -> opentelemetry::StringValue {
+        let set = self.0.get_or_init(Default::default);
+        if let Some(v) = set.read().ok().and_then(|s| s.get(value).cloned()) {
+            return v.into();
+        }
+        let v: std::sync::Arc<str> = value.into();
+        if let Ok(mut s) = set.write() {
+            if s.len() >= SHARED_STRINGS {
+                s.clear();
+            }
+            s.insert(v.clone());
+        }
+        v.into()
+    }
+}
+
+/// How many values each [`SharedStrings`] keeps.
+#[cfg(otlp)]
+const SHARED_STRINGS: usize = 256;
+
 /// How many routes [`span_name`] interns at most.
 #[cfg(otlp)]
 const INTERNED_ROUTES: usize = 2048;
@@ -642,6 +681,35 @@ impl Default for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Repeated attribute values are shared; the set empties when full.
+    #[cfg(otlp)]
+    #[test]
+    fn shared_strings_are_shared_and_bounded() {
+        static S: SharedStrings = SharedStrings::new();
+        let a = S.get("Mozilla/5.0");
+        assert_eq!(a.as_str(), "Mozilla/5.0");
+        let len = || S.0.get().unwrap().read().unwrap().len();
+        let b = S.get("Mozilla/5.0");
+        assert_eq!(len(), 1, "a repeated value is not added again");
+        let count =
+            S.0.get()
+                .unwrap()
+                .read()
+                .unwrap()
+                .get("Mozilla/5.0")
+                .map(std::sync::Arc::strong_count);
+        assert_eq!(
+            count,
+            Some(3),
+            "the set and both spans' values hold one string"
+        );
+        drop((a, b));
+        for i in 0..SHARED_STRINGS + 3 {
+            assert_eq!(S.get(&format!("agent {i}")).as_str(), format!("agent {i}"));
+            assert!(len() <= SHARED_STRINGS);
+        }
+    }
 
     /// Span names and routes are interned per route (later spans borrow
     /// them), and a flood of distinct routes stops the interning at its
