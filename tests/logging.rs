@@ -13,6 +13,7 @@ opskit_conformance::conformance!(
     exactly_one_line_per_request_at_the_level_of_its_outcome,
     secrets_never_reach_the_log,
     panic_is_logged_with_its_request_id,
+    refused_and_timed_out_requests_keep_their_route,
     successful_probes_are_not_logged,
     pretty_format_for_development,
 );
@@ -178,6 +179,47 @@ fn panic_is_logged_with_its_request_id(kind: Kind) {
     assert_eq!(access[0]["http.response.status_code"], 500);
     assert_eq!(access[0]["http.route"], "/demo/panic");
     assert_eq!(s.get("/users/2").unwrap().status, 200, "still serving");
+}
+
+/// Requests answered without the handler's response (a 429 before the
+/// handler, a timeout that drops it) are still labelled with their route:
+/// Actix matches them against its resource map, as it cannot ask the router.
+fn refused_and_timed_out_requests_keep_their_route(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_RATE_LIMIT", "1/1m"),
+            ("OPSKIT_REQUEST_TIMEOUT", "200ms"),
+        ],
+    );
+    let get = |path: &str, id: &str| {
+        s.request("GET", path, &[("x-request-id", id)], b"")
+            .unwrap()
+            .status
+    };
+    assert_eq!(get("/users/1", "first-1"), 200);
+    assert_eq!(get("/users/2", "refused-1"), 429);
+    let s2 = Starter::spawn(kind, &[("OPSKIT_REQUEST_TIMEOUT", "200ms")]);
+    let r = s2
+        .request(
+            "GET",
+            "/demo/slow?ms=2000",
+            &[("x-request-id", "slow-1")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 504);
+    for (starter, id, route, status) in [
+        (&s, "first-1", "/users/{id}", 200),
+        (&s, "refused-1", "/users/{id}", 429),
+        (&s2, "slow-1", "/demo/slow", 504),
+    ] {
+        let lines = json_lines(starter, |l| !access_lines_for(l, id).is_empty());
+        let access = access_lines_for(&lines, id);
+        assert_eq!(access.len(), 1, "{id}: {lines:?}");
+        assert_eq!(access[0]["http.route"], route, "{id}");
+        assert_eq!(access[0]["http.response.status_code"], status, "{id}");
+    }
 }
 
 fn successful_probes_are_not_logged(kind: Kind) {
