@@ -29,9 +29,7 @@ impl<'w> FormatFields<'w> for FlatJsonFields {
         writer: Writer<'w>,
         fields: R,
     ) -> fmt::Result {
-        let mut v = JsonVisitor::new(writer, true);
-        fields.record(&mut v);
-        v.result
+        write_fields(writer, true, fields)
     }
 
     fn add_fields(
@@ -41,10 +39,20 @@ impl<'w> FormatFields<'w> for FlatJsonFields {
     ) -> fmt::Result {
         let first = current.fields.is_empty();
         // Into the `String` itself: through `Writer` every push is a dynamic call.
-        let mut v = JsonVisitor::new(&mut current.fields, first);
-        fields.record(&mut v);
-        v.result
+        write_fields(&mut current.fields, first, fields)
     }
+}
+
+/// Writes `fields` as members of a JSON object into `w` (`first`: without a
+/// leading comma).
+fn write_fields<W: Write>(
+    w: W,
+    first: bool,
+    fields: impl tracing_subscriber::field::RecordFields,
+) -> fmt::Result {
+    let mut v = JsonVisitor::new(w, first);
+    fields.record(&mut v);
+    v.result
 }
 
 /// Formats a new span's fields into a buffer sized for them up front, before
@@ -75,9 +83,7 @@ where
         // Straight into the `String` (monomorphic, inlined pushes) rather
         // than through `format_fields`' `Writer`, where each push is a
         // dynamic call: about half the cost of a request span's fields.
-        let mut v = JsonVisitor::new(&mut fields.fields, true);
-        attrs.record(&mut v);
-        if v.result.is_ok() {
+        if write_fields(&mut fields.fields, true, attrs).is_ok() {
             ext.insert(fields);
         }
     }
@@ -133,9 +139,7 @@ where
     line.push_str("\",\"level\":\"");
     line.push_str(meta.level().as_str());
     line.push('"');
-    let mut v = JsonVisitor::new(&mut *line, false);
-    event.record(&mut v);
-    v.result?;
+    write_fields(&mut *line, false, event)?;
     let push_fields = |line: &mut String, span: tracing_subscriber::registry::SpanRef<'_, S>| {
         let ext = span.extensions();
         if let Some(fields) = ext.get::<FormattedFields<FlatJsonFields>>() {
