@@ -278,18 +278,24 @@ impl Recorder {
         let trace =
             crate::trace::TraceContext::from_request(trace_headers, self.sampler, self.propagation);
         let trace_header = trace.header_bytes();
-        // Hex digits and dashes: ASCII, so the check cannot fail.
-        let ids = std::str::from_utf8(&trace_header[crate::trace::TRACE_ID_DIGITS.start..])
-            .unwrap_or_default();
-        let (trace_id, span_id) = ids.split_at(32);
+        // The trace id's and span id's digits, checked as text once (hex
+        // digits and the dash between them: ASCII, so it cannot fail).
+        let (trace_digits, span_digits) =
+            (crate::trace::TRACE_ID_DIGITS, crate::trace::SPAN_ID_DIGITS);
+        let start = trace_digits.start;
+        let ids = std::str::from_utf8(&trace_header[start..span_digits.end]).unwrap_or_default();
+        let hex = |digits: std::ops::Range<usize>| {
+            ids.get(digits.start - start..digits.end - start)
+                .unwrap_or_default()
+        };
         // ERROR level so that the span exists under any filter but `off`:
         // its only job is to put `request_id` on every line inside it.
         let span = tracing::error_span!(
             target: "opskit::request",
             "request",
             request_id = request_id.as_str(),
-            trace_id = trace_id,
-            span_id = span_id.get(1..17).unwrap_or_default()
+            trace_id = hex(trace_digits),
+            span_id = hex(span_digits)
         );
         Started {
             request_id,
