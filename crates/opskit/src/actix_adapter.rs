@@ -14,6 +14,13 @@ use actix_web::http::{Method, Uri};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::{ready, Ready};
 use futures_util::FutureExt;
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use tracing::Instrument;
 
 // Request headers read on every request, as names parsed at compile time:
 // a lookup by `&str` parses and validates the name each time.
@@ -41,13 +48,6 @@ fn header_by_name<'h>(h: &'h actix_web::http::header::HeaderMap, name: &str) -> 
     }
     .map(HeaderValue::as_bytes)
 }
-use std::fmt;
-use std::future::Future;
-use std::net::IpAddr;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::rc::Rc;
-use tracing::Instrument;
 
 fn to_response(p: ProbeResponse) -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
