@@ -69,7 +69,8 @@ pub(crate) struct Prepared<M: HeaderMapLike> {
     /// HSTS over HTTPS) in a map of its own, over HTTP and over HTTPS: a
     /// response starts from a clone and only the handler's few headers are
     /// inserted, instead of inserting a dozen into the handler's map (each
-    /// insert hashes its name). `None` when the policy sets no header.
+    /// insert hashes its name). `None` when the policy sets no header, and
+    /// for maps that take the headers in place (`FROM_TEMPLATE` false).
     template_plain: Option<M>,
     template_https: Option<M>,
     /// The names of the per-response headers (request id, `traceresponse`,
@@ -169,15 +170,19 @@ impl<M: HeaderMapLike> Prepared<M> {
             }
             t
         };
-        let any = !self.fixed.is_empty()
-            || self.csp_plain.is_some()
-            || self.csp_https.is_some()
-            || self.hsts.is_some();
-        if any {
+        if M::FROM_TEMPLATE && self.sets_security_headers() {
             self.template_plain = Some(build(false));
             self.template_https = Some(build(true));
         }
         self
+    }
+
+    /// Whether the policy sets any security header at all.
+    fn sets_security_headers(&self) -> bool {
+        !self.fixed.is_empty()
+            || self.csp_plain.is_some()
+            || self.csp_https.is_some()
+            || self.hsts.is_some()
     }
 
     /// Whether `name` is one of the security headers, and if so whether a
@@ -306,14 +311,17 @@ impl<M: HeaderMapLike> Prepared<M> {
         // Whether the per-response headers below may be appended: known
         // absent, as the handler set none of them.
         let mut append = false;
-        if let Some(template) = template {
-            let handler_csp = if M::FROM_TEMPLATE {
-                self.merge_onto_template(headers, template)
-            } else {
+        // Templates exist only where responses start from them (`http`).
+        let handler_csp = match template {
+            Some(template) => Some(self.merge_onto_template(headers, template)),
+            None if !M::FROM_TEMPLATE && self.sets_security_headers() => {
                 let (csp, theirs) = self.merge_in_place(headers, r.https);
                 append = !theirs;
-                csp
-            };
+                Some(csp)
+            }
+            None => None,
+        };
+        if let Some(handler_csp) = handler_csp {
             if let Some(n) = r.nonce {
                 if !(self.csp_overridable && handler_csp) {
                     if let Some(v) = self
