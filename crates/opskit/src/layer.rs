@@ -449,7 +449,7 @@ where
         };
         ResponseFuture {
             kind,
-            state: Some(State {
+            state: Some(Box::new(State {
                 shared: shared.clone(),
                 started,
                 captured,
@@ -458,7 +458,7 @@ where
                 cors,
                 over,
                 rate,
-            }),
+            })),
         }
     }
 }
@@ -560,7 +560,11 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
-        state: Option<State>,
+        // Boxed: the request's state is most of the future's size, and
+        // routers box the future (Axum does): a future over ~1 KiB takes
+        // glibc's slow allocation path and is copied on each move, while a
+        // separate box of the state stays in the per-thread cache.
+        state: Option<Box<State>>,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
@@ -725,7 +729,7 @@ where
                             .to_response::<Vec<u8>>()
                             .map(|v| OpsBody::full(Bytes::from(v)));
                     }
-                    state.finish(&mut res, panicked.as_deref().map(panic_message), error);
+                    (*state).finish(&mut res, panicked.as_deref().map(panic_message), error);
                 }
                 Poll::Ready(Ok(res))
             }
