@@ -311,7 +311,9 @@ pub struct HttpMetrics {
 #[derive(Debug)]
 struct Inner {
     max_series: usize,
-    hasher: std::collections::hash_map::RandomState,
+    /// Keys are bounded (route templates, methods, codes), so a fast
+    /// seeded hash suffices (SipHash cost ~250 instructions a request).
+    hasher: foldhash::fast::RandomState,
     /// Buckets by hash of the borrowed key; collisions share a bucket. The
     /// key is that (keyed) hash already, so the map does not hash it again.
     series: RwLock<HashMap<u64, Bucket, std::hash::BuildHasherDefault<Prehashed>>>,
@@ -365,7 +367,7 @@ impl HttpMetrics {
         Self {
             inner: Arc::new(Inner {
                 max_series: settings.max_series,
-                hasher: std::collections::hash_map::RandomState::new(),
+                hasher: foldhash::fast::RandomState::default(),
                 series: RwLock::new(HashMap::default()),
                 count: AtomicUsize::new(0),
                 overflow: OnceLock::new(),

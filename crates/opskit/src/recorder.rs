@@ -547,7 +547,9 @@ fn span_name(
     ];
     /// Per route, the name for each method (by index in `METHODS`) and the
     /// route itself, both leaked.
-    type Names = RwLock<HashMap<Box<str>, (&'static str, [Option<&'static str>; 10])>>;
+    type Names = RwLock<
+        HashMap<Box<str>, (&'static str, [Option<&'static str>; 10]), foldhash::fast::RandomState>,
+    >;
     static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
     let shown = if method == "_OTHER" { "HTTP" } else { method };
     let Some(route) = route else {
@@ -582,7 +584,11 @@ fn span_name(
 /// so a flood of distinct values costs only the allocation it cost before.
 #[cfg(otlp)]
 struct SharedStrings(
-    std::sync::OnceLock<std::sync::RwLock<std::collections::HashSet<std::sync::Arc<str>>>>,
+    std::sync::OnceLock<
+        std::sync::RwLock<
+            std::collections::HashSet<std::sync::Arc<str>, foldhash::fast::RandomState>,
+        >,
+    >,
 );
 
 #[cfg(otlp)]
