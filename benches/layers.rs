@@ -19,6 +19,9 @@ fn main() {
 
 fn drive(b: divan::Bencher<'_, '_>, app: axum::Router) {
     let rt = runtime();
+    // As `axum::serve` and `into_make_service` do: handlers become routes
+    // once, not on every request.
+    let app = app.with_state(());
     b.bench_local(|| {
         let res = rt.block_on(app.clone().oneshot(request()));
         divan::black_box(res.map(|r| r.status()))

@@ -340,6 +340,9 @@ pub fn run() {
         });
         return;
     }
+    // As `axum::serve` and `into_make_service` do: handlers become routes
+    // once, not on every request (what `Router<()>` as a bare `Service` does).
+    let app = app.with_state(());
     let mut ok = 0;
     for _ in 0..n {
         let res = rt
