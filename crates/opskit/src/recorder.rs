@@ -290,12 +290,20 @@ impl Recorder {
         };
         // ERROR level so that the span exists under any filter but `off`:
         // its only job is to put `request_id` on every line inside it.
-        let span = tracing::error_span!(
-            target: "opskit::request",
-            "request",
-            request_id = request_id.as_str(),
-            trace_id = hex(trace_digits),
-            span_id = hex(span_digits)
+        let (trace_id, span_id) = (hex(trace_digits), hex(span_digits));
+        let span = crate::logging::with_request_span_fields(
+            request_id.as_str(),
+            trace_id,
+            span_id,
+            || {
+                tracing::error_span!(
+                    target: crate::logging::REQUEST_SPAN_TARGET,
+                    "request",
+                    request_id = request_id.as_str(),
+                    trace_id,
+                    span_id
+                )
+            },
         );
         Started {
             request_id,

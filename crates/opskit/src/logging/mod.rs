@@ -9,6 +9,7 @@
 //! ```
 
 mod json;
+pub(crate) use json::{with_request_span_fields, REQUEST_SPAN_TARGET};
 mod writer;
 
 pub use json::{FlatJson, FlatJsonFields};
@@ -23,7 +24,7 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     use tracing_subscriber::Layer as _;
-    json::Preformat.and_then(
+    json::Preformat::new().and_then(
         tracing_subscriber::fmt::layer()
             .fmt_fields(FlatJsonFields)
             .event_format(FlatJson)

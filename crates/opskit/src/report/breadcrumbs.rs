@@ -35,7 +35,7 @@ where
         };
         let Some(root) = scope
             .from_root()
-            .find(|s| s.metadata().target() == "opskit::request")
+            .find(|s| s.metadata().target() == crate::logging::REQUEST_SPAN_TARGET)
         else {
             return;
         };
