@@ -590,6 +590,8 @@ fn span_name(
 /// export thread frees (see [`span_name`] for why that is slow). At most
 /// [`SHARED_STRINGS`] values are kept; a full set is emptied and starts over,
 /// so a flood of distinct values costs only the allocation it cost before.
+/// Hashed with `foldhash` (seeded per process): values are client-chosen, but
+/// the set's bound caps what colliding values could cost.
 #[cfg(otlp)]
 struct SharedStrings(
     std::sync::OnceLock<

@@ -23,7 +23,7 @@ pub(crate) const REQUEST_SPAN_TARGET: &str = "opskit::request";
 static PREFORMAT_IN_USE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 thread_local! {
-    /// The request span's fields, formatted by [`request_span_fields`] just
+    /// The request span's fields, formatted by [`with_request_span_fields`] just
     /// before the span is created on this thread and taken by [`Preformat`]
     /// when it sees that span: the same text the span's fields would format
     /// to, without visiting them one by one through `tracing`'s `Visit`
