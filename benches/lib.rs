@@ -142,10 +142,26 @@ impl opentelemetry_sdk::trace::SpanExporter for DroppingExporter {
 /// a measurement. The callgrind binary checks every span reached the exporter.
 pub const BENCH_QUEUE: usize = 1 << 16;
 
+/// The queue size [`dropping_span_sink`] and [`dropping_batch_processor`]
+/// use: [`BENCH_QUEUE`] in-process; `serve` (loopback) sets the production
+/// default instead, as a service runs (the batch thread keeps up with
+/// network-paced requests). A 65,536-span queue is a ring of ~30 MB: every
+/// span written to it misses every cache, which is not what a service pays.
+static QUEUE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(BENCH_QUEUE);
+
+/// Sets the span queue size of the dropping sinks made after this call.
+pub fn set_span_queue(size: usize) {
+    QUEUE.store(size, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn span_queue() -> usize {
+    QUEUE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// opskit's span sink over [`DroppingExporter`].
 pub fn dropping_span_sink() -> opskit::otel::SpanSink {
     let batch = opskit::otel::BatchSettings {
-        max_queue_size: BENCH_QUEUE,
+        max_queue_size: span_queue(),
         ..Default::default()
     };
     opskit::otel::SpanSink::new(
@@ -158,7 +174,7 @@ pub fn dropping_span_sink() -> opskit::otel::SpanSink {
 /// The SDK's batch processor over [`DroppingExporter`], bounded alike.
 pub fn dropping_batch_processor() -> opentelemetry_sdk::trace::BatchSpanProcessor {
     let config = opentelemetry_sdk::trace::BatchConfigBuilder::default()
-        .with_max_queue_size(BENCH_QUEUE)
+        .with_max_queue_size(span_queue())
         .build();
     opentelemetry_sdk::trace::BatchSpanProcessor::builder(DroppingExporter)
         .with_batch_config(config)

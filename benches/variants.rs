@@ -242,6 +242,16 @@ pub fn run() {
         assert_eq!(allowed, n);
         return;
     }
+    if serve.is_some() {
+        // Over loopback, spans queue as in production (both sides alike;
+        // BENCH_SPAN_QUEUE overrides, for comparison).
+        opskit_benches::set_span_queue(
+            std::env::var("BENCH_SPAN_QUEUE")
+                .ok()
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(opskit::otel::BatchSettings::default().max_queue_size),
+        );
+    }
     let (writer, _guard) = sink_writer();
     let (ops_writer, _ops_guard) = opskit_sink_writer();
     let sink = opskit_benches::dropping_span_sink();
