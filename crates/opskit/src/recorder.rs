@@ -288,23 +288,8 @@ impl Recorder {
             ids.get(digits.start - start..digits.end - start)
                 .unwrap_or_default()
         };
-        // ERROR level so that the span exists under any filter but `off`:
-        // its only job is to put `request_id` on every line inside it.
-        let (trace_id, span_id) = (hex(trace_digits), hex(span_digits));
-        let span = crate::logging::with_request_span_fields(
-            request_id.as_str(),
-            trace_id,
-            span_id,
-            || {
-                tracing::error_span!(
-                    target: crate::logging::REQUEST_SPAN_TARGET,
-                    "request",
-                    request_id = request_id.as_str(),
-                    trace_id,
-                    span_id
-                )
-            },
-        );
+        let span =
+            crate::logging::request_span(request_id.as_str(), hex(trace_digits), hex(span_digits));
         Started {
             request_id,
             span,

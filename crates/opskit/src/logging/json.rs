@@ -23,7 +23,7 @@ pub(crate) const REQUEST_SPAN_TARGET: &str = "opskit::request";
 static PREFORMAT_IN_USE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 thread_local! {
-    /// The request span's fields, formatted by [`with_request_span_fields`] just
+    /// The request span's fields, formatted by [`request_span`] just
     /// before the span is created on this thread and taken by [`Preformat`]
     /// when it sees that span: the same text the span's fields would format
     /// to, without visiting them one by one through `tracing`'s `Visit`
@@ -31,17 +31,14 @@ thread_local! {
     static REQUEST_SPAN_FIELDS: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
 }
 
-/// Runs `make_span` (which creates the request span with these three
-/// fields) with the span's formatted fields ready for [`Preformat`]; a
-/// subscriber without it formats them as usual.
-pub(crate) fn with_request_span_fields<R>(
-    request_id: &str,
-    trace_id: &str,
-    span_id: &str,
-    make_span: impl FnOnce() -> R,
-) -> R {
+/// opskit's per-request span, whose only job is to put these three ids on
+/// every line inside it: ERROR level, so that it exists under any filter but
+/// `off`. Where opskit's JSON layer is built, the ids are formatted here,
+/// once, and handed to [`Preformat`]; other subscribers visit them as usual.
+/// Field names and their formatted keys live side by side, here only.
+pub(crate) fn request_span(request_id: &str, trace_id: &str, span_id: &str) -> tracing::Span {
     if !PREFORMAT_IN_USE.load(std::sync::atomic::Ordering::Relaxed) {
-        return make_span();
+        return visited_request_span(request_id, trace_id, span_id);
     }
     let mut fields = String::with_capacity(46 + request_id.len() + trace_id.len() + span_id.len());
     fields.push_str("\"request_id\":");
@@ -51,11 +48,23 @@ pub(crate) fn with_request_span_fields<R>(
     fields.push_str(",\"span_id\":");
     let _ = write_json_str(&mut fields, span_id);
     REQUEST_SPAN_FIELDS.with(|f| f.set(Some(fields)));
-    let made = make_span();
+    let span = visited_request_span(request_id, trace_id, span_id);
     // Not taken (no `Preformat` in this thread's subscriber, or the span
     // was filtered out): dropped here rather than left for another span.
     REQUEST_SPAN_FIELDS.with(|f| f.take());
-    made
+    span
+}
+
+/// The request span alone: a `Preformat` without prepared text formats its
+/// fields through the visitor.
+fn visited_request_span(request_id: &str, trace_id: &str, span_id: &str) -> tracing::Span {
+    tracing::error_span!(
+        target: REQUEST_SPAN_TARGET,
+        "request",
+        request_id,
+        trace_id,
+        span_id
+    )
 }
 
 fn take_request_span_fields() -> Option<String> {
@@ -599,24 +608,12 @@ mod tests {
                 .with(crate::logging::json_layer(move || out.clone()));
             tracing::subscriber::with_default(sub, || {
                 for id in ["4f1c-id", "quote\"back\\slash\u{1}", ""] {
-                    let make = || {
-                        tracing::error_span!(
-                            target: REQUEST_SPAN_TARGET,
-                            "request",
-                            request_id = id,
-                            trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
-                            span_id = "00f067aa0ba902b7"
-                        )
-                    };
+                    let (trace_id, span_id) =
+                        ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
                     let span = if up_front {
-                        with_request_span_fields(
-                            id,
-                            "4bf92f3577b34da6a3ce929d0e0e4736",
-                            "00f067aa0ba902b7",
-                            make,
-                        )
+                        request_span(id, trace_id, span_id)
                     } else {
-                        make()
+                        visited_request_span(id, trace_id, span_id)
                     };
                     span.in_scope(|| tracing::info!(n = 1, "inside"));
                 }
@@ -642,12 +639,7 @@ mod tests {
         // A subscriber without `Preformat`: the prepared text is dropped, and
         // the span's fields come from the visitor.
         let lines = capture(|| {
-            let span = with_request_span_fields(
-                "x",
-                "t",
-                "s",
-                || tracing::error_span!(target: REQUEST_SPAN_TARGET, "request", request_id = "x", trace_id = "t", span_id = "s"),
-            );
+            let span = request_span("x", "t", "s");
             span.in_scope(|| tracing::info!("a"));
             tracing::error_span!("other", k = 1).in_scope(|| tracing::info!("b"));
         });

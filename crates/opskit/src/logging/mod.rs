@@ -9,7 +9,7 @@
 //! ```
 
 mod json;
-pub(crate) use json::{with_request_span_fields, REQUEST_SPAN_TARGET};
+pub(crate) use json::{request_span, REQUEST_SPAN_TARGET};
 mod writer;
 
 pub use json::{FlatJson, FlatJsonFields};
