@@ -9,7 +9,9 @@
 //! ```
 
 mod json;
-pub(crate) use json::{request_span, REQUEST_SPAN_TARGET};
+pub(crate) use json::request_span;
+#[cfg(feature = "sentry")]
+pub(crate) use json::REQUEST_SPAN_TARGET;
 mod writer;
 
 pub use json::{FlatJson, FlatJsonFields};
