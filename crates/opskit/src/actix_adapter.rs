@@ -477,8 +477,8 @@ where
                         client: captured.client,
                         header: &header,
                     };
-                    // In the request's span: a refusal's log line carries its ids.
-                    rate = started.span.in_scope(|| limiter.check_memory(&info));
+                    // A refusal is logged under the request's span (its ids).
+                    rate = limiter.check_memory_for(&info, Some(&started.span));
                     rate.as_ref().is_some_and(|c| !c.decision.allowed)
                 } =>
             {

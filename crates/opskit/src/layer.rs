@@ -426,8 +426,8 @@ where
                     client: captured.client,
                     header: &header,
                 };
-                // In the request's span: a refusal's log line carries its ids.
-                rate = started.span.in_scope(|| limiter.check_memory(&info));
+                // A refusal is logged under the request's span (its ids).
+                rate = limiter.check_memory_for(&info, Some(&started.span));
                 rate.as_ref()
                     .filter(|c| !c.decision.allowed)
                     .map(|c| c.problem().to_response::<Vec<u8>>())

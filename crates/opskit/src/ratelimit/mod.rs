@@ -461,6 +461,17 @@ impl Limiter {
 
     /// Decides in memory (Redis is not consulted). `None`: not limited.
     pub fn check_memory(&self, info: &RequestInfo<'_>) -> Option<Checked> {
+        self.check_memory_for(info, None)
+    }
+
+    /// [`check_memory`](Self::check_memory) for a request whose log span
+    /// (`request_id`, `trace_id`, `span_id`) is not entered yet: a refusal
+    /// is logged under `request`, without entering it for every decision.
+    pub(crate) fn check_memory_for(
+        &self,
+        info: &RequestInfo<'_>,
+        request: Option<&tracing::Span>,
+    ) -> Option<Checked> {
         let (index, quota, key) = self.target(info)?;
         let hash = key.memory_hash(index, &self.inner.hasher);
         let decision = self.inner.memory.decide(hash, &quota, self.now_us());
@@ -471,7 +482,7 @@ impl Limiter {
             store_failed: false,
             fields: self.inner.fields[index].clone(),
         };
-        self.record(index, &checked, &key);
+        self.record(index, &checked, &key, request);
         Some(checked)
     }
 
@@ -506,13 +517,21 @@ impl Limiter {
                     }
                 }
             };
-            self.record(index, &checked, &key);
+            self.record(index, &checked, &key, None);
             return Some(checked);
         }
         self.check_memory(info)
     }
 
-    fn record(&self, index: usize, c: &Checked, key: &ClientKey<'_>) {
+    /// Counts the decision; logs a refusal under `request`, else under the
+    /// current span.
+    fn record(
+        &self,
+        index: usize,
+        c: &Checked,
+        key: &ClientKey<'_>,
+        request: Option<&tracing::Span>,
+    ) {
         let slot = match (c.decision.allowed, c.store_failed) {
             (true, false) => 0,
             (false, false) => 1,
@@ -521,7 +540,9 @@ impl Limiter {
         };
         self.inner.counters[index][slot].increment(1);
         if !c.decision.allowed && !c.store_failed {
+            let parent = request.map_or_else(|| tracing::Span::current().id(), tracing::Span::id);
             tracing::warn!(
+                parent: parent,
                 rate_limit.policy = &*c.policy,
                 rate_limit.key_hash = format!("{:016x}", self.inner.hasher.hash_one(key)),
                 retry_after_ms = c.decision.reset_us / 1000,
