@@ -35,22 +35,15 @@ static BAGGAGE: actix_web::http::header::HeaderName =
 static X_FORWARDED_FOR: actix_web::http::header::HeaderName =
     actix_web::http::header::HeaderName::from_static("x-forwarded-for");
 
-/// A request header by a name the rate limiter asks for: the names it asks
-/// for on every request as parsed statics, as Actix parses a `&str` name
-/// into a new `HeaderName` (an allocation for a non-standard one) per lookup.
+/// A request header by a name the rate limiter's key asks for (a header
+/// key, a custom key function).
 fn header_by_name<'h>(h: &'h actix_web::http::header::HeaderMap, name: &str) -> Option<&'h [u8]> {
-    use actix_web::http::header::{ACCESS_CONTROL_REQUEST_METHOD, FORWARDED};
-    match name {
-        "x-forwarded-for" => h.get(&X_FORWARDED_FOR),
-        "forwarded" => h.get(FORWARDED),
-        "access-control-request-method" => h.get(ACCESS_CONTROL_REQUEST_METHOD),
-        other => h.get(other),
-    }
-    .map(HeaderValue::as_bytes)
+    h.get(name).map(HeaderValue::as_bytes)
 }
 
-/// Every line of a forwarding header the trusted proxies set, in order
-/// (the names as parsed statics, as above).
+/// Every line of a forwarding header the trusted proxies set, in order: the
+/// names as parsed statics, as Actix parses a `&str` name into a new
+/// `HeaderName` (an allocation for a non-standard one) per lookup.
 fn header_lines<'h>(
     h: &'h actix_web::http::header::HeaderMap,
     name: &str,
