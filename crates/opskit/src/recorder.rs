@@ -374,10 +374,11 @@ impl Recorder {
             "request completed"
         };
         let client = outcome.client.map(IpText::new);
-        // The peer only when it is not the client (a proxy in between).
+        // The peer only when it is not the client (a proxy in between; the
+        // client is canonical: an IPv4-mapped peer is its IPv4 address).
         let peer = outcome
             .peer
-            .filter(|p| outcome.client != Some(*p))
+            .filter(|p| outcome.client != Some(p.to_canonical()))
             .map(IpText::new);
         // The request span as the explicit parent: the line carries its
         // fields without entering and leaving it (~300 instructions).
