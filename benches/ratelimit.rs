@@ -110,7 +110,7 @@ fn request_from(ip: IpAddr) -> RequestInfo<'static> {
     RequestInfo {
         method: "GET",
         path: "/users/7",
-        peer: Some(ip),
+        client: Some(ip),
         header: &no_header,
     }
 }

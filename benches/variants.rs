@@ -228,7 +228,7 @@ pub fn run() {
         let info = opskit::ratelimit::RequestInfo {
             method: "GET",
             path: "/users/7",
-            peer: "203.0.113.9".parse().ok(),
+            client: "203.0.113.9".parse().ok(),
             header: &header,
         };
         let mut allowed = 0;

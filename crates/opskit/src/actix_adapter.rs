@@ -35,16 +35,22 @@ static BAGGAGE: actix_web::http::header::HeaderName =
 static X_FORWARDED_FOR: actix_web::http::header::HeaderName =
     actix_web::http::header::HeaderName::from_static("x-forwarded-for");
 
-/// A request header by a name the rate limiter asks for: the names it asks
-/// for on every request as parsed statics, as Actix parses a `&str` name
-/// into a new `HeaderName` (an allocation for a non-standard one) per lookup.
+/// A request header by a name the rate limiter's key asks for (a header
+/// key, a custom key function).
 fn header_by_name<'h>(h: &'h actix_web::http::header::HeaderMap, name: &str) -> Option<&'h [u8]> {
-    use actix_web::http::header::{ACCESS_CONTROL_REQUEST_METHOD, FORWARDED};
+    h.get(name).map(HeaderValue::as_bytes)
+}
+
+/// Every line of a forwarding header the trusted proxies set, in order: the
+/// names as parsed statics, as Actix parses a `&str` name into a new
+/// `HeaderName` (an allocation for a non-standard one) per lookup.
+fn header_lines<'h>(
+    h: &'h actix_web::http::header::HeaderMap,
+    name: &str,
+) -> impl DoubleEndedIterator<Item = &'h [u8]> {
     match name {
-        "x-forwarded-for" => h.get(&X_FORWARDED_FOR),
-        "forwarded" => h.get(FORWARDED),
-        "access-control-request-method" => h.get(ACCESS_CONTROL_REQUEST_METHOD),
-        other => h.get(other),
+        "forwarded" => h.get_all(actix_web::http::header::FORWARDED),
+        _ => h.get_all(&X_FORWARDED_FOR),
     }
     .map(HeaderValue::as_bytes)
 }
@@ -255,7 +261,12 @@ struct Captured {
     route: Option<String>,
     rmap: Rc<ResourceMap>,
     user_agent: Option<HeaderValue>,
+    /// Resolved through trusted proxies once, for the limiter and the logs.
     client: Option<IpAddr>,
+    peer: Option<IpAddr>,
+    /// The path Actix routes (escapes decoded), when it differs from the
+    /// path as sent: the route of an early answer is matched against it.
+    routed_path: Option<String>,
     https: bool,
     request_size: Option<u64>,
     /// Host, Accept, Content-Type: read only for error reports.
@@ -275,7 +286,9 @@ impl Captured {
     fn route_from<B>(&mut self, res: Option<&ServiceResponse<B>>) {
         self.route = match res {
             Some(res) => res.request().match_pattern(),
-            None => self.rmap.match_pattern(self.uri.path()),
+            None => self
+                .rmap
+                .match_pattern(self.routed_path.as_deref().unwrap_or(self.uri.path())),
         };
     }
 
@@ -296,6 +309,7 @@ impl Captured {
         );
         outcome.https = self.https;
         outcome.request_size = self.request_size;
+        outcome.peer = self.peer;
         outcome
     }
 }
@@ -400,6 +414,14 @@ where
             CorsDecision::None => Vec::new(),
         };
         let timeout = security.timeout();
+        let peer = req.peer_addr().map(|a| a.ip());
+        let client = shared
+            .headers
+            .proxies
+            .client(peer, |name| header_lines(req.headers(), name));
+        // Actix routes the path with its percent-escapes decoded (all but
+        // `%2F`, `%25`, `%2B`): route policies meet that path, not the one sent.
+        let routed_path = req.match_info().as_str();
         let captured = Captured {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -412,7 +434,9 @@ where
                 .headers()
                 .get(actix_web::http::header::USER_AGENT)
                 .cloned(),
-            client: req.peer_addr().map(|a| a.ip()),
+            client,
+            peer,
+            routed_path: (routed_path != req.path()).then(|| routed_path.to_owned()),
             https,
             request_size: req
                 .headers()
@@ -442,11 +466,12 @@ where
                     let header = |name: &str| header_by_name(h, name);
                     let info = crate::ratelimit::RequestInfo {
                         method: req.method().as_str(),
-                        path: req.path(),
-                        peer: captured.client,
+                        path: req.match_info().as_str(),
+                        client: captured.client,
                         header: &header,
                     };
-                    rate = limiter.check_memory(&info);
+                    // A refusal is logged under the request's span (its ids).
+                    rate = limiter.check_memory_for(&info, Some(&started.span));
                     rate.as_ref().is_some_and(|c| !c.decision.allowed)
                 } =>
             {
@@ -471,6 +496,7 @@ where
             done: false,
         };
         let service = self.service.clone();
+        let client = guard.captured.client;
         Box::pin(
             async move {
                 let mut error = None;
@@ -481,8 +507,8 @@ where
                             let header = |name: &str| header_by_name(h, name);
                             let info = crate::ratelimit::RequestInfo {
                                 method: req.method().as_str(),
-                                path: req.path(),
-                                peer: req.peer_addr().map(|a| a.ip()),
+                                path: req.match_info().as_str(),
+                                client,
                                 header: &header,
                             };
                             limiter.check(&info).await

@@ -120,7 +120,9 @@ struct Captured {
     #[cfg(feature = "axum")]
     route: Option<Route>,
     user_agent: Option<HeaderValue>,
+    /// Resolved through trusted proxies once, for the limiter and the logs.
     client: Option<IpAddr>,
+    peer: Option<IpAddr>,
     request_size: Option<u64>,
     /// Host, Accept, Content-Type: read only for error reports.
     #[cfg(feature = "sentry")]
@@ -148,6 +150,7 @@ impl Captured {
             report,
         );
         outcome.request_size = self.request_size;
+        outcome.peer = self.peer;
         outcome
     }
 }
@@ -286,6 +289,7 @@ impl<'a> Wanted<'a> {
     }
 }
 
+/// The socket peer's address.
 fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(ci) = req
@@ -379,13 +383,21 @@ where
             CorsDecision::Preflight(h) | CorsDecision::Actual(h) => h,
             CorsDecision::None => Vec::new(),
         };
+        let peer = client_ip(&req);
+        let client = shared.headers.proxies.client(peer, |name| {
+            req.headers()
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+        });
         let captured = Captured {
             method: req.method().clone(),
             uri: req.uri().clone(),
             #[cfg(feature = "axum")]
             route: req.extensions().get::<Route>().cloned(),
             user_agent: w.user_agent.cloned(),
-            client: client_ip(&req),
+            client,
+            peer,
             request_size: content_length.and_then(|v| v.to_str().ok()?.parse().ok()),
             #[cfg(feature = "sentry")]
             report_headers: [w.host.cloned(), w.accept.cloned(), w.content_type.cloned()],
@@ -406,13 +418,16 @@ where
             (None, Some(limiter)) => {
                 let h = req.headers();
                 let header = |name: &str| h.get(name).map(HeaderValue::as_bytes);
+                // Axum routes the path as sent (matchit), as does any
+                // tower router on `uri().path()`.
                 let info = crate::ratelimit::RequestInfo {
                     method: req.method().as_str(),
                     path: req.uri().path(),
-                    peer: captured.client,
+                    client: captured.client,
                     header: &header,
                 };
-                rate = limiter.check_memory(&info);
+                // A refusal is logged under the request's span (its ids).
+                rate = limiter.check_memory_for(&info, Some(&started.span));
                 rate.as_ref()
                     .filter(|c| !c.decision.allowed)
                     .map(|c| c.problem().to_response::<Vec<u8>>())
@@ -476,7 +491,7 @@ async fn limited_call<S, ReqB, ResB>(
     limiter: crate::ratelimit::Limiter,
     mut inner: S,
     req: Request<RequestBody<ReqB>>,
-    peer: Option<IpAddr>,
+    client: Option<IpAddr>,
     timeout: Option<std::time::Duration>,
 ) -> Box<dyn Any + Send>
 where
@@ -492,7 +507,7 @@ where
         let info = crate::ratelimit::RequestInfo {
             method: req.method().as_str(),
             path: req.uri().path(),
-            peer,
+            client,
             header: &header,
         };
         limiter.check(&info).await

@@ -68,8 +68,12 @@ pub struct Outcome<'a> {
     pub route: Option<&'a str>,
     /// The response status (499 when the client went away first).
     pub status: u16,
-    /// The client's address.
+    /// The client's address: the socket peer, or, behind trusted proxies,
+    /// the address they forwarded (`client.address`).
     pub client: Option<IpAddr>,
+    /// The socket peer (`network.peer.address`): a proxy's address when the
+    /// client is behind one.
+    pub peer: Option<IpAddr>,
     /// The `User-Agent` header.
     pub user_agent: Option<&'a str>,
     /// The client closed the connection before the response was ready.
@@ -116,6 +120,7 @@ impl<'a> Outcome<'a> {
             client,
             user_agent,
             aborted,
+            peer: None,
             host,
             accept,
             content_type,
@@ -135,6 +140,7 @@ impl<'a> Outcome<'a> {
             route: None,
             status: 200,
             client: None,
+            peer: None,
             user_agent: None,
             aborted: false,
             host: None,
@@ -368,6 +374,12 @@ impl Recorder {
             "request completed"
         };
         let client = outcome.client.map(IpText::new);
+        // The peer only when it is not the client (a proxy in between; the
+        // client is canonical: an IPv4-mapped peer is its IPv4 address).
+        let peer = outcome
+            .peer
+            .filter(|p| outcome.client != Some(p.to_canonical()))
+            .map(IpText::new);
         // The request span as the explicit parent: the line carries its
         // fields without entering and leaving it (~300 instructions).
         access_event!(
@@ -382,6 +394,7 @@ impl Recorder {
             http.route = outcome.route,
             http.response.status_code = u64::from(outcome.status),
             client.address = client.as_ref().map(IpText::as_str),
+            network.peer.address = peer.as_ref().map(IpText::as_str),
             user_agent.original = outcome.user_agent.map(|u| truncate(u, MAX_USER_AGENT)),
             duration_ms = (duration_ms * 1000.0).round() / 1000.0
         );
@@ -436,6 +449,12 @@ fn server_span(
         attributes.push(KeyValue::new(
             "client.address",
             IpText::new(client).as_str().to_owned(),
+        ));
+    }
+    if let Some(peer) = outcome.peer {
+        attributes.push(KeyValue::new(
+            "network.peer.address",
+            IpText::new(peer).as_str().to_owned(),
         ));
     }
     if let Some(ua) = outcome.user_agent {

@@ -51,6 +51,8 @@ pub(crate) struct PerResponse<'a> {
 pub(crate) struct Prepared<M: HeaderMapLike> {
     pub(crate) security: SecurityPolicy,
     pub(crate) limiter: Option<Limiter>,
+    /// Who the client is (the limiter's proxies, also when it limits nothing).
+    pub(crate) proxies: crate::ratelimit::TrustedProxies,
     pub(crate) request_id_header: M::Name,
     trace_response_header: Option<M::Name>,
     /// Name, value, and whether a handler's own value is kept.
@@ -136,6 +138,10 @@ impl<M: HeaderMapLike> Prepared<M> {
             csp_plain: csp(false),
             csp_https: csp(true),
             hsts: security.hsts(true).and_then(value_of::<M>),
+            proxies: limiter
+                .as_ref()
+                .map(|l| l.trusted_proxies().clone())
+                .unwrap_or_default(),
             limiter: limiter.filter(Limiter::is_active),
             template_plain: None,
             template_https: None,
@@ -585,7 +591,7 @@ mod tests {
         let info = RequestInfo {
             method: "GET",
             path: "/x",
-            peer: "192.0.2.1".parse().ok(),
+            client: "192.0.2.1".parse().ok(),
             header: &none,
         };
         let id = RequestId::generate();

@@ -1,6 +1,6 @@
 //! The client address behind trusted proxies, and IPv6 prefixes.
 
-use super::{ForwardedHeader, RequestInfo};
+use super::ForwardedHeader;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An address block: `10.0.0.0/8`, `fd00::/8`, or one address.
@@ -103,51 +103,96 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
     host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// The client: the socket peer, unless the peer is a trusted proxy; then the
-/// forwarding entries from the right, skipping trusted proxies, and the first
-/// untrusted one is the client. A malformed entry stops the walk (the client
-/// is then the last trusted hop seen); the left-most entry is never believed
-/// just for being there.
-pub(crate) fn client_ip(
-    info: &RequestInfo<'_>,
-    trusted: &[Cidr],
+/// Who the client of a request is: the socket peer, unless the peer is a
+/// trusted proxy (`OPSKIT_TRUSTED_PROXIES`); then the address its forwarding
+/// header (`OPSKIT_FORWARDED_HEADER`) names. Resolved once per request by
+/// the adapter; the rate limiter keys by it, the access log and the server
+/// span name it as `client.address`.
+///
+/// ```
+/// use opskit::ratelimit::{Cidr, ForwardedHeader, TrustedProxies};
+/// let proxies = TrustedProxies::new(vec![Cidr::parse("10.0.0.0/8").unwrap()], ForwardedHeader::XForwardedFor);
+/// // The proxy added a line of its own after the client's (spoofed) one:
+/// // both lines are one list, and the right-most untrusted entry is the client.
+/// let lines: [&[u8]; 2] = [b"6.6.6.6", b"203.0.113.5, 10.0.0.9"];
+/// let client = proxies.client("10.0.0.2".parse().ok(), |_name| lines);
+/// assert_eq!(client, "203.0.113.5".parse().ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxies {
+    cidrs: Vec<Cidr>,
     header: ForwardedHeader,
-) -> Option<IpAddr> {
-    let peer = canonical(info.peer?);
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    if !is_trusted(peer) {
-        return Some(peer);
+}
+
+impl Default for TrustedProxies {
+    /// No proxy is trusted: the peer is always the client.
+    fn default() -> Self {
+        Self::new(Vec::new(), ForwardedHeader::XForwardedFor)
     }
-    let raw = match header {
-        ForwardedHeader::XForwardedFor => (info.header)("x-forwarded-for"),
-        ForwardedHeader::Forwarded => (info.header)("forwarded"),
-    };
-    let Some(raw) = raw.and_then(|r| std::str::from_utf8(r).ok()) else {
-        return Some(peer);
-    };
-    let entries: Vec<&str> = match header {
-        ForwardedHeader::XForwardedFor => raw.split(',').collect(),
-        ForwardedHeader::Forwarded => raw
-            .split(',')
-            .map(|elem| {
-                elem.split(';')
-                    .filter_map(|kv| kv.split_once('='))
-                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
-                    .map_or("", |(_, v)| v)
-            })
-            .collect(),
-    };
-    let mut client = peer;
-    for entry in entries.iter().rev() {
-        let Some(ip) = parse_entry(entry).map(canonical) else {
-            break;
-        };
-        client = ip;
-        if !is_trusted(ip) {
-            break;
+}
+
+impl TrustedProxies {
+    /// Proxies in `cidrs`, which forward the client in `header`.
+    pub fn new(cidrs: Vec<Cidr>, header: ForwardedHeader) -> Self {
+        Self { cidrs, header }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.cidrs.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client of a request from `peer`. `lines` gives every field line
+    /// of the named header (`x-forwarded-for` or `forwarded`), in the order
+    /// received; it is called only when the peer is a trusted proxy.
+    ///
+    /// The lines are one comma-separated list (RFC 9110 §5.3: a proxy may add
+    /// a line rather than append to the client's). Its entries are walked
+    /// from the right, skipping trusted proxies; the first untrusted one is
+    /// the client. A malformed entry (or a line that is not UTF-8) stops the
+    /// walk, and the client is then the last trusted hop seen: the left-most
+    /// entry is never believed just for being there.
+    pub fn client<'h, L>(
+        &self,
+        peer: Option<IpAddr>,
+        lines: impl FnOnce(&'static str) -> L,
+    ) -> Option<IpAddr>
+    where
+        L: IntoIterator<Item = &'h [u8]>,
+        L::IntoIter: DoubleEndedIterator,
+    {
+        let peer = canonical(peer?);
+        if !self.is_trusted(peer) {
+            return Some(peer);
         }
+        let name = match self.header {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        };
+        let mut client = peer;
+        'walk: for line in lines(name).into_iter().rev() {
+            let Ok(line) = std::str::from_utf8(line) else {
+                break;
+            };
+            for element in line.rsplit(',') {
+                let entry = match self.header {
+                    ForwardedHeader::XForwardedFor => element,
+                    ForwardedHeader::Forwarded => element
+                        .split(';')
+                        .filter_map(|kv| kv.split_once('='))
+                        .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
+                        .map_or("", |(_, v)| v),
+                };
+                let Some(ip) = parse_entry(entry).map(canonical) else {
+                    break 'walk;
+                };
+                client = ip;
+                if !self.is_trusted(ip) {
+                    break 'walk;
+                }
+            }
+        }
+        Some(client)
     }
-    Some(client)
 }
 
 #[cfg(test)]
@@ -155,17 +200,52 @@ mod tests {
     use super::*;
 
     fn ip_of(peer: &str, xff: Option<&'static str>, trusted: &[&str]) -> IpAddr {
+        lines_of(peer, &xff.into_iter().collect::<Vec<_>>(), trusted)
+    }
+
+    fn lines_of(peer: &str, xff: &[&'static str], trusted: &[&str]) -> IpAddr {
         let trusted: Vec<Cidr> = trusted.iter().map(|c| Cidr::parse(c).unwrap()).collect();
-        let header = move |name: &str| -> Option<&[u8]> {
-            (name == "x-forwarded-for").then_some(xff?.as_bytes())
-        };
-        let info = RequestInfo {
-            method: "GET",
-            path: "/",
-            peer: peer.parse().ok(),
-            header: &header,
-        };
-        client_ip(&info, &trusted, ForwardedHeader::XForwardedFor).unwrap()
+        let proxies = TrustedProxies::new(trusted, ForwardedHeader::XForwardedFor);
+        proxies
+            .client(peer.parse().ok(), |name| {
+                assert_eq!(name, "x-forwarded-for");
+                xff.iter().map(|l| l.as_bytes())
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn several_lines_are_one_list_in_order() {
+        let t = ["10.0.0.0/8"];
+        // The client's own line first, the proxy's after it.
+        assert_eq!(
+            lines_of("10.0.0.2", &["6.6.6.6", "203.0.113.5"], &t).to_string(),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            lines_of("10.0.0.2", &["203.0.113.5", "6.6.6.6, 10.0.0.3"], &t).to_string(),
+            "6.6.6.6"
+        );
+        // Trusted hops are skipped across lines.
+        assert_eq!(
+            lines_of("10.0.0.2", &["203.0.113.5, 10.0.0.4", "10.0.0.3"], &t).to_string(),
+            "203.0.113.5"
+        );
+        // A malformed or empty line stops the walk where it stands.
+        assert_eq!(
+            lines_of("10.0.0.2", &["203.0.113.5", "", "10.0.0.3"], &t).to_string(),
+            "10.0.0.3"
+        );
+        let forwarded = TrustedProxies::new(
+            vec![Cidr::parse("10.0.0.0/8").unwrap()],
+            ForwardedHeader::Forwarded,
+        );
+        let lines: [&[u8]; 2] = [b"for=6.6.6.6;proto=https", b"for=\"[2001:db8::1]:443\""];
+        let client = forwarded.client("10.0.0.2".parse().ok(), |name| {
+            assert_eq!(name, "forwarded");
+            lines
+        });
+        assert_eq!(client.unwrap().to_string(), "2001:db8::1");
     }
 
     #[test]

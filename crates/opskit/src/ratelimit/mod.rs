@@ -12,8 +12,8 @@
 //! let mut settings = LimitSettings::default();
 //! settings.default = Some(Quota::parse("2/1m").unwrap());
 //! let limiter = Limiter::new(settings);
-//! let peer = "203.0.113.9".parse().ok();
-//! let info = RequestInfo { method: "GET", path: "/", peer, header: &|_| None };
+//! let client = "203.0.113.9".parse().ok();
+//! let info = RequestInfo { method: "GET", path: "/", client, header: &|_| None };
 //! assert!(limiter.check_memory(&info).unwrap().decision.allowed);
 //! assert!(limiter.check_memory(&info).unwrap().decision.allowed);
 //! assert!(!limiter.check_memory(&info).unwrap().decision.allowed);
@@ -25,7 +25,7 @@ mod ip;
 mod redis_store;
 
 pub use gcra::{Decision, Quota};
-pub use ip::Cidr;
+pub use ip::{Cidr, TrustedProxies};
 
 use crate::decimal;
 use bytes::Bytes;
@@ -99,7 +99,7 @@ pub struct LimitSettings {
     pub exempt: Vec<String>,
     /// What a key is.
     pub key_by: KeyBy,
-    /// Proxies whose forwarding headers are believed.
+    /// Proxies whose forwarding headers are believed (see [`TrustedProxies`]).
     pub trusted_proxies: Vec<Cidr>,
     /// Which forwarding header they set.
     pub forwarded_header: ForwardedHeader,
@@ -140,10 +140,15 @@ impl Default for LimitSettings {
 pub struct RequestInfo<'a> {
     /// The method.
     pub method: &'a str,
-    /// The path, without the query.
+    /// The path as the framework's router matches it, without the query:
+    /// route policies must meet the route the request reaches, whatever its
+    /// spelling. Axum (matchit) matches the path as sent; Actix first decodes
+    /// every percent-escape except `%2F`, `%25` and `%2B` (its
+    /// `match_info().as_str()`), so `/%75sers/1` is `/users/1` there.
     pub path: &'a str,
-    /// The socket peer.
-    pub peer: Option<IpAddr>,
+    /// The client address: the socket peer, or, behind trusted proxies, the
+    /// address they forwarded ([`TrustedProxies::client`]).
+    pub client: Option<IpAddr>,
     /// Header lookup by lower-case name.
     pub header: &'a (dyn Fn(&str) -> Option<&'a [u8]> + Sync),
 }
@@ -153,6 +158,7 @@ impl std::fmt::Debug for RequestInfo<'_> {
         f.debug_struct("RequestInfo")
             .field("method", &self.method)
             .field("path", &self.path)
+            .field("client", &self.client)
             .finish_non_exhaustive()
     }
 }
@@ -267,6 +273,8 @@ pub struct Limiter {
 
 struct Inner {
     settings: LimitSettings,
+    /// Who the client is, from `settings`' proxies.
+    proxies: TrustedProxies,
     /// Whether any policy has a quota.
     active: bool,
     /// Policy names: `default`, then each route's pattern.
@@ -357,6 +365,10 @@ impl Limiter {
                 epoch: Instant::now(),
                 #[cfg(feature = "redis")]
                 redis,
+                proxies: TrustedProxies::new(
+                    settings.trusted_proxies.clone(),
+                    settings.forwarded_header,
+                ),
                 settings,
             }),
         }
@@ -378,6 +390,12 @@ impl Limiter {
     /// Also send the legacy `X-RateLimit-*` headers.
     pub fn legacy_headers(&self) -> bool {
         self.inner.settings.legacy_headers
+    }
+
+    /// Who the client of a request is: the proxies of these settings. The
+    /// adapters resolve it once per request, for the limiter and the logs.
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.inner.proxies
     }
 
     /// Keys held in memory now.
@@ -422,11 +440,9 @@ impl Limiter {
             KeyBy::Header(h) => (info.header)(h).map(ClientKey::Header),
             KeyBy::Custom(f) => f(info).map(ClientKey::Custom),
         };
-        custom.unwrap_or_else(|| {
-            match ip::client_ip(info, &s.trusted_proxies, s.forwarded_header) {
-                Some(ip) => ClientKey::Ip(ip::masked(ip, s.ipv6_prefix)),
-                None => ClientKey::Unknown,
-            }
+        custom.unwrap_or_else(|| match info.client {
+            Some(ip) => ClientKey::Ip(ip::masked(ip, s.ipv6_prefix)),
+            None => ClientKey::Unknown,
         })
     }
 
@@ -435,18 +451,27 @@ impl Limiter {
     }
 
     /// The policy (index and quota) and client key a request is decided by;
-    /// `None` when it is not limited (exempt, or a CORS preflight, which never
-    /// counts against the quota).
+    /// `None` when it is not limited (exempt). A CORS preflight that opskit's
+    /// CORS answers never gets here (the adapters answer it first); any other
+    /// `OPTIONS` reaches a handler and counts like every request.
     fn target<'a>(&self, info: &RequestInfo<'a>) -> Option<(usize, Quota, ClientKey<'a>)> {
-        if info.method == "OPTIONS" && (info.header)("access-control-request-method").is_some() {
-            return None;
-        }
         let (index, quota) = self.policy_index(info.path)?;
         Some((index, quota, self.client_key(info)))
     }
 
     /// Decides in memory (Redis is not consulted). `None`: not limited.
     pub fn check_memory(&self, info: &RequestInfo<'_>) -> Option<Checked> {
+        self.check_memory_for(info, None)
+    }
+
+    /// [`check_memory`](Self::check_memory) for a request whose log span
+    /// (`request_id`, `trace_id`, `span_id`) is not entered yet: a refusal
+    /// is logged under `request`, without entering it for every decision.
+    pub(crate) fn check_memory_for(
+        &self,
+        info: &RequestInfo<'_>,
+        request: Option<&tracing::Span>,
+    ) -> Option<Checked> {
         let (index, quota, key) = self.target(info)?;
         let hash = key.memory_hash(index, &self.inner.hasher);
         let decision = self.inner.memory.decide(hash, &quota, self.now_us());
@@ -457,7 +482,7 @@ impl Limiter {
             store_failed: false,
             fields: self.inner.fields[index].clone(),
         };
-        self.record(index, &checked, &key);
+        self.record(index, &checked, &key, request);
         Some(checked)
     }
 
@@ -492,13 +517,21 @@ impl Limiter {
                     }
                 }
             };
-            self.record(index, &checked, &key);
+            self.record(index, &checked, &key, None);
             return Some(checked);
         }
         self.check_memory(info)
     }
 
-    fn record(&self, index: usize, c: &Checked, key: &ClientKey<'_>) {
+    /// Counts the decision; logs a refusal under `request`, else under the
+    /// current span.
+    fn record(
+        &self,
+        index: usize,
+        c: &Checked,
+        key: &ClientKey<'_>,
+        request: Option<&tracing::Span>,
+    ) {
         let slot = match (c.decision.allowed, c.store_failed) {
             (true, false) => 0,
             (false, false) => 1,
@@ -507,7 +540,9 @@ impl Limiter {
         };
         self.inner.counters[index][slot].increment(1);
         if !c.decision.allowed && !c.store_failed {
+            let parent = request.map_or_else(|| tracing::Span::current().id(), tracing::Span::id);
             tracing::warn!(
+                parent: parent,
                 rate_limit.policy = &*c.policy,
                 rate_limit.key_hash = format!("{:016x}", self.inner.hasher.hash_one(key)),
                 retry_after_ms = c.decision.reset_us / 1000,
@@ -716,7 +751,7 @@ mod tests {
         RequestInfo {
             method: "GET",
             path,
-            peer: peer.parse().ok(),
+            client: peer.parse().ok(),
             header,
         }
     }
