@@ -217,6 +217,8 @@ impl Entry {
                 )),
             };
         let duration = started.elapsed();
+        // The message reaches the log and `/health`: a URL in it keeps no credentials.
+        let result = result.map_err(|m| crate::redact_urls(&m).into_owned());
         let (status, message) = match result {
             Ok(()) => (Status::Pass, None),
             Err(m) if self.check.critical => (Status::Fail, Some(m)),
