@@ -99,7 +99,9 @@ fn credentials_in_urls_reach_no_output(kind: Kind) {
     assert_eq!(s.get("/readyz").unwrap().status, 503);
     let health = s.get("/health").unwrap().text();
     let metrics = s.get("/metrics").unwrap().text();
-    assert!(!sentry.wait_for_events(1, Duration::from_secs(10)).is_empty());
+    assert!(!sentry
+        .wait_for_events(1, Duration::from_secs(10))
+        .is_empty());
     assert!(
         otlp.wait_for(Duration::from_secs(10), |p| p.path == "/v1/traces")
             .is_some(),
@@ -160,14 +162,26 @@ const SENTINELS: &[(&str, &str, Option<&str>)] = &[
         Some("item 2"),
     ),
     ("OPSKIT_RATE_LIMIT_KEY", "header:Sentinel Key", None),
-    ("OPSKIT_METRICS_BUCKETS", "0.1,SentinelBucket", Some("item 2")),
+    (
+        "OPSKIT_METRICS_BUCKETS",
+        "0.1,SentinelBucket",
+        Some("item 2"),
+    ),
     (
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "ftp://user:SentinelOtlp@collector/",
         None,
     ),
-    ("OTEL_RESOURCE_ATTRIBUTES", "a=b,SentinelRes", Some("item 2")),
-    ("OTEL_PROPAGATORS", "tracecontext,SentinelProp", Some("item 2")),
+    (
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "a=b,SentinelRes",
+        Some("item 2"),
+    ),
+    (
+        "OTEL_PROPAGATORS",
+        "tracecontext,SentinelProp",
+        Some("item 2"),
+    ),
     ("OTEL_TRACES_SAMPLER", "SentinelSampler", None),
     (
         "OPSKIT_PERMISSIONS_POLICY",
@@ -182,7 +196,11 @@ const SENTINELS: &[(&str, &str, Option<&str>)] = &[
     ("OPSKIT_BODY_LIMIT", "1SentinelUnit", None),
     ("OPSKIT_METRICS_ADDR", "SentinelAddr:9464", None),
     ("SENTRY_DSN", "https://SentinelDsn.example/42", None),
-    ("OPSKIT_RATE_LIMIT_REDIS_URL", "http://:SentinelRedis@h/", None),
+    (
+        "OPSKIT_RATE_LIMIT_REDIS_URL",
+        "http://:SentinelRedis@h/",
+        None,
+    ),
     ("APP_SECRET", "SentinelShortSecret", None),
     ("APP_SLOW_MAX_MS", "SentinelSlow", None),
     ("APP_DATABASE_URL", "mysql://u:SentinelDb@db/app", None),

@@ -148,11 +148,23 @@ mod tests {
     fn credentials_are_hidden_and_the_rest_kept() {
         for (given, shown) in [
             ("http://u:p@h:4318", "http://[REDACTED]@h:4318"),
-            ("http://u:p@h:4318/v1/traces", "http://[REDACTED]@h:4318/v1/traces"),
-            ("redis://:pw@127.0.0.1:6379/0", "redis://[REDACTED]@127.0.0.1:6379/0"),
+            (
+                "http://u:p@h:4318/v1/traces",
+                "http://[REDACTED]@h:4318/v1/traces",
+            ),
+            (
+                "redis://:pw@127.0.0.1:6379/0",
+                "redis://[REDACTED]@127.0.0.1:6379/0",
+            ),
             ("rediss://user@h", "rediss://[REDACTED]@h"),
-            ("postgres://u:p@db/app?sslmode=require&password=x", "postgres://[REDACTED]@db/app?[REDACTED]"),
-            ("https://h/api/42/envelope/?sentry_key=k#frag", "https://h/api/42/envelope/?[REDACTED]#frag"),
+            (
+                "postgres://u:p@db/app?sslmode=require&password=x",
+                "postgres://[REDACTED]@db/app?[REDACTED]",
+            ),
+            (
+                "https://h/api/42/envelope/?sentry_key=k#frag",
+                "https://h/api/42/envelope/?[REDACTED]#frag",
+            ),
             // The last `@` of the authority ends the userinfo, as parsers read it.
             ("http://a@b:c@h/x@y", "http://[REDACTED]@h/x@y"),
             ("http://u:p@h?q", "http://[REDACTED]@h?[REDACTED]"),
@@ -161,7 +173,10 @@ mod tests {
                 "invalid URI http://u:p@h:1/v1/traces. Reason x; then grpc://k@g",
                 "invalid URI http://[REDACTED]@h:1/v1/traces. Reason x; then grpc://[REDACTED]@g",
             ),
-            ("\"http://u:p@h\" and 'ftp://a@b'", "\"http://[REDACTED]@h\" and 'ftp://[REDACTED]@b'"),
+            (
+                "\"http://u:p@h\" and 'ftp://a@b'",
+                "\"http://[REDACTED]@h\" and 'ftp://[REDACTED]@b'",
+            ),
             ("é http://ü:ö@h é", "é http://[REDACTED]@h é"),
         ] {
             assert_eq!(redact_urls(given), shown, "{given}");

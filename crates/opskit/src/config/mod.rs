@@ -307,7 +307,11 @@ mod tests {
         r.push("A", "a number", "`sentinelvalue` is not a number");
         r.push("A", "a number", "`SentinelVal…` is not a number");
         r.push("A", "a number", "the value is not a number");
-        r.push("B", "levels: error, warn, info", "level 2 is not one of error, warn, info");
+        r.push(
+            "B",
+            "levels: error, warn, info",
+            "level 2 is not one of error, warn, info",
+        );
         r.push("B", "levels: error, warn, info", "`verbose` is not a level");
         r.push("APP_*", "a consistent set", "hunter2hunter2 conflicts");
         r.push("UNSET", "anything", "the variable is required but not set");

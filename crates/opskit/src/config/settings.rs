@@ -1656,8 +1656,7 @@ mod tests {
         ];
         for spec in VARS {
             for value in bad {
-                let Err(report) = Settings::from_env(&Env::from_pairs([(spec.name, value)]))
-                else {
+                let Err(report) = Settings::from_env(&Env::from_pairs([(spec.name, value)])) else {
                     continue;
                 };
                 let text = report.to_string();
