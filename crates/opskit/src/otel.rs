@@ -239,6 +239,24 @@ mod export {
         }
     }
 
+    /// Registers the counters of an exported signal at 0, so that every
+    /// series exists from start-up (one born with its first increment
+    /// hides that increment from `rate()`): the exports by outcome, and
+    /// for traces the spans exported and dropped.
+    fn zero_counters(signal: &'static str) {
+        for outcome in ["sent", "failed"] {
+            metrics::counter!("opskit_otlp_exports_total", "signal" => signal, "outcome" => outcome)
+                .increment(0);
+        }
+        if signal == "traces" {
+            metrics::counter!("opskit_otlp_spans_exported_total").increment(0);
+            for reason in ["queue_full", "export_failed"] {
+                metrics::counter!("opskit_otlp_spans_dropped_total", "reason" => reason)
+                    .increment(0);
+            }
+        }
+    }
+
     fn count_export(signal: &'static str, ok: bool) {
         let outcome = if ok { "sent" } else { "failed" };
         metrics::counter!("opskit_otlp_exports_total", "signal" => signal, "outcome" => outcome)
@@ -576,6 +594,10 @@ mod export {
                     .with_description("Number of active HTTP server requests.")
                     .build(),
             };
+            // Metric exports are counted by the HTTP client only.
+            if target.protocol != Protocol::Grpc {
+                zero_counters("metrics");
+            }
             tracing::info!(endpoint = %crate::redact_urls(&target.url), protocol = target.protocol.name(), interval_ms = settings.metric_export_interval.as_millis() as u64, "exporting metrics over OTLP");
             Some((Self { provider }, instruments))
         }
@@ -778,6 +800,7 @@ mod export {
                 .with_resource(resource)
                 .build();
             opentelemetry::global::set_tracer_provider(provider.clone());
+            zero_counters("traces");
             tracing::info!(endpoint = %crate::redact_urls(&target.url), protocol = target.protocol.name(), sampler_ratio = settings.sampler.ratio, parent_based = settings.sampler.parent_based, "exporting spans over OTLP");
             Some(Self { provider, sink })
         }
