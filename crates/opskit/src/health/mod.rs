@@ -671,4 +671,18 @@ mod tests {
             .await;
         assert_eq!(wrong.body, r#"{"status":"warn"}"#);
     }
+
+    #[tokio::test]
+    async fn a_url_in_a_check_message_keeps_no_credentials() {
+        let h = ready_health();
+        h.register(Check::new("api", || async {
+            Err("cannot reach http://svc:hunter2@api.internal/ping?token=t0k".to_owned())
+        }));
+        let report = h.respond(Probe::Report, None, None, None).await;
+        let v: Value = serde_json::from_str(&report.body).unwrap();
+        assert_eq!(
+            v["checks"]["api"]["message"],
+            "cannot reach http://[REDACTED]@api.internal/ping?[REDACTED]"
+        );
+    }
 }
