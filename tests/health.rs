@@ -15,6 +15,7 @@ opskit_conformance::conformance!(
     health_detail_needs_the_token_and_paths_take_a_prefix,
     a_dependency_going_down_fails_readiness_not_liveness,
     sigterm_turns_readiness_at_once_and_drops_no_accepted_request,
+    an_unknown_check_gets_a_fixed_problem_body,
 );
 
 /// Polls `path` until it answers `status` (or 10 s pass); returns the last status.
@@ -221,4 +222,35 @@ fn sigterm_turns_readiness_at_once_and_drops_no_accepted_request(kind: Kind) {
         ok.load(Ordering::Relaxed) > before,
         "requests were served during the delay"
     );
+}
+
+/// `/{probe}/{name}` for a name no check has: a fixed RFC 9457 body that
+/// does not reflect the name, whatever it holds.
+fn an_unknown_check_gets_a_fixed_problem_body(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let mut bodies = Vec::new();
+    for path in [
+        "/livez/SentinelName",
+        "/readyz/%3Cscript%3ESentinelXss%3C%2Fscript%3E",
+        "/startupz/Sentinel%0d%0aSet-Cookie:%20x=1",
+    ] {
+        let r = s.get(path).unwrap();
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{path}"
+        );
+        let body = r.text();
+        assert!(!body.to_lowercase().contains("sentinel"), "{path}: {body}");
+        assert!(r.header("set-cookie").is_none(), "{path}");
+        let v = r.json();
+        assert_eq!(
+            (v["status"].as_u64(), v["title"].as_str()),
+            (Some(404), Some("Not Found"))
+        );
+        bodies.push(body);
+    }
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "one fixed body: {bodies:?}");
 }

@@ -2,7 +2,7 @@
 //! never logged, panics logged with the request id — the same in both starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{Kind, Starter};
+use opskit_conformance::{Kind, OtlpReceiver, Starter};
 use serde_json::Value;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ opskit_conformance::conformance!(
     refused_and_timed_out_requests_keep_their_route,
     successful_probes_are_not_logged,
     pretty_format_for_development,
+    a_utf8_user_agent_is_kept_and_cut_at_a_character_boundary,
 );
 
 /// The JSON lines the starter wrote, waiting up to 10 s (a slow CI machine)
@@ -310,4 +311,48 @@ fn log_crate_records_are_captured() {
     assert!(lines
         .iter()
         .any(|v| v["target"] == "actix_server::builder" && v["level"] == "INFO"));
+}
+
+/// A User-Agent with UTF-8 (RFC 9110 allows obs-text; browsers and bots send
+/// it) is logged, and one past the 512-byte limit is cut at a character
+/// boundary — on the access line and on the span alike.
+fn a_utf8_user_agent_is_kept_and_cut_at_a_character_boundary(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let utf8 = "Mozilla/5.0 (X11; Linux) Gecko Firefox/120.0 Ünïcødé 漢字 ✓";
+    // Byte 512 falls inside the first `é` (bytes 511 and 512).
+    let long = format!("{}{}", "a".repeat(511), "é".repeat(50));
+    for (id, ua, logged) in [
+        ("ua-utf8", utf8.to_owned(), utf8.to_owned()),
+        ("ua-long", long, "a".repeat(511)),
+    ] {
+        let r = s
+            .request(
+                "GET",
+                "/users/7",
+                &[("x-request-id", id), ("user-agent", &ua)],
+                b"",
+            )
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let lines = json_lines(&s, |l| !access_lines_for(l, id).is_empty());
+        let access = access_lines_for(&lines, id);
+        assert_eq!(access.len(), 1, "{access:?}");
+        assert_eq!(access[0]["user_agent.original"], logged.as_str(), "{id}");
+        let trace_id = access[0]["trace_id"].as_str().unwrap();
+        let span = receiver
+            .wait_for_span(Duration::from_secs(10), |sp| sp.trace_id() == trace_id)
+            .unwrap_or_else(|| panic!("no span for {id}"));
+        assert_eq!(
+            span.attr("user_agent.original").as_deref(),
+            Some(logged.as_str()),
+            "{id}"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use opskit_conformance::{
-    free_port, pipelined_gets, promtool_check_metrics, request, Kind, Prometheus, Starter,
+    free_port, pipelined_gets, promtool_check_metrics, request, Kind, OtlpReceiver, Prometheus,
+    Redis, SentryReceiver, Starter,
 };
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ opskit_conformance::conformance!(
     the_token_protects_metrics,
     metrics_can_have_a_port_of_their_own,
     a_real_prometheus_computes_p95_and_the_error_rate,
+    every_opskit_counter_is_described_and_present_from_start_up,
 );
 
 /// The distinct label sets of the request-duration histogram.
@@ -299,5 +301,116 @@ fn alert_rules_pass_promtool() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// The value of the series `series` (name and labels as rendered), if present.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// With every optional part on (OTLP export, Sentry, a Redis-backed rate
+/// limit), `/metrics` passes `promtool check metrics` from the first scrape
+/// on and after traffic; every opskit family has HELP and TYPE lines; every
+/// opskit counter is there at start-up, at 0 where nothing happened yet.
+fn every_opskit_counter_is_described_and_present_from_start_up(kind: Kind) {
+    let otlp = OtlpReceiver::start();
+    let sentry = SentryReceiver::start();
+    let redis = Redis::start();
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("SENTRY_DSN", &sentry.dsn()),
+            ("OPSKIT_RATE_LIMIT", "1000/1m"),
+            ("OPSKIT_RATE_LIMIT_ROUTES", "/users/*=500/1m"),
+            ("OPSKIT_RATE_LIMIT_REDIS_URL", &redis.url()),
+        ],
+    );
+    let first = s.get("/metrics").unwrap().text();
+    promtool_check_metrics(&first).unwrap_or_else(|e| panic!("promtool: {e}\n{first}"));
+    let zero = [
+        "opskit_otlp_spans_dropped_total{reason=\"queue_full\"}",
+        "opskit_otlp_spans_dropped_total{reason=\"export_failed\"}",
+        "opskit_otlp_exports_total{signal=\"traces\",outcome=\"failed\"}",
+        "opskit_otlp_exports_total{signal=\"metrics\",outcome=\"failed\"}",
+        "opskit_error_reports_total{outcome=\"sent\"}",
+        "opskit_error_reports_total{outcome=\"failed\"}",
+        "opskit_error_reports_total{outcome=\"dropped\"}",
+        "opskit_log_lines_dropped_total",
+        "opskit_metrics_overflow_total",
+        "opskit_rate_limit_decisions_total{policy=\"default\",decision=\"rejected\"}",
+        "opskit_rate_limit_decisions_total{policy=\"/users/*\",decision=\"rejected\"}",
+        "opskit_rate_limit_decisions_total{policy=\"/users/*\",decision=\"allowed_store_failed\"}",
+    ];
+    // Counted as they happen (an export may already have run): present is enough.
+    let present = [
+        "opskit_otlp_spans_exported_total",
+        "opskit_otlp_exports_total{signal=\"traces\",outcome=\"sent\"}",
+        "opskit_otlp_exports_total{signal=\"metrics\",outcome=\"sent\"}",
+        "opskit_rate_limit_decisions_total{policy=\"/users/*\",decision=\"allowed\"}",
+    ];
+    for series in zero {
+        assert_eq!(
+            series_value(&first, series),
+            Some(0.0),
+            "{series} in\n{first}"
+        );
+    }
+    for series in present {
+        assert!(
+            series_value(&first, series).is_some(),
+            "no {series} in\n{first}"
+        );
+    }
+
+    // Traffic, an error report and span exports: still lint-clean, and
+    // every opskit family (and the HTTP ones) is described.
+    for path in ["/users/1", "/users/2", "/demo/error", "/nowhere"] {
+        s.get(path).unwrap();
+    }
+    assert!(!sentry
+        .wait_for_events(1, Duration::from_secs(10))
+        .is_empty());
+    assert!(otlp
+        .wait_for(Duration::from_secs(10), |p| p.path == "/v1/traces")
+        .is_some());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = s.get("/metrics").unwrap().text();
+        let exported = series_value(&text, "opskit_otlp_spans_exported_total").unwrap_or(0.0);
+        if exported > 0.0 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    promtool_check_metrics(&text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
+    let families: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .filter(|n| n.starts_with("opskit_") || n.starts_with("http_server_"))
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n)
+        })
+        .collect();
+    assert!(
+        families.contains("opskit_otlp_spans_exported_total"),
+        "{text}"
+    );
+    for family in families {
+        for kind in ["HELP", "TYPE"] {
+            assert!(
+                text.contains(&format!("# {kind} {family} ")),
+                "no {kind} for {family} in\n{text}"
+            );
+        }
     }
 }

@@ -292,8 +292,9 @@ fn bad_security_settings_are_config_errors(kind: Kind) {
         Duration::from_secs(20),
     );
     assert_eq!(status.code(), Some(opskit::EXIT_CONFIG));
+    // The bad directive is named by its position, never quoted.
     assert!(
-        err.contains("OPSKIT_CSP:") && err.contains("Script_Src"),
+        err.contains("OPSKIT_CSP:") && err.contains("directive 2") && !err.contains("Script_Src"),
         "{err}"
     );
     assert!(

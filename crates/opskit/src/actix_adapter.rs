@@ -303,7 +303,9 @@ impl Captured {
             self.route.as_deref(),
             status,
             self.client,
-            self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            self.user_agent
+                .as_ref()
+                .and_then(|v| crate::recorder::header_text(v.as_bytes())),
             aborted,
             report,
         );

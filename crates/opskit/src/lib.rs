@@ -35,7 +35,7 @@ pub use config::AppConfig;
 pub use ops::{init, Builder, InitError, Ops, ServiceInfo, EXIT_CONFIG, EXIT_SOFTWARE};
 pub use problem::Problem;
 pub use request_id::RequestId;
-pub use secret::Secret;
+pub use secret::{redact_urls, Secret};
 pub use shutdown::Shutdown;
 /// The URL type for configuration fields (`url::Url`, with serde).
 pub use url::Url;

@@ -364,6 +364,9 @@ impl HttpMetrics {
         settings: &MetricsSettings,
         #[cfg(otlp)] otel: Option<crate::otel::OtelInstruments>,
     ) -> Self {
+        // At 0 from start-up: a series born with its first increment hides
+        // that increment from `rate()` and `increase()`.
+        metrics::counter!(OVERFLOW).increment(0);
         Self {
             inner: Arc::new(Inner {
                 max_series: settings.max_series,
@@ -537,6 +540,14 @@ pub fn describe() {
     metrics::describe_counter!(
         "opskit_otlp_exports_total",
         "OTLP exports by signal and outcome: sent, failed."
+    );
+    metrics::describe_counter!(
+        "opskit_otlp_spans_exported_total",
+        "Spans exported over OTLP."
+    );
+    metrics::describe_counter!(
+        "opskit_otlp_spans_dropped_total",
+        "Spans lost before export, by reason: queue_full (OTEL_BSP_MAX_QUEUE_SIZE reached), export_failed."
     );
     metrics::describe_counter!(
         "opskit_error_reports_total",

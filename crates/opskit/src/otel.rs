@@ -234,7 +234,25 @@ mod export {
             let Ok(mut last) = self.0.lock() else { return };
             if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                 *last = Some(Instant::now());
-                tracing::warn!(signal, reason, "OTLP export failed (counted in opskit_otlp_exports_total; next warning in a minute at the earliest)");
+                tracing::warn!(signal, reason = %crate::redact_urls(reason), "OTLP export failed (counted in opskit_otlp_exports_total; next warning in a minute at the earliest)");
+            }
+        }
+    }
+
+    /// Registers the counters of an exported signal at 0, so that every
+    /// series exists from start-up (one born with its first increment
+    /// hides that increment from `rate()`): the exports by outcome, and
+    /// for traces the spans exported and dropped.
+    fn zero_counters(signal: &'static str) {
+        for outcome in ["sent", "failed"] {
+            metrics::counter!("opskit_otlp_exports_total", "signal" => signal, "outcome" => outcome)
+                .increment(0);
+        }
+        if signal == "traces" {
+            metrics::counter!("opskit_otlp_spans_exported_total").increment(0);
+            for reason in ["queue_full", "export_failed"] {
+                metrics::counter!("opskit_otlp_spans_dropped_total", "reason" => reason)
+                    .increment(0);
             }
         }
     }
@@ -538,7 +556,7 @@ mod export {
             let exporter = match transport.metric_exporter(target) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot build the OTLP metric exporter; metrics are not pushed");
+                    tracing::error!(error = %crate::redact_urls(&e), "cannot build the OTLP metric exporter; metrics are not pushed");
                     return None;
                 }
             };
@@ -576,14 +594,18 @@ mod export {
                     .with_description("Number of active HTTP server requests.")
                     .build(),
             };
-            tracing::info!(endpoint = %target.url, protocol = target.protocol.name(), interval_ms = settings.metric_export_interval.as_millis() as u64, "exporting metrics over OTLP");
+            // Metric exports are counted by the HTTP client only.
+            if target.protocol != Protocol::Grpc {
+                zero_counters("metrics");
+            }
+            tracing::info!(endpoint = %crate::redact_urls(&target.url), protocol = target.protocol.name(), interval_ms = settings.metric_export_interval.as_millis() as u64, "exporting metrics over OTLP");
             Some((Self { provider }, instruments))
         }
 
         /// Exports what is pending and stops.
         pub(crate) fn shutdown(&self) {
             if let Err(e) = self.provider.shutdown() {
-                tracing::warn!(error = %e, "the last OTLP metric export failed");
+                tracing::warn!(error = %crate::redact_urls(&e.to_string()), "the last OTLP metric export failed");
             }
         }
     }
@@ -766,7 +788,7 @@ mod export {
             let exporter = match transport.span_exporter(target) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot build the OTLP span exporter; spans are not exported");
+                    tracing::error!(error = %crate::redact_urls(&e), "cannot build the OTLP span exporter; spans are not exported");
                     return None;
                 }
             };
@@ -778,7 +800,8 @@ mod export {
                 .with_resource(resource)
                 .build();
             opentelemetry::global::set_tracer_provider(provider.clone());
-            tracing::info!(endpoint = %target.url, protocol = target.protocol.name(), sampler_ratio = settings.sampler.ratio, parent_based = settings.sampler.parent_based, "exporting spans over OTLP");
+            zero_counters("traces");
+            tracing::info!(endpoint = %crate::redact_urls(&target.url), protocol = target.protocol.name(), sampler_ratio = settings.sampler.ratio, parent_based = settings.sampler.parent_based, "exporting spans over OTLP");
             Some(Self { provider, sink })
         }
 
@@ -795,7 +818,7 @@ mod export {
         /// Exports what is pending and stops.
         pub(crate) fn shutdown(&self) {
             if let Err(e) = self.provider.shutdown() {
-                tracing::warn!(error = %e, "the last OTLP span export failed");
+                tracing::warn!(error = %crate::redact_urls(&e.to_string()), "the last OTLP span export failed");
             }
         }
     }

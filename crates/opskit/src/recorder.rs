@@ -172,6 +172,19 @@ pub fn known_method(method: &str) -> Option<&'static str> {
     })
 }
 
+/// A header value as text for the log and the span: its valid UTF-8 (RFC
+/// 9110 lets a value carry bytes beyond ASCII, and clients send UTF-8 in
+/// `User-Agent`), up to the first byte that is not; `None` when that leaves
+/// nothing. `HeaderValue::to_str` refuses anything beyond visible ASCII.
+pub fn header_text(value: &[u8]) -> Option<&str> {
+    let text = match std::str::from_utf8(value) {
+        Ok(text) => text,
+        // The prefix up to `valid_up_to` is valid UTF-8 by definition.
+        Err(e) => std::str::from_utf8(&value[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    Some(text).filter(|t| !t.is_empty())
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -707,6 +720,17 @@ impl Default for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_text_keeps_utf8_and_stops_at_a_bad_byte() {
+        assert_eq!(header_text(b"curl/8"), Some("curl/8"));
+        assert_eq!(header_text("Ünïcødé 漢字".as_bytes()), Some("Ünïcødé 漢字"));
+        assert_eq!(header_text(b"caf\xe9 au lait"), Some("caf"));
+        assert_eq!(header_text(b"\xff"), None);
+        assert_eq!(header_text(b""), None);
+        let long = format!("{}{}", "a".repeat(511), "é".repeat(50));
+        assert_eq!(truncate(&long, MAX_USER_AGENT), "a".repeat(511));
+    }
 
     /// Repeated attribute values are shared; the set empties when full.
     #[cfg(otlp)]

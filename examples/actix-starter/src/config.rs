@@ -55,7 +55,10 @@ impl Config {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let mut response = request.call().map_err(|e| e.to_string())?;
+        // An error may quote the URL: its credentials stay out of the log.
+        let mut response = request
+            .call()
+            .map_err(|e| opskit::redact_urls(&e.to_string()).into_owned())?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()

@@ -234,7 +234,10 @@ fn load<C: AppConfig>(env: &Env) -> Result<C, ConfigReport> {
     }
     match parsed {
         Some(config) if report.is_empty() => Ok(config),
-        _ => Err(report),
+        _ => {
+            report.withhold_values(env);
+            Err(report)
+        }
     }
 }
 
@@ -387,6 +390,51 @@ mod tests {
         let r = Strict::from_env(&env).unwrap_err();
         assert_eq!(vars(&r), ["APP_URL"]);
         assert!(!r.to_string().contains("hunter2"));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Fast,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Loose {
+        mode: Option<Mode>,
+        ports: Option<Vec<u16>>,
+        flag: Option<bool>,
+        name: Option<String>,
+    }
+
+    impl AppConfig for Loose {
+        fn validate(&self, v: &mut Validator<'_>) {
+            if let Some(name) = &self.name {
+                // A careless check that quotes the value.
+                v.problem("name", "a short name", format!("`{name}` is too long"));
+            }
+        }
+    }
+
+    #[test]
+    fn no_problem_repeats_its_value() {
+        let env = Env::from_pairs([
+            ("APP_MODE", "SentinelMode"),
+            ("APP_PORTS", "80,SentinelPort"),
+            ("APP_FLAG", "SentinelFlag"),
+            ("APP_NAME", "SentinelName"),
+        ]);
+        let r = Loose::from_env(&env).unwrap_err();
+        assert_eq!(
+            vars(&r),
+            ["APP_FLAG", "APP_MODE", "APP_PORTS", "APP_NAME"],
+            "{r}"
+        );
+        let text = r.to_string();
+        assert!(!text.to_lowercase().contains("sentinel"), "{text}");
+        // What serde says without the value is kept.
+        assert!(text.contains("expected `fast`"), "{text}");
+        assert!(text.contains("APP_NAME: expected a short name"), "{text}");
     }
 
     #[test]

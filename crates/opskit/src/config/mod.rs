@@ -211,10 +211,13 @@ impl ConfigReport {
         expected: impl Into<String>,
         problem: impl Into<String>,
     ) {
+        // Problems never quote values; a URL that slips into one anyway
+        // (a library's message) keeps no credentials.
+        let problem = problem.into();
         self.problems.push(ConfigProblem {
             var: var.into(),
             expected: expected.into(),
-            problem: problem.into(),
+            problem: crate::redact_urls(&problem).into_owned(),
         });
     }
 
@@ -227,6 +230,49 @@ impl ConfigReport {
     pub fn merge(&mut self, other: ConfigReport) {
         self.problems.extend(other.problems);
     }
+
+    /// A safety net under the parsers, whose messages never quote values on
+    /// purpose: a problem that repeats part of its variable's value in `env`
+    /// (see [`echoes`]) is replaced by a fixed sentence. A variable named
+    /// `PREFIX*` (a cross-field problem) is checked against every value
+    /// under the prefix.
+    pub(crate) fn withhold_values(&mut self, env: &Env) {
+        for p in &mut self.problems {
+            let values: Vec<&str> = match p.var.strip_suffix('*') {
+                Some(prefix) => env.with_prefix(prefix).map(|(_, v)| v).collect(),
+                None => env.get(&p.var).into_iter().collect(),
+            };
+            if values.iter().any(|v| echoes(&p.problem, v, &p.expected)) {
+                p.problem = WITHHELD.to_owned();
+            }
+        }
+    }
+}
+
+/// What a problem that would repeat its value says instead.
+const WITHHELD: &str = "the value is invalid (value not shown)";
+
+/// Whether `text` repeats a word of `value` (a run of four or more letters
+/// or digits, case-insensitive), or ten characters in a row of a longer
+/// one (a cut-off quote), that `vocabulary` does not contain: words of the
+/// value that are also the expected form's (`info`, `tracecontext`) are
+/// not the value's own.
+fn echoes(text: &str, value: &str, vocabulary: &str) -> bool {
+    const CUT: usize = 10;
+    let text = text.to_lowercase();
+    let vocabulary = vocabulary.to_lowercase();
+    let value = value.to_lowercase();
+    let repeated = |part: &str| text.contains(part) && !vocabulary.contains(part);
+    value
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| word.chars().count() >= 4)
+        .any(|word| {
+            let chars: Vec<char> = word.chars().collect();
+            repeated(word)
+                || chars
+                    .windows(CUT)
+                    .any(|w| repeated(&w.iter().collect::<String>()))
+        })
 }
 
 impl fmt::Display for ConfigReport {
@@ -245,3 +291,50 @@ impl fmt::Display for ConfigReport {
 }
 
 impl std::error::Error for ConfigReport {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_that_repeats_its_value_is_withheld() {
+        let env = Env::from_pairs([
+            ("A", "SentinelValue"),
+            ("B", "info,verbose"),
+            ("APP_X", "hunter2hunter2"),
+        ]);
+        let mut r = ConfigReport::default();
+        r.push("A", "a number", "`sentinelvalue` is not a number");
+        r.push("A", "a number", "`SentinelVal…` is not a number");
+        r.push("A", "a number", "the value is not a number");
+        r.push(
+            "B",
+            "levels: error, warn, info",
+            "level 2 is not one of error, warn, info",
+        );
+        r.push("B", "levels: error, warn, info", "`verbose` is not a level");
+        r.push("APP_*", "a consistent set", "hunter2hunter2 conflicts");
+        r.push("UNSET", "anything", "the variable is required but not set");
+        r.withhold_values(&env);
+        let problems: Vec<&str> = r.problems.iter().map(|p| p.problem.as_str()).collect();
+        assert_eq!(
+            problems,
+            [
+                WITHHELD,
+                WITHHELD,
+                "the value is not a number",
+                "level 2 is not one of error, warn, info",
+                WITHHELD,
+                WITHHELD,
+                "the variable is required but not set",
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_in_a_problem_are_redacted() {
+        let mut r = ConfigReport::default();
+        r.push("X", "a URL", "cannot use http://u:hunter2@h/");
+        assert_eq!(r.problems[0].problem, "cannot use http://[REDACTED]@h/");
+    }
+}

@@ -601,12 +601,17 @@ struct CspText(String);
 impl FromVar for CspText {
     fn from_var(value: &str) -> Result<Self, String> {
         let HeaderText(v) = HeaderText::from_var(value)?;
-        for directive in v.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+        for (n, directive) in v
+            .split(';')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .enumerate()
+        {
             let name = directive.split(' ').next().unwrap_or_default();
             if !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
                 return Err(format!(
-                    "`{}` is not a directive name (lower-case letters and dashes)",
-                    name.chars().take(40).collect::<String>()
+                    "directive {} does not start with a name of lower-case letters and dashes",
+                    n + 1
                 ));
             }
         }
@@ -862,9 +867,9 @@ impl FromVar for KeyVar {
         }
         match v.split_once(':') {
             Some((kind, h)) if kind.eq_ignore_ascii_case("header") && !h.trim().is_empty() => {
-                Ok(Self(crate::ratelimit::KeyBy::Header(
-                    h.trim().to_ascii_lowercase(),
-                )))
+                let HeaderName(h) = HeaderName::from_var(h)
+                    .map_err(|_| "the part after header: is not a valid header name".to_owned())?;
+                Ok(Self(crate::ratelimit::KeyBy::Header(h)))
             }
             _ => Err("the value is not ip or header:<name>".to_owned()),
         }
@@ -892,11 +897,10 @@ struct Cidrs(Vec<crate::ratelimit::Cidr>);
 
 impl FromVar for Cidrs {
     fn from_var(value: &str) -> Result<Self, String> {
-        value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(crate::ratelimit::Cidr::parse)
+        items(value)
+            .map(|(n, item)| {
+                crate::ratelimit::Cidr::parse(item).map_err(|e| format!("item {n}: {e}"))
+            })
             .collect::<Result<_, _>>()
             .map(Self)
     }
@@ -1399,6 +1403,18 @@ impl FromVar for LongSecret {
     }
 }
 
+/// Whether `filter` is a valid `EnvFilter`; the error names the first bad
+/// directive by position (`EnvFilter`'s own message may quote it).
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    if tracing_subscriber::EnvFilter::try_new(filter).is_ok() {
+        return Ok(());
+    }
+    match items(filter).find(|(_, d)| tracing_subscriber::EnvFilter::try_new(d).is_err()) {
+        Some((n, _)) => Err(format!("directive {n} is not a valid filter directive")),
+        None => Err("the directives are not a valid filter together".to_owned()),
+    }
+}
+
 /// Reads variables and collects every problem.
 pub(crate) struct Reader<'a> {
     env: &'a Env,
@@ -1437,12 +1453,8 @@ impl Settings {
         let environment = r.read(&ENVIRONMENT);
         let log_filter: Option<String> = r.read(&RUST_LOG);
         if let Some(filter) = &log_filter {
-            if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
-                r.report.push(
-                    RUST_LOG.name,
-                    RUST_LOG.expected,
-                    format!("the filter is invalid: {e}"),
-                );
+            if let Err(problem) = check_log_filter(filter) {
+                r.report.push(RUST_LOG.name, RUST_LOG.expected, problem);
             }
         }
         let log_format = r.read(&LOG_FORMAT);
@@ -1558,7 +1570,11 @@ impl Settings {
                 rate_limit,
                 trace_response_header: trace_response_header.flatten(),
             }),
-            _ => Err(r.report),
+            _ => {
+                let mut report = r.report;
+                report.withhold_values(env);
+                Err(report)
+            }
         }
     }
 
@@ -1615,6 +1631,49 @@ mod tests {
                 "SENTRY_DSN"
             ]
         );
+    }
+
+    #[test]
+    fn no_problem_repeats_its_value() {
+        let bad = [
+            "Sentinel",
+            "x Sentinel",
+            "Sentinel/99",
+            "1/Sentinel",
+            "1Sentinel",
+            "a=b,Sentinel",
+            "a=%ZZSentinel",
+            "http://Sentinel",
+            "ftp://u:Sentinel@h/",
+            "10.0.0.0/8,Sentinel",
+            "10.0.0.0/Sentinel",
+            "default-src 'self'; Sentinel x",
+            "header:Sentinel x",
+            "/p=Sentinel,/q=1/1m",
+            "info,Sentinel=[[[",
+            "info,warn,Sentinel",
+            "Sentinel\u{e9}",
+        ];
+        for spec in VARS {
+            for value in bad {
+                let Err(report) = Settings::from_env(&Env::from_pairs([(spec.name, value)])) else {
+                    continue;
+                };
+                let text = report.to_string();
+                assert!(
+                    !text.to_lowercase().contains("sentinel"),
+                    "{} = {value}: {text}",
+                    spec.name
+                );
+                // The parsers' own messages hold no value: the safety net
+                // (`withhold_values`) had nothing to do.
+                assert!(
+                    !text.contains("value not shown)") || spec.secret,
+                    "{} = {value}: {text}",
+                    spec.name
+                );
+            }
+        }
     }
 
     #[test]

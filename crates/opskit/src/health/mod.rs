@@ -217,6 +217,8 @@ impl Entry {
                 )),
             };
         let duration = started.elapsed();
+        // The message reaches the log and `/health`: a URL in it keeps no credentials.
+        let result = result.map_err(|m| crate::redact_urls(&m).into_owned());
         let (status, message) = match result {
             Ok(()) => (Status::Pass, None),
             Err(m) if self.check.critical => (Status::Fail, Some(m)),
@@ -274,7 +276,8 @@ fn log_transition(name: &str, before: Option<&Outcome>, now: &Outcome) {
 pub struct ProbeResponse {
     /// HTTP status: 200, 503, or 404 for an unknown check.
     pub status: u16,
-    /// `text/plain; charset=utf-8` or `application/json`.
+    /// `text/plain; charset=utf-8`, `application/json`, or
+    /// `application/problem+json` (the 404).
     pub content_type: &'static str,
     /// The body.
     pub body: String,
@@ -393,10 +396,8 @@ impl Health {
             .filter(|e| check.is_none_or(|c| c == e.check.name))
             .filter(|e| !excluded.iter().any(|x| *x == e.check.name))
             .collect();
-        if let Some(name) = check {
-            if selected.is_empty() {
-                return text(404, format!("no check named {name}\n"));
-            }
+        if check.is_some() && selected.is_empty() {
+            return unknown_check();
         }
         let outcomes = join_all(selected.iter().map(|e| e.outcome())).await;
         let checks_ok = outcomes.iter().all(|o| o.status != Status::Fail);
@@ -514,6 +515,17 @@ impl Health {
     }
 }
 
+/// The 404 of `/{probe}/{name}` for a name no check has: one fixed RFC 9457
+/// body, which never reflects the name asked for.
+fn unknown_check() -> ProbeResponse {
+    let problem = crate::Problem::new(404).detail("no health check has that name");
+    ProbeResponse {
+        status: 404,
+        content_type: crate::problem::CONTENT_TYPE,
+        body: String::from_utf8(problem.to_json()).unwrap_or_default(),
+    }
+}
+
 fn text(status: u16, body: String) -> ProbeResponse {
     ProbeResponse {
         status,
@@ -601,11 +613,14 @@ mod tests {
                 .status,
             503
         );
+        let unknown = h.respond(Probe::Ready, Some("nope<b>"), None, None).await;
         assert_eq!(
-            h.respond(Probe::Ready, Some("nope"), None, None)
-                .await
-                .status,
-            404
+            (unknown.status, unknown.content_type),
+            (404, "application/problem+json")
+        );
+        assert_eq!(
+            unknown.body,
+            r#"{"type":"about:blank","title":"Not Found","status":404,"detail":"no health check has that name"}"#
         );
         assert_eq!(h.respond(Probe::Live, None, None, None).await.status, 200);
     }
@@ -655,5 +670,19 @@ mod tests {
             .respond(Probe::Report, None, None, Some(b"Bearer nope"))
             .await;
         assert_eq!(wrong.body, r#"{"status":"warn"}"#);
+    }
+
+    #[tokio::test]
+    async fn a_url_in_a_check_message_keeps_no_credentials() {
+        let h = ready_health();
+        h.register(Check::new("api", || async {
+            Err("cannot reach http://svc:hunter2@api.internal/ping?token=t0k".to_owned())
+        }));
+        let report = h.respond(Probe::Report, None, None, None).await;
+        let v: Value = serde_json::from_str(&report.body).unwrap();
+        assert_eq!(
+            v["checks"]["api"]["message"],
+            "cannot reach http://[REDACTED]@api.internal/ping?[REDACTED]"
+        );
     }
 }

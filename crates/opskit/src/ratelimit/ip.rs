@@ -11,7 +11,8 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Parses `a.b.c.d/n`, `x::y/n` or a bare address.
+    /// Parses `a.b.c.d/n`, `x::y/n` or a bare address. The error never
+    /// repeats the text (it may come from a configuration value).
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
@@ -20,14 +21,14 @@ impl Cidr {
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+            .map_err(|_| "the address is not an IP address".to_owned())?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`/{p}` is not a prefix length up to {max}"))?,
+                .ok_or_else(|| format!("the prefix length is not a number up to {max}"))?,
             None => max,
         };
         // `::ffff:a.b.c.d/n` is the IPv4 block `a.b.c.d/(n - 96)`.

@@ -44,7 +44,7 @@ impl RedisStore {
                 connection: tokio::sync::OnceCell::new(),
             }),
             Err(e) => {
-                tracing::error!(error = %e, "OPSKIT_RATE_LIMIT_REDIS_URL is unusable; rate limits stay in memory");
+                tracing::error!(error = %crate::redact_urls(&e.to_string()), "OPSKIT_RATE_LIMIT_REDIS_URL is unusable; rate limits stay in memory");
                 None
             }
         }
@@ -94,7 +94,7 @@ pub(crate) fn warn_failure(reason: &str, allowed: bool) {
     if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
         *last = Some(Instant::now());
         tracing::warn!(
-            reason,
+            reason = %crate::redact_urls(reason),
             policy = if allowed { "fail-open: admitted" } else { "fail-closed: refused" },
             "the rate limiter's Redis cannot decide (counted in opskit_rate_limit_decisions_total; next warning in 10 s at the earliest)"
         );

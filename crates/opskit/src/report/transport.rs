@@ -165,7 +165,7 @@ impl Worker {
         {
             self.last_warning = Some(now);
             tracing::warn!(
-                reason,
+                reason = %crate::redact_urls(reason),
                 failed = self.stats.failed.load(Ordering::Relaxed),
                 "cannot deliver error events to Sentry; they are counted and dropped"
             );
