@@ -363,15 +363,11 @@ where
                 .map(HeaderValue::as_bytes),
             req.method().as_str(),
             https,
-            [
-                h.get(&TRACEPARENT).map(HeaderValue::as_bytes),
-                h.get(&TRACESTATE).map(HeaderValue::as_bytes),
-                shared
-                    .recorder
-                    .reads_baggage()
-                    .then(|| h.get(&BAGGAGE).map(HeaderValue::as_bytes))
-                    .flatten(),
-            ],
+            &crate::trace::TraceHeaders {
+                traceparent: h.get_all(&TRACEPARENT).map(HeaderValue::as_bytes).collect(),
+                tracestate: h.get_all(&TRACESTATE).map(HeaderValue::as_bytes).collect(),
+                baggage: h.get_all(&BAGGAGE).map(HeaderValue::as_bytes).collect(),
+            },
         );
         req.extensions_mut().insert(started.request_id.clone());
         let nonce = security.nonce_enabled().then(CspNonce::generate);

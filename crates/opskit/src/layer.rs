@@ -221,15 +221,14 @@ impl<F: Future> Future for InRequestFuture<F> {
 /// a request carries a handful of headers and the layer reads a dozen names,
 /// most absent, so one walk comparing names (enum tags for the standard ones)
 /// costs a fraction of a dozen hashed lookups (~2,000 instructions a request).
-/// Each slot holds the first value of its name, as `HeaderMap::get` would.
+/// Each slot holds the first value of its name, as `HeaderMap::get` would;
+/// the trace-context headers keep every line.
 #[derive(Default)]
 struct Wanted<'a> {
     forwarded_proto: Option<&'a HeaderValue>,
     forwarded: Option<&'a HeaderValue>,
     request_id: Option<&'a HeaderValue>,
-    traceparent: Option<&'a HeaderValue>,
-    tracestate: Option<&'a HeaderValue>,
-    baggage: Option<&'a HeaderValue>,
+    trace: crate::trace::TraceHeaders<'a>,
     content_length: Option<&'a HeaderValue>,
     origin: Option<&'a HeaderValue>,
     request_method: Option<&'a HeaderValue>,
@@ -251,14 +250,21 @@ impl<'a> Wanted<'a> {
             if name == request_id {
                 w.request_id.get_or_insert(value);
             }
+            let lines = if name == TRACEPARENT {
+                Some(&mut w.trace.traceparent)
+            } else if name == TRACESTATE {
+                Some(&mut w.trace.tracestate)
+            } else if name == BAGGAGE {
+                Some(&mut w.trace.baggage)
+            } else {
+                None
+            };
+            if let Some(lines) = lines {
+                lines.push(value.as_bytes());
+                continue;
+            }
             let slot = if name == header::USER_AGENT {
                 &mut w.user_agent
-            } else if name == TRACEPARENT {
-                &mut w.traceparent
-            } else if name == TRACESTATE {
-                &mut w.tracestate
-            } else if name == BAGGAGE {
-                &mut w.baggage
             } else if name == header::CONTENT_LENGTH {
                 &mut w.content_length
             } else if name == X_FORWARDED_PROTO {
@@ -335,20 +341,10 @@ where
             .headers
             .security
             .is_https(bytes(w.forwarded_proto), bytes(w.forwarded));
-        let started = shared.recorder.start(
-            bytes(w.request_id),
-            req.method().as_str(),
-            https,
-            [
-                bytes(w.traceparent),
-                bytes(w.tracestate),
-                shared
-                    .recorder
-                    .reads_baggage()
-                    .then(|| bytes(w.baggage))
-                    .flatten(),
-            ],
-        );
+        let started =
+            shared
+                .recorder
+                .start(bytes(w.request_id), req.method().as_str(), https, &w.trace);
         let nonce = shared
             .headers
             .security
