@@ -365,10 +365,13 @@ where
                 *res.status_mut() = http::StatusCode::NO_CONTENT;
                 Some(res)
             }
-            _ => shared
-                .headers
-                .security
-                .check_body(content_length.map(HeaderValue::as_bytes))
+            _ => crate::problem::refuse_path(req.uri().path())
+                .or_else(|| {
+                    shared
+                        .headers
+                        .security
+                        .check_body(content_length.map(HeaderValue::as_bytes))
+                })
                 .map(|p| p.to_response::<Vec<u8>>()),
         };
         let cors = match cors {
@@ -710,6 +713,16 @@ where
         match polled {
             Ok(mut res) => {
                 if let Some(state) = this.state.take() {
+                    // No route handles the method: the same answer as on Actix.
+                    if let Some(p) = crate::problem::replace_unrouted(
+                        state.captured.method.as_str(),
+                        res.status().as_u16(),
+                        res.body().size_hint().exact() == Some(0),
+                    ) {
+                        res = p
+                            .to_response::<Vec<u8>>()
+                            .map(|v| OpsBody::full(Bytes::from(v)));
+                    }
                     // The handler saw its body cut off at the limit: whatever it
                     // answered (a failed extractor's 400, say), the answer is 413.
                     if state
