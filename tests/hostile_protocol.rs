@@ -28,11 +28,14 @@ fn problem(r: &Response, status: u16, what: &str) -> serde_json::Value {
     body
 }
 
+/// What is compared of an answer: status, content type, body.
+type Answer = (u16, Option<String>, Vec<u8>);
+
 /// Status, content type and body of each edge answer opskit shapes, from
 /// each starter: byte for byte the same.
 #[test]
 fn the_shaped_answers_are_identical_between_frameworks() {
-    let answers: Vec<BTreeMap<&str, (u16, Option<String>, Vec<u8>)>> = Kind::ALL
+    let answers: Vec<BTreeMap<&str, Answer>> = Kind::ALL
         .iter()
         .map(|kind| {
             let s = Starter::spawn(*kind, &[]);
