@@ -401,6 +401,13 @@ fn merge_vary<M: HeaderMapLike>(headers: &mut M, tokens: &str) {
                 .map(str::to_owned),
         );
     });
+    if lines == 0 {
+        // The usual case: the handler set no Vary.
+        if let Some(v) = value_of::<M>(tokens) {
+            headers.insert(name, v);
+        }
+        return;
+    }
     if theirs.iter().any(|t| t == "*") {
         return;
     }
