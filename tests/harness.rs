@@ -384,6 +384,30 @@ pub fn request(
     parse_response(&raw)
 }
 
+/// Writes `bytes` as they are (a request the client above cannot make: a
+/// bad request line, conflicting framing headers) on a new connection and
+/// reads the answer until the server closes it. The bytes should ask for
+/// `Connection: close`, or be a request the server closes after answering.
+pub fn raw_request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // A server may answer and close before reading everything: a failed
+    // write is not the test's failure, a missing answer is.
+    let _ = stream.write_all(bytes);
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            // Reset after the answer (unread request bytes): keep what came.
+            Err(e) if !raw.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(e),
+        }
+    }
+    parse_response(&raw)
+}
+
 fn invalid(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned())
 }

@@ -12,6 +12,7 @@ opskit_conformance::conformance!(
     a_chunked_body_is_cut_off_at_the_limit,
     a_slow_request_gets_the_timeout_status,
     cors_preflights_and_actual_requests,
+    with_cors_every_response_varies_by_origin,
     handlers_override_only_what_is_allowed,
     bad_security_settings_are_config_errors,
 );
@@ -253,6 +254,66 @@ fn cors_preflights_and_actual_requests(kind: Kind) {
         .request("GET", "/users/1", &[("origin", "https://app.example")], b"")
         .unwrap();
     assert!(r.header("access-control-allow-origin").is_none());
+}
+
+/// The `Vary` tokens of a response, over all its `Vary` lines, lower case.
+fn vary_tokens(r: &Response) -> Vec<String> {
+    r.headers
+        .iter()
+        .filter(|(k, _)| k == "vary")
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn with_cors_every_response_varies_by_origin(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_CORS_ORIGINS", "https://app.example")]);
+    let preflight = [("access-control-request-method", "PUT")];
+    for (method, path, origin, extra) in [
+        ("GET", "/users/1", None, &[][..]),
+        ("GET", "/users/1", Some("https://evil.example"), &[]),
+        ("GET", "/users/1", Some("https://app.example"), &[]),
+        ("GET", "/nope", None, &[]),
+        ("GET", "/nope", Some("https://evil.example"), &[]),
+        ("GET", "/livez", None, &[]),
+        ("GET", "/demo/error", None, &[]),
+        (
+            "OPTIONS",
+            "/users/1",
+            Some("https://app.example"),
+            &preflight[..],
+        ),
+        (
+            "OPTIONS",
+            "/users/1",
+            Some("https://evil.example"),
+            &preflight[..],
+        ),
+    ] {
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        headers.extend(origin.map(|o| ("origin", o)));
+        let r = s.request(method, path, &headers, b"").unwrap();
+        let tokens = vary_tokens(&r);
+        assert_eq!(
+            tokens.iter().filter(|t| *t == "origin").count(),
+            1,
+            "{method} {path} from {origin:?}: {:?}",
+            r.headers
+        );
+        assert_eq!(
+            r.headers.iter().filter(|(k, _)| k == "vary").count(),
+            1,
+            "one Vary line: {method} {path} from {origin:?}: {:?}",
+            r.headers
+        );
+    }
+    // CORS off: opskit adds no Vary.
+    let s = Starter::spawn(kind, &[]);
+    let r = s
+        .request("GET", "/users/1", &[("origin", "https://app.example")], b"")
+        .unwrap();
+    assert!(vary_tokens(&r).is_empty(), "{:?}", r.headers);
 }
 
 fn handlers_override_only_what_is_allowed(kind: Kind) {

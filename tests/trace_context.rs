@@ -2,13 +2,17 @@
 //! in both starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{Kind, Starter};
+use opskit_conformance::{Kind, OtlpReceiver, Post, Starter};
 use std::time::Duration;
 
 opskit_conformance::conformance!(
     a_traceparent_is_joined_and_answered,
     hostile_traceparents_start_a_new_trace,
     the_response_header_is_configurable,
+    two_traceparent_lines_start_a_new_trace,
+    several_tracestate_and_baggage_lines_are_one_list,
+    an_invalid_tracestate_is_dropped_whole,
+    an_invalid_baggage_member_is_dropped_alone,
 );
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -139,4 +143,189 @@ fn the_response_header_is_configurable(kind: Kind) {
     let s = Starter::spawn(kind, &[("OPSKIT_TRACE_RESPONSE_HEADER", "off")]);
     let r = s.get("/").unwrap();
     assert!(r.header("traceresponse").is_none() && r.header("x-trace-id").is_none());
+}
+
+/// A starter whose `/demo/downstream` calls `rx` and which exports its spans
+/// there too, reading both W3C formats.
+fn with_downstream(kind: Kind, rx: &OtlpReceiver) -> Starter {
+    let downstream = format!("{}/downstream", rx.endpoint());
+    Starter::spawn(
+        kind,
+        &[
+            ("APP_DOWNSTREAM_URL", &downstream),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &rx.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_PROPAGATORS", "tracecontext,baggage"),
+        ],
+    )
+}
+
+/// `GET /demo/downstream` with `headers` (repeated names are sent as
+/// separate lines): the `traceresponse` parts and what the call it made
+/// carried on (found by its `traceparent`, which names this request's span).
+fn through(
+    s: &Starter,
+    rx: &OtlpReceiver,
+    headers: &[(&str, &str)],
+) -> ((String, String, String), Post) {
+    let r = s.request("GET", "/demo/downstream", headers, b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (trace, span, flags) = parts(r.header("traceresponse").unwrap());
+    let want = format!("00-{trace}-{span}-{flags}");
+    let call = rx
+        .wait_for(Duration::from_secs(10), |p| {
+            p.path == "/downstream" && p.header("traceparent") == Some(want.as_str())
+        })
+        .unwrap_or_else(|| panic!("no downstream call with {want}: {:#?}", rx.posts()));
+    ((trace, span, flags), call)
+}
+
+/// The exported span of this request's span id.
+fn exported(rx: &OtlpReceiver, span: &str) -> opskit_conformance::ExportedSpan {
+    rx.wait_for_span(Duration::from_secs(15), |s| s.span_id() == span)
+        .unwrap_or_else(|| panic!("no span {span} exported"))
+}
+
+const OTHER: &str = "00-12345678901234567890123456789011-1234567890123456-01";
+
+fn two_traceparent_lines_start_a_new_trace(kind: Kind) {
+    let rx = OtlpReceiver::start();
+    let s = with_downstream(kind, &rx);
+    for second in [OTHER, PARENT] {
+        let ((trace, span, _), call) = through(
+            &s,
+            &rx,
+            &[
+                ("traceparent", PARENT),
+                ("traceparent", second),
+                ("tracestate", "foo=1"),
+            ],
+        );
+        for joined in [
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "12345678901234567890123456789011",
+        ] {
+            assert_ne!(trace, joined, "two traceparent lines joined a trace");
+        }
+        // The new trace goes on, without the caller's tracestate.
+        assert!(call.header("tracestate").is_none(), "{:?}", call.headers);
+        let span = exported(&rx, &span);
+        assert_eq!(span.trace_id(), trace);
+        assert_eq!(span.parent_span_id(), "", "a root span");
+        assert_eq!(span.span.trace_state, "");
+    }
+}
+
+fn several_tracestate_and_baggage_lines_are_one_list(kind: Kind) {
+    let rx = OtlpReceiver::start();
+    let s = with_downstream(kind, &rx);
+    let ((trace, span, _), call) = through(
+        &s,
+        &rx,
+        &[
+            ("traceparent", PARENT),
+            ("tracestate", "foo=1,bar=2"),
+            ("baggage", "userId=alice"),
+            ("tracestate", "rojo=1,congo=2"),
+            ("baggage", "isProduction=false;p=1"),
+            ("tracestate", "baz=3"),
+            // An empty line adds nothing.
+            ("tracestate", ""),
+        ],
+    );
+    assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        call.header("tracestate"),
+        Some("foo=1,bar=2,rojo=1,congo=2,baz=3")
+    );
+    assert_eq!(
+        call.header("baggage"),
+        Some("userId=alice,isProduction=false;p=1")
+    );
+    let span = exported(&rx, &span);
+    assert_eq!(span.parent_span_id(), "00f067aa0ba902b7");
+    assert_eq!(span.span.trace_state, "foo=1,bar=2,rojo=1,congo=2,baz=3");
+}
+
+fn an_invalid_tracestate_is_dropped_whole(kind: Kind) {
+    let rx = OtlpReceiver::start();
+    let s = with_downstream(kind, &rx);
+    let long_key = format!("{}=1", "z".repeat(257));
+    let long_tenant = format!("{}@v=1", "t".repeat(242));
+    let long_system = format!("t@{}=1", "v".repeat(15));
+    let ten = |from: usize| -> String {
+        (from..from + 10)
+            .map(|i| format!("bar{i:02}={i:02}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (l1, l2, l3) = (ten(1), ten(11), ten(21));
+    let dropped: Vec<Vec<&str>> = vec![
+        vec!["foo=1,foo=2"],
+        vec!["foo=1,foo=1"],
+        vec!["foo=1", "foo=2"],
+        vec!["foo@=1,bar=2"],
+        vec!["@foo=1,bar=2"],
+        vec!["foo@@bar=1,bar=2"],
+        vec!["foo@bar@baz=1,bar=2"],
+        vec!["FOO=1,bar=2"],
+        vec!["foo.bar=1,bar=2"],
+        vec!["foo =1,bar=2"],
+        vec!["foo=1", &long_key],
+        vec!["foo=1", &long_tenant],
+        vec!["foo=1", &long_system],
+        vec!["foo=bar=baz"],
+        vec!["foo=,bar=3"],
+        // 33 members over four lines.
+        vec![&l1, &l2, &l3, "bar31=31,bar32=32,bar33=33"],
+    ];
+    for lines in &dropped {
+        let mut headers = vec![("traceparent", PARENT)];
+        headers.extend(lines.iter().map(|l| ("tracestate", *l)));
+        let ((trace, span, _), call) = through(&s, &rx, &headers);
+        assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736", "{lines:?}");
+        assert!(
+            call.header("tracestate").is_none(),
+            "{lines:?} was passed on as {:?}",
+            call.header("tracestate")
+        );
+        assert_eq!(exported(&rx, &span).span.trace_state, "", "{lines:?}");
+    }
+    // The limits themselves are fine: a 256-character key, a 241@14 tenant
+    // key, 32 members.
+    let max_key = format!("{}=1", "z".repeat(256));
+    let max_tenant = format!("{}@{}=1", "t".repeat(241), "v".repeat(14));
+    let kept: Vec<Vec<&str>> = vec![
+        vec!["foo=1", &max_key],
+        vec!["foo=1", &max_tenant],
+        vec![&l1, &l2, &l3, "bar31=31,bar32=32"],
+    ];
+    for lines in &kept {
+        let mut headers = vec![("traceparent", PARENT)];
+        headers.extend(lines.iter().map(|l| ("tracestate", *l)));
+        let (_, call) = through(&s, &rx, &headers);
+        assert_eq!(
+            call.header("tracestate"),
+            Some(lines.join(",").as_str()),
+            "{lines:?}"
+        );
+    }
+}
+
+fn an_invalid_baggage_member_is_dropped_alone(kind: Kind) {
+    let rx = OtlpReceiver::start();
+    let s = with_downstream(kind, &rx);
+    for (lines, want) in [
+        (vec!["a b=1,c=2"], Some("c=2")),
+        (vec!["c=2", "a b=1"], Some("c=2")),
+        (vec!["=1,c=2;prop"], Some("c=2;prop")),
+        (vec!["novalue,c=2"], Some("c=2")),
+        (vec!["c=2 , d = 3"], Some("c=2,d=3")),
+        (vec!["a\"b=1"], None),
+    ] {
+        let mut headers = vec![("traceparent", PARENT)];
+        headers.extend(lines.iter().map(|l| ("baggage", *l)));
+        let (_, call) = through(&s, &rx, &headers);
+        assert_eq!(call.header("baggage"), want, "{lines:?}");
+    }
 }

@@ -379,15 +379,11 @@ where
                 .map(HeaderValue::as_bytes),
             req.method().as_str(),
             https,
-            [
-                h.get(&TRACEPARENT).map(HeaderValue::as_bytes),
-                h.get(&TRACESTATE).map(HeaderValue::as_bytes),
-                shared
-                    .recorder
-                    .reads_baggage()
-                    .then(|| h.get(&BAGGAGE).map(HeaderValue::as_bytes))
-                    .flatten(),
-            ],
+            &crate::trace::TraceHeaders {
+                traceparent: h.get_all(&TRACEPARENT).map(HeaderValue::as_bytes).collect(),
+                tracestate: h.get_all(&TRACESTATE).map(HeaderValue::as_bytes).collect(),
+                baggage: h.get_all(&BAGGAGE).map(HeaderValue::as_bytes).collect(),
+            },
         );
         req.extensions_mut().insert(started.request_id.clone());
         let nonce = security.nonce_enabled().then(CspNonce::generate);
@@ -404,11 +400,13 @@ where
         );
         let early: Option<HttpResponse> = match &cors {
             CorsDecision::Preflight(_) => Some(HttpResponse::NoContent().finish()),
-            _ => security
-                .check_body(
-                    h.get(actix_web::http::header::CONTENT_LENGTH)
-                        .map(HeaderValue::as_bytes),
-                )
+            _ => crate::problem::refuse_path(req.path())
+                .or_else(|| {
+                    security.check_body(
+                        h.get(actix_web::http::header::CONTENT_LENGTH)
+                            .map(HeaderValue::as_bytes),
+                    )
+                })
                 .map(|p| actix_web::ResponseError::error_response(&p)),
         };
         let cors = match cors {
@@ -575,6 +573,23 @@ where
                         panicked = Some(payload);
                         Err(crate::layer::panic_problem().into())
                     }
+                };
+                // No route handles the method: the same answer as on Axum.
+                let unrouted = result.as_ref().ok().and_then(|res| {
+                    use actix_web::body::BodySize;
+                    let empty = matches!(
+                        res.response().body().size(),
+                        BodySize::None | BodySize::Sized(0)
+                    );
+                    crate::problem::replace_unrouted(
+                        guard.captured.method.as_str(),
+                        res.status().as_u16(),
+                        empty,
+                    )
+                });
+                let result = match unrouted {
+                    Some(p) => Err(p.into()),
+                    None => result,
                 };
                 guard.done = true;
                 let status = match &result {

@@ -226,15 +226,14 @@ impl<F: Future> Future for InRequestFuture<F> {
 /// a request carries a handful of headers and the layer reads a dozen names,
 /// most absent, so one walk comparing names (enum tags for the standard ones)
 /// costs a fraction of a dozen hashed lookups (~2,000 instructions a request).
-/// Each slot holds the first value of its name, as `HeaderMap::get` would.
+/// Each slot holds the first value of its name, as `HeaderMap::get` would;
+/// the trace-context headers keep every line.
 #[derive(Default)]
 struct Wanted<'a> {
     forwarded_proto: Option<&'a HeaderValue>,
     forwarded: Option<&'a HeaderValue>,
     request_id: Option<&'a HeaderValue>,
-    traceparent: Option<&'a HeaderValue>,
-    tracestate: Option<&'a HeaderValue>,
-    baggage: Option<&'a HeaderValue>,
+    trace: crate::trace::TraceHeaders<'a>,
     content_length: Option<&'a HeaderValue>,
     origin: Option<&'a HeaderValue>,
     request_method: Option<&'a HeaderValue>,
@@ -256,14 +255,21 @@ impl<'a> Wanted<'a> {
             if name == request_id {
                 w.request_id.get_or_insert(value);
             }
+            let lines = if name == TRACEPARENT {
+                Some(&mut w.trace.traceparent)
+            } else if name == TRACESTATE {
+                Some(&mut w.trace.tracestate)
+            } else if name == BAGGAGE {
+                Some(&mut w.trace.baggage)
+            } else {
+                None
+            };
+            if let Some(lines) = lines {
+                lines.push(value.as_bytes());
+                continue;
+            }
             let slot = if name == header::USER_AGENT {
                 &mut w.user_agent
-            } else if name == TRACEPARENT {
-                &mut w.traceparent
-            } else if name == TRACESTATE {
-                &mut w.tracestate
-            } else if name == BAGGAGE {
-                &mut w.baggage
             } else if name == header::CONTENT_LENGTH {
                 &mut w.content_length
             } else if name == X_FORWARDED_PROTO {
@@ -341,20 +347,10 @@ where
             .headers
             .security
             .is_https(bytes(w.forwarded_proto), bytes(w.forwarded));
-        let started = shared.recorder.start(
-            bytes(w.request_id),
-            req.method().as_str(),
-            https,
-            [
-                bytes(w.traceparent),
-                bytes(w.tracestate),
-                shared
-                    .recorder
-                    .reads_baggage()
-                    .then(|| bytes(w.baggage))
-                    .flatten(),
-            ],
-        );
+        let started =
+            shared
+                .recorder
+                .start(bytes(w.request_id), req.method().as_str(), https, &w.trace);
         let nonce = shared
             .headers
             .security
@@ -375,10 +371,13 @@ where
                 *res.status_mut() = http::StatusCode::NO_CONTENT;
                 Some(res)
             }
-            _ => shared
-                .headers
-                .security
-                .check_body(content_length.map(HeaderValue::as_bytes))
+            _ => crate::problem::refuse_path(req.uri().path())
+                .or_else(|| {
+                    shared
+                        .headers
+                        .security
+                        .check_body(content_length.map(HeaderValue::as_bytes))
+                })
                 .map(|p| p.to_response::<Vec<u8>>()),
         };
         let cors = match cors {
@@ -731,6 +730,16 @@ where
         match polled {
             Ok(mut res) => {
                 if let Some(state) = this.state.take() {
+                    // No route handles the method: the same answer as on Actix.
+                    if let Some(p) = crate::problem::replace_unrouted(
+                        state.captured.method.as_str(),
+                        res.status().as_u16(),
+                        res.body().size_hint().exact() == Some(0),
+                    ) {
+                        res = p
+                            .to_response::<Vec<u8>>()
+                            .map(|v| OpsBody::full(Bytes::from(v)));
+                    }
                     // The handler saw its body cut off at the limit: whatever it
                     // answered (a failed extractor's 400, say), the answer is 413.
                     if state

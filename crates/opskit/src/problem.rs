@@ -113,6 +113,30 @@ impl Problem {
     }
 }
 
+/// The answer to a request whose path is not UTF-8 once percent-decoded
+/// (`/users/%ff`), given before routing: Axum's `Path` extractor would
+/// refuse it in text/plain, Actix would hand the handler the escapes
+/// undecoded. Both adapters call this, so both answer the same.
+pub fn refuse_path(path: &str) -> Option<Problem> {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .is_err()
+        .then(|| {
+            Problem::new(400).detail("the request path is not valid UTF-8 once percent-decoded")
+        })
+}
+
+/// What replaces the framework's own answer when nothing handles the
+/// request's method: a method outside RFC 9110's and PATCH that got the
+/// router's empty 404 or 405 is answered 501 Not Implemented (RFC 9110
+/// §9.1), identically in every framework (Axum's router says 405, Actix's
+/// 404). A route that does handle such a method answers as it likes. The
+/// method is not echoed back.
+pub fn replace_unrouted(method: &str, status: u16, empty_body: bool) -> Option<Problem> {
+    (empty_body && matches!(status, 404 | 405) && crate::recorder::known_method(method).is_none())
+        .then(|| Problem::new(501).detail("this service does not implement the request method"))
+}
+
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for Problem {
     fn into_response(self) -> axum::response::Response {
@@ -152,6 +176,44 @@ impl actix_web::Responder for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_answers() {
+        for bad in ["/users/%ff", "/%C3%28", "/a/%e2%82", "/%80"] {
+            assert_eq!(refuse_path(bad).map(|p| p.status()), Some(400), "{bad}");
+        }
+        for ok in [
+            "/",
+            "/users/caf%C3%A9",
+            "/%31",
+            "/100%",
+            "/%zz",
+            "/caf\u{e9}",
+        ] {
+            assert!(refuse_path(ok).is_none(), "{ok}");
+        }
+        assert_eq!(
+            replace_unrouted("FOO", 405, true).map(|p| p.status()),
+            Some(501)
+        );
+        assert_eq!(
+            replace_unrouted("PROPFIND", 404, true).map(|p| p.status()),
+            Some(501)
+        );
+        assert!(
+            replace_unrouted("FOO", 404, false).is_none(),
+            "the route's own 404"
+        );
+        assert!(replace_unrouted("FOO", 200, true).is_none());
+        assert!(
+            replace_unrouted("POST", 405, true).is_none(),
+            "a known method"
+        );
+        assert!(
+            replace_unrouted("get", 404, true).is_some(),
+            "methods are case-sensitive"
+        );
+    }
 
     #[test]
     fn extensions_are_flattened_and_status_matches() {

@@ -9,7 +9,7 @@
 //! ```
 //! use opskit::recorder::{Outcome, Recorder};
 //! let rec = Recorder::new(Default::default(), "x-request-id");
-//! let start = rec.start(Some(b"abc-123"), "GET", false, [None, None, None]);
+//! let start = rec.start(Some(b"abc-123"), "GET", false, &Default::default());
 //! assert_eq!(start.request_id.as_str(), "abc-123");
 //! rec.finish(&start, &Outcome { status: 200, ..Outcome::new("GET", "/users/7") });
 //! ```
@@ -291,7 +291,7 @@ impl Recorder {
         incoming_request_id: Option<&[u8]>,
         method: &str,
         https: bool,
-        trace_headers: [Option<&[u8]>; 3],
+        trace_headers: &crate::trace::TraceHeaders<'_>,
     ) -> Started {
         let request_id = RequestId::from_incoming_or_generate(incoming_request_id);
         let trace =

@@ -30,6 +30,8 @@ pub(crate) trait HeaderMapLike: Clone + Default {
     /// Calls `f` with each name in the map (once per name).
     fn each_name(&self, f: impl FnMut(&Self::Name));
     fn reserve(&mut self, additional: usize);
+    /// Calls `f` with each value of `name`, in order.
+    fn each_value(&self, name: &Self::Name, f: impl FnMut(&[u8]));
     /// Empties the map, handing each value to `f` with its name — `None`
     /// for a further value of the name before (multi-valued headers).
     fn drain_each(&mut self, f: impl FnMut(Option<Self::Name>, Self::Value));
@@ -345,10 +347,18 @@ impl<M: HeaderMapLike> Prepared<M> {
                 headers.remove(name);
             }
         }
+        // With CORS on, every response varies by Origin (a cache must not
+        // give one origin's answer to another), a preflight by more.
+        let mut vary = self.security.cors_enabled().then_some("origin");
         for (name, value) in r.cors {
-            if let Some(v) = value_of::<M>(value) {
+            if *name == "vary" {
+                vary = Some(value);
+            } else if let Some(v) = value_of::<M>(value) {
                 headers.append(M::static_name(name), v);
             }
+        }
+        if let Some(tokens) = vary {
+            merge_vary(headers, tokens);
         }
         let mut put = |name: M::Name, v: M::Value| {
             if append {
@@ -377,6 +387,48 @@ impl<M: HeaderMapLike> Prepared<M> {
                 }
             }
         }
+    }
+}
+
+/// Adds the comma-separated `tokens` to the response's `Vary`, each once
+/// (compared case-insensitively), as one line after the handler's own
+/// tokens; nothing when the handler said `Vary: *`.
+fn merge_vary<M: HeaderMapLike>(headers: &mut M, tokens: &str) {
+    let name = M::static_name("vary");
+    let mut theirs: Vec<String> = Vec::new();
+    let mut lines = 0;
+    headers.each_value(&name, |v| {
+        lines += 1;
+        theirs.extend(
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        );
+    });
+    if lines == 0 {
+        // The usual case: the handler set no Vary.
+        if let Some(v) = value_of::<M>(tokens) {
+            headers.insert(name, v);
+        }
+        return;
+    }
+    if theirs.iter().any(|t| t == "*") {
+        return;
+    }
+    let missing: Vec<&str> = tokens
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !theirs.iter().any(|o| o.eq_ignore_ascii_case(t)))
+        .collect();
+    if missing.is_empty() && lines <= 1 {
+        return;
+    }
+    let mut all: Vec<&str> = theirs.iter().map(String::as_str).collect();
+    all.extend(missing);
+    if let Some(v) = value_of::<M>(&all.join(", ")) {
+        headers.insert(name, v);
     }
 }
 
@@ -410,6 +462,11 @@ impl HeaderMapLike for http::HeaderMap {
     }
     fn reserve(&mut self, additional: usize) {
         http::HeaderMap::reserve(self, additional);
+    }
+    fn each_value(&self, name: &Self::Name, mut f: impl FnMut(&[u8])) {
+        for v in self.get_all(name) {
+            f(v.as_bytes());
+        }
     }
     fn drain_each(&mut self, mut f: impl FnMut(Option<Self::Name>, Self::Value)) {
         for (name, value) in self.drain() {
@@ -449,6 +506,11 @@ impl HeaderMapLike for actix_web::http::header::HeaderMap {
     }
     fn reserve(&mut self, additional: usize) {
         actix_web::http::header::HeaderMap::reserve(self, additional);
+    }
+    fn each_value(&self, name: &Self::Name, mut f: impl FnMut(&[u8])) {
+        for v in self.get_all(name) {
+            f(v.as_bytes());
+        }
     }
     fn drain_each(&mut self, mut f: impl FnMut(Option<Self::Name>, Self::Value)) {
         for (name, value) in self.drain() {
@@ -517,6 +579,69 @@ mod tests {
         assert!(h.contains_key("content-security-policy"));
     }
 
+    /// With CORS on, every response varies by Origin: one `Vary` line
+    /// holding the handler's tokens and ours, each once; off, none is added.
+    #[test]
+    fn with_cors_on_every_response_varies_by_origin_once() {
+        let on = SecurityPolicy::new(&crate::security::SecuritySettings {
+            cors: crate::security::CorsSettings {
+                origins: vec!["https://app.example".to_owned()],
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let off = SecurityPolicy::new(&crate::security::SecuritySettings::default());
+        let id = RequestId::generate();
+        let trace = TraceContext::from_headers(None, None).header_bytes();
+        let preflight = [(
+            "vary",
+            "origin, access-control-request-method, access-control-request-headers".to_owned(),
+        )];
+        let run =
+            |policy: &SecurityPolicy, cors: &[(&'static str, String)], theirs: &[&'static str]| {
+                let prepared: Prepared<HeaderMap> =
+                    Prepared::new(&Recorder::default(), policy.clone(), None);
+                let mut h = HeaderMap::new();
+                for v in theirs {
+                    h.append("vary", HeaderValue::from_static(v));
+                }
+                prepared.apply(
+                    &mut h,
+                    &PerResponse {
+                        https: false,
+                        nonce: None,
+                        cors,
+                        request_id: &id,
+                        trace: &trace,
+                        rate: None,
+                    },
+                );
+                let lines: Vec<String> = h
+                    .get_all("vary")
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or_default().to_owned())
+                    .collect();
+                lines
+            };
+        assert_eq!(run(&on, &[], &[]), ["origin"]);
+        assert_eq!(
+            run(&on, &[], &["Accept-Encoding"]),
+            ["Accept-Encoding, origin"]
+        );
+        assert_eq!(run(&on, &[], &["Origin"]), ["Origin"]);
+        assert_eq!(
+            run(&on, &[], &["accept-encoding", "ORIGIN"]),
+            ["accept-encoding, ORIGIN"]
+        );
+        assert_eq!(run(&on, &[], &["*"]), ["*"]);
+        assert_eq!(
+            run(&on, &preflight, &["Origin"]),
+            ["Origin, access-control-request-method, access-control-request-headers"]
+        );
+        assert!(run(&off, &[], &[]).is_empty());
+        assert_eq!(run(&off, &[], &["Accept-Encoding"]), ["Accept-Encoding"]);
+    }
+
     /// The two ways of applying the headers — a clone of a template
     /// (`http`'s map, the tower layer) and inserting in place (Actix's
     /// map) — give the same response headers, for every mix of handler
@@ -531,7 +656,7 @@ mod tests {
             all.sort();
             all
         }
-        let handler_sets: [&[(&str, &str)]; 7] = [
+        let handler_sets: [&[(&str, &str)]; 10] = [
             &[],
             &[("content-type", "text/html")],
             &[
@@ -560,6 +685,10 @@ mod tests {
                 ("ratelimit", "theirs"),
                 ("traceresponse", "theirs"),
             ],
+            // Vary: merged with the handler's.
+            &[("vary", "Accept-Encoding")],
+            &[("vary", "accept-encoding"), ("vary", "ORIGIN")],
+            &[("vary", "*")],
         ];
         let base = crate::security::SecuritySettings::default();
         let policies = [
@@ -666,6 +795,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(compared, 2 * 6 * 5 * 2 * 7);
+        assert_eq!(compared, 2 * 6 * 5 * 2 * 10);
     }
 }

@@ -469,6 +469,12 @@ impl SecurityPolicy {
         ))
     }
 
+    /// Whether CORS is on (`OPSKIT_CORS_ORIGINS` is set): then every
+    /// response varies by `Origin`, whatever the request's origin.
+    pub fn cors_enabled(&self) -> bool {
+        !self.cors.origins.is_empty()
+    }
+
     /// The CORS decision for a request.
     pub fn cors(
         &self,

@@ -103,31 +103,122 @@ impl Default for Propagation {
 /// Longest `baggage` carried on (the W3C Baggage limit).
 const MAX_BAGGAGE: usize = 8192;
 
+/// The field lines of one request header, in order, as an adapter finds
+/// them. Several lines of a list header are one comma-joined list (RFC 9110
+/// §5.3): the first line is borrowed, and only a second one costs a copy.
+///
+/// ```
+/// use opskit::trace::HeaderLines;
+/// let lines: HeaderLines<'_> = [&b"a=1"[..], b"b=2"].into_iter().collect();
+/// assert_eq!(lines.value(), Some(&b"a=1,b=2"[..]));
+/// assert_eq!(lines.count(), 2);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderLines<'a> {
+    first: Option<&'a [u8]>,
+    joined: Option<Vec<u8>>,
+    count: usize,
+}
+
+impl<'a> HeaderLines<'a> {
+    /// Adds the next line.
+    pub fn push(&mut self, line: &'a [u8]) {
+        self.count += 1;
+        match (&mut self.joined, self.first) {
+            (Some(joined), _) => {
+                joined.push(b',');
+                joined.extend_from_slice(line);
+            }
+            (None, Some(first)) => {
+                let mut joined = Vec::with_capacity(first.len() + 1 + line.len());
+                joined.extend_from_slice(first);
+                joined.push(b',');
+                joined.extend_from_slice(line);
+                self.joined = Some(joined);
+            }
+            (None, None) => self.first = Some(line),
+        }
+    }
+
+    /// How many lines there were.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The lines as one comma-joined value; `None` without any line.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.joined.as_deref().or(self.first)
+    }
+
+    /// The value when there was exactly one line (a header that is not a
+    /// list, such as `traceparent`, is invalid when repeated).
+    pub fn single(&self) -> Option<&'a [u8]> {
+        self.first.filter(|_| self.count == 1)
+    }
+}
+
+impl<'a> From<Option<&'a [u8]>> for HeaderLines<'a> {
+    fn from(line: Option<&'a [u8]>) -> Self {
+        line.into_iter().collect()
+    }
+}
+
+impl<'a> FromIterator<&'a [u8]> for HeaderLines<'a> {
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(lines: I) -> Self {
+        let mut out = Self::default();
+        for line in lines {
+            out.push(line);
+        }
+        out
+    }
+}
+
+/// The W3C Trace Context and Baggage headers of a request: every line of
+/// `traceparent`, `tracestate` and `baggage`, for [`TraceContext::from_request`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceHeaders<'a> {
+    /// `traceparent` lines (valid only when there is exactly one).
+    pub traceparent: HeaderLines<'a>,
+    /// `tracestate` lines (one list).
+    pub tracestate: HeaderLines<'a>,
+    /// `baggage` lines (one list).
+    pub baggage: HeaderLines<'a>,
+}
+
 impl TraceContext {
     /// Joins the caller's trace from its `traceparent`/`tracestate`, or
     /// starts a new sampled one; either way with a new span id.
     pub fn from_headers(traceparent: Option<&[u8]>, tracestate: Option<&[u8]>) -> Self {
         Self::from_request(
-            [traceparent, tracestate, None],
+            &TraceHeaders {
+                traceparent: traceparent.into(),
+                tracestate: tracestate.into(),
+                baggage: HeaderLines::default(),
+            },
             Sampler::default(),
             Propagation::default(),
         )
     }
 
     /// Joins or starts the trace of a request from its `traceparent`,
-    /// `tracestate` and `baggage` headers, deciding sampling with `sampler`
-    /// and reading only the formats `propagation` names.
+    /// `tracestate` and `baggage` lines, deciding sampling with `sampler`
+    /// and reading only the formats `propagation` names. More than one
+    /// `traceparent` line is invalid (a new trace starts); several
+    /// `tracestate` or `baggage` lines are one list.
     pub fn from_request(
-        headers: [Option<&[u8]>; 3],
+        headers: &TraceHeaders<'_>,
         sampler: Sampler,
         propagation: Propagation,
     ) -> Self {
-        let [traceparent, tracestate, baggage] = headers;
-        let baggage = baggage
+        let baggage = headers
+            .baggage
+            .value()
             .filter(|_| propagation.baggage)
             .and_then(parse_baggage)
             .map(std::sync::Arc::from);
-        let joined = traceparent
+        let joined = headers
+            .traceparent
+            .single()
             .filter(|_| propagation.trace_context)
             .and_then(parse_traceparent);
         match joined {
@@ -142,7 +233,9 @@ impl TraceContext {
                     span_id: new_span_id(),
                     parent_span_id: Some(parent),
                     flags: (flags & !1) | u8::from(sampled),
-                    tracestate: tracestate
+                    tracestate: headers
+                        .tracestate
+                        .value()
                         .and_then(parse_tracestate)
                         .map(std::sync::Arc::from),
                     baggage,
@@ -276,24 +369,94 @@ impl TraceContext {
     }
 }
 
-/// A `baggage` header carried on only when it is within the W3C limits
-/// (8192 bytes, 180 members) and visible ASCII; otherwise dropped whole.
-fn parse_baggage(v: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(v).ok()?.trim();
-    if s.is_empty()
-        || s.len() > MAX_BAGGAGE
-        || s.split(',').count() > 180
-        || !s.bytes().all(|b| (0x20..=0x7e).contains(&b))
-        || !s.split(',').all(|m| {
-            m.split(';')
-                .next()
-                .and_then(|kv| kv.split_once('='))
-                .is_some_and(|(k, _)| !k.trim().is_empty())
-        })
-    {
+/// Optional white space around list separators (RFC 9110 §5.6.3).
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !matches!(b, b' ' | b'\t'));
+    let end = s.iter().rposition(|b| !matches!(b, b' ' | b'\t'));
+    match (start, end) {
+        (Some(a), Some(b)) => &s[a..=b],
+        _ => &[],
+    }
+}
+
+/// An RFC 9110 token (a W3C Baggage key).
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+}
+
+/// A W3C Baggage value: `baggage-octet`s (visible ASCII but `"`, `,`, `;`
+/// and a backslash).
+fn is_baggage_value(s: &[u8]) -> bool {
+    s.iter()
+        .all(|&b| (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b',' | b';' | b'\\'))
+}
+
+/// One baggage list member (`key=value`, then `;property` parts) in its
+/// canonical form, without white space; `None` when malformed.
+fn baggage_member(m: &[u8]) -> Option<String> {
+    let mut parts = m.split(|&b| b == b';');
+    let (key, value) = split_eq(parts.next()?)?;
+    if !is_token(key) || !is_baggage_value(value) {
         return None;
     }
-    Some(s.to_owned())
+    let mut out = String::with_capacity(m.len());
+    out.push_str(std::str::from_utf8(key).ok()?);
+    out.push('=');
+    out.push_str(std::str::from_utf8(value).ok()?);
+    for property in parts {
+        let property = trim_ows(property);
+        let (key, value) = match split_eq(property) {
+            Some((k, v)) => (k, Some(v)),
+            None => (property, None),
+        };
+        if !is_token(key) || !value.is_none_or(is_baggage_value) {
+            return None;
+        }
+        out.push(';');
+        out.push_str(std::str::from_utf8(key).ok()?);
+        if let Some(v) = value {
+            out.push('=');
+            out.push_str(std::str::from_utf8(v).ok()?);
+        }
+    }
+    Some(out)
+}
+
+/// `key OWS "=" OWS value`, split and trimmed.
+fn split_eq(kv: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = kv.iter().position(|&b| b == b'=')?;
+    Some((trim_ows(&kv[..at]), trim_ows(&kv[at + 1..])))
+}
+
+/// The `baggage` carried on: its well-formed members, each as it came
+/// (white space removed). A malformed member (`a b=1`, no `=`) is dropped
+/// alone, as a W3C Baggage receiver may; a list over the W3C limits
+/// (8192 bytes, 180 members) is dropped whole.
+fn parse_baggage(v: &[u8]) -> Option<String> {
+    if v.len() > MAX_BAGGAGE {
+        return None;
+    }
+    let mut out = String::new();
+    let mut members = 0;
+    for m in v.split(|&b| b == b',').map(trim_ows) {
+        if m.is_empty() {
+            continue;
+        }
+        let Some(member) = baggage_member(m) else {
+            continue;
+        };
+        members += 1;
+        if members > 180 {
+            return None;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&member);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn new_trace_id() -> u128 {
@@ -374,35 +537,73 @@ pub fn parse_traceparent(v: &[u8]) -> Option<(u128, u64, u8)> {
     Some((trace_id, parent, flags))
 }
 
-/// A `tracestate` carried on only when it is small and well-formed: at most
-/// 32 `key=value` members and 512 bytes of visible ASCII; otherwise dropped
-/// whole (as the spec allows), never half-kept.
+/// A `tracestate` list-member key: `simple-key` (a lower-case letter or a
+/// digit, then up to 255 of `a-z0-9_-*/`) or `tenant@system` (up to 241
+/// and 14 characters, the system starting with a letter).
+fn tracestate_key(k: &[u8]) -> bool {
+    let rest = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(b))
+    };
+    let starts = |s: &[u8], digit_ok: bool| {
+        s.first()
+            .is_some_and(|b| b.is_ascii_lowercase() || (digit_ok && b.is_ascii_digit()))
+    };
+    match k.iter().position(|&b| b == b'@') {
+        None => k.len() <= 256 && starts(k, true) && rest(k),
+        Some(at) => {
+            let (tenant, system) = (&k[..at], &k[at + 1..]);
+            tenant.len() <= 241
+                && system.len() <= 14
+                && starts(tenant, true)
+                && starts(system, false)
+                && rest(tenant)
+                && rest(system)
+        }
+    }
+}
+
+/// A `tracestate` value: 1 to 256 printable characters, no `,` or `=`, not
+/// ending in a space.
+fn tracestate_value(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 256
+        && v.last() != Some(&b' ')
+        && v.iter()
+            .all(|&b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+}
+
+/// The `tracestate` carried on, only when it is small and well-formed: at
+/// most 32 members and 512 bytes, every key and value valid, no key twice.
+/// Otherwise it is dropped whole (as the spec allows), never half-kept.
 fn parse_tracestate(v: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(v).ok()?.trim();
-    if s.is_empty() || s.len() > MAX_TRACESTATE {
-        return None;
+    let mut members: Vec<(&[u8], &[u8])> = Vec::new();
+    for m in v.split(|&b| b == b',').map(trim_ows) {
+        if m.is_empty() {
+            continue;
+        }
+        let at = m.iter().position(|&b| b == b'=')?;
+        let (key, value) = (&m[..at], &m[at + 1..]);
+        if members.len() == 32
+            || !tracestate_key(key)
+            || !tracestate_value(value)
+            || members.iter().any(|(k, _)| *k == key)
+        {
+            return None;
+        }
+        members.push((key, value));
     }
-    let members: Vec<&str> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .collect();
-    if members.len() > 32 {
-        return None;
+    let mut out = String::new();
+    for (key, value) in members {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        // Checked above: ASCII.
+        out.push_str(std::str::from_utf8(key).ok()?);
+        out.push('=');
+        out.push_str(std::str::from_utf8(value).ok()?);
     }
-    let well_formed = members.iter().all(|m| {
-        m.split_once('=').is_some_and(|(k, val)| {
-            !k.is_empty()
-                && k.len() <= 256
-                && k.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b))
-                && !val.is_empty()
-                && val
-                    .bytes()
-                    .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
-        })
-    });
-    well_formed.then(|| members.join(","))
+    (!out.is_empty() && out.len() <= MAX_TRACESTATE).then_some(out)
 }
 
 thread_local! {
@@ -605,19 +806,19 @@ mod tests {
             ratio: 0.0,
         };
         let p = Propagation::default();
-        let from = |tp: &[u8], s| TraceContext::from_request([Some(tp), None, None], s, p);
+        let from = |tp: &[u8], s| TraceContext::from_request(&lines(&[tp], &[], &[]), s, p);
         assert!(from(sampled, off).sampled(), "the caller's decision wins");
         assert!(!from(unsampled, on).sampled());
         assert!(!from(sampled, strict_off).sampled(), "not parent-based");
-        assert!(!TraceContext::from_request([None; 3], off, p).sampled());
-        assert!(TraceContext::from_request([None; 3], on, p).sampled());
+        assert!(!TraceContext::from_request(&TraceHeaders::default(), off, p).sampled());
+        assert!(TraceContext::from_request(&TraceHeaders::default(), on, p).sampled());
         // A ratio of 1/4 samples about a quarter of new traces.
         let quarter = Sampler {
             parent_based: true,
             ratio: 0.25,
         };
         let n = (0..20_000)
-            .filter(|_| TraceContext::from_request([None; 3], quarter, p).sampled())
+            .filter(|_| TraceContext::from_request(&TraceHeaders::default(), quarter, p).sampled())
             .count();
         assert!((4_000..6_000).contains(&n), "{n}");
         // The decision is the trace id's: the same for every service.
@@ -632,7 +833,7 @@ mod tests {
             baggage: false,
         };
         let cx = TraceContext::from_request(
-            [Some(VALID.as_bytes()), None, Some(b"userId=alice")],
+            &lines(&[VALID.as_bytes()], &[], &[b"userId=alice"]),
             Sampler::default(),
             none,
         );
@@ -643,11 +844,11 @@ mod tests {
             baggage: true,
         };
         let cx = TraceContext::from_request(
-            [
-                Some(VALID.as_bytes()),
-                None,
-                Some(b"userId=alice,isProduction=false"),
-            ],
+            &lines(
+                &[VALID.as_bytes()],
+                &[],
+                &[b"userId=alice,isProduction=false"],
+            ),
             Sampler::default(),
             both,
         );
@@ -659,10 +860,138 @@ mod tests {
         }
         assert_eq!(h["baggage"], "userId=alice,isProduction=false");
         let huge = format!("k={}", "v".repeat(9000));
-        for bad in [huge.as_bytes(), b"=novalue", b"a=1,\x01"] {
-            let cx = TraceContext::from_request([None, None, Some(bad)], Sampler::default(), both);
-            assert!(cx.baggage().is_none());
+        let many: Vec<String> = (0..181).map(|i| format!("k{i}=v")).collect();
+        let many = many.join(",");
+        for bad in [
+            huge.as_bytes(),
+            many.as_bytes(),
+            b"=novalue",
+            b"\x01=1",
+            b"a b=1",
+            b",,",
+        ] {
+            let cx = TraceContext::from_request(&lines(&[], &[], &[bad]), Sampler::default(), both);
+            assert!(cx.baggage().is_none(), "{bad:?}");
         }
+    }
+
+    /// The headers of a request with these lines of each name.
+    fn lines<'a>(tp: &[&'a [u8]], ts: &[&'a [u8]], bg: &[&'a [u8]]) -> TraceHeaders<'a> {
+        TraceHeaders {
+            traceparent: tp.iter().copied().collect(),
+            tracestate: ts.iter().copied().collect(),
+            baggage: bg.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn header_lines_join_and_count() {
+        let none = HeaderLines::default();
+        assert_eq!((none.value(), none.single(), none.count()), (None, None, 0));
+        let one: HeaderLines<'_> = Some(&b"a=1"[..]).into();
+        assert_eq!(
+            (one.value(), one.single()),
+            (Some(&b"a=1"[..]), Some(&b"a=1"[..]))
+        );
+        let three: HeaderLines<'_> = [&b"a=1"[..], b"", b"b=2"].into_iter().collect();
+        assert_eq!(three.value(), Some(&b"a=1,,b=2"[..]));
+        assert_eq!((three.single(), three.count()), (None, 3));
+    }
+
+    /// The W3C Trace Context test suite's cases (test/test.py), on the parser.
+    #[test]
+    fn repeated_and_invalid_trace_headers_follow_the_w3c_suite() {
+        let both = Propagation {
+            trace_context: true,
+            baggage: true,
+        };
+        let cx = |h: TraceHeaders<'_>| TraceContext::from_request(&h, Sampler::default(), both);
+        let other = b"00-12345678901234567890123456789011-1234567890123456-01";
+        // Two traceparent lines, even equal ones: a new trace, no tracestate.
+        for second in [&other[..], VALID.as_bytes()] {
+            let c = cx(lines(&[VALID.as_bytes(), second], &[b"foo=1"], &[]));
+            assert!(c.parent_span_id_hex().is_none());
+            assert_ne!(c.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert!(c.tracestate().is_none());
+        }
+        let state = |ts: &[&[u8]]| cx(lines(&[VALID.as_bytes()], ts, &[])).tracestate;
+        // Several lines are one list, in order; empty lines and members add nothing.
+        assert_eq!(
+            state(&[b"foo=1,bar=2", b"rojo=1,congo=2", b"", b"baz=3"]).as_deref(),
+            Some("foo=1,bar=2,rojo=1,congo=2,baz=3")
+        );
+        assert_eq!(
+            state(&[b"foo=1 \t , \t bar=2, \t baz=3"]).as_deref(),
+            Some("foo=1,bar=2,baz=3")
+        );
+        assert!(state(&[b""]).is_none());
+        let key = |n: usize| format!("{}=1", "z".repeat(n));
+        let tenant = |t: usize, v: usize| format!("{}@{}=1", "t".repeat(t), "v".repeat(v));
+        let members = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("bar{i:02}={i:02}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let all_chars = {
+            let key = "abcdefghijklmnopqrstuvwxyz0123456789_-*/";
+            let value: String = (0x20u8..=0x7e)
+                .filter(|b| *b != b',' && *b != b'=')
+                .map(char::from)
+                .collect();
+            format!("{key}={value}")
+        };
+        for kept in [
+            key(256),
+            tenant(241, 14),
+            members(32),
+            all_chars,
+            "1abc=x".to_owned(),
+            "foo= leading space".to_owned(),
+        ] {
+            assert_eq!(state(&[kept.as_bytes()]).as_deref(), Some(kept.as_str()));
+        }
+        for dropped in [
+            "foo=1,foo=2".to_owned(),
+            "foo=1,foo=1".to_owned(),
+            "foo@=1,bar=2".to_owned(),
+            "@foo=1,bar=2".to_owned(),
+            "foo@@bar=1,bar=2".to_owned(),
+            "foo@bar@baz=1,bar=2".to_owned(),
+            "foo@1bar=1".to_owned(),
+            "FOO=1".to_owned(),
+            "foo.bar=1".to_owned(),
+            "foo =1".to_owned(),
+            "_foo=1".to_owned(),
+            "foo=bar=baz".to_owned(),
+            "foo=,bar=3".to_owned(),
+            "foo".to_owned(),
+            format!("foo={}", "v".repeat(257)),
+            "foo=caf\u{e9}".to_owned(),
+            key(257),
+            tenant(242, 1),
+            tenant(1, 15),
+            members(33),
+        ] {
+            assert!(state(&[b"ok=1", dropped.as_bytes()]).is_none(), "{dropped}");
+        }
+        // Duplicates across lines too.
+        assert!(state(&[b"foo=1", b"foo=2"]).is_none());
+        // Baggage: an invalid member goes alone; the rest, normalized, stays.
+        let bag = |bg: &[&[u8]]| cx(lines(&[], &[], bg)).baggage;
+        assert_eq!(bag(&[b"a b=1,c=2"]).as_deref(), Some("c=2"));
+        assert_eq!(bag(&[b"c=2", b"a b=1"]).as_deref(), Some("c=2"));
+        assert_eq!(
+            bag(&[b"k = v ; p ; q = 1", b"x=%20y"]).as_deref(),
+            Some("k=v;p;q=1,x=%20y")
+        );
+        assert_eq!(bag(&[b"k=v;bad prop=1,c=2"]).as_deref(), Some("c=2"));
+        assert_eq!(
+            bag(&[b"k=a b,c=2"]).as_deref(),
+            Some("c=2"),
+            "space in a value"
+        );
+        assert_eq!(bag(&[b"k=,c=2"]).as_deref(), Some("k=,c=2"), "empty value");
     }
 
     #[test]
