@@ -11,8 +11,16 @@
 //! # }
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// How long after the listener closed an idle connection may still bring a
+/// request (answered with `Connection: close`): one just accepted may have
+/// its first request on the way, a keep-alive client its next one. Both
+/// servers close idle connections after it.
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub(crate) const LAST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A cloneable handle on the process' shutdown state.
 ///
@@ -22,6 +30,9 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     tx: Arc<watch::Sender<bool>>,
+    /// Set when the drain's deadline (`OPSKIT_SHUTDOWN_TIMEOUT`) has passed:
+    /// requests dropped from then on were cut by the server, not the client.
+    deadline_passed: Arc<AtomicBool>,
 }
 
 impl Default for Shutdown {
@@ -35,6 +46,7 @@ impl Shutdown {
     pub fn new() -> Self {
         Self {
             tx: Arc::new(watch::channel(false).0),
+            deadline_passed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -53,6 +65,32 @@ impl Shutdown {
         let mut rx = self.tx.subscribe();
         // The sender lives in `self`, so `wait_for` cannot see it closed.
         let _ = rx.wait_for(|v| *v).await;
+    }
+
+    /// Whether a response should ask the client to close its connection:
+    /// from the shutdown signal on, so that keep-alive clients stop reusing a
+    /// connection the server is about to close and open a new one (to
+    /// another instance once load balancers have seen readiness fail).
+    ///
+    /// Both servers call it for every response: HTTP/1.1 answers carry
+    /// `Connection: close` and the server closes the connection after them;
+    /// HTTP/2 connections get a GOAWAY instead (streams in flight finish).
+    pub fn close_connections(&self) -> bool {
+        self.is_triggered()
+    }
+
+    /// Marks the drain's deadline as passed: requests still running are
+    /// about to be cut by the server.
+    #[cfg(any(feature = "axum", feature = "actix"))]
+    pub(crate) fn pass_deadline(&self) {
+        self.deadline_passed.store(true, Ordering::Release);
+    }
+
+    /// Whether the drain's deadline has passed: a request dropped now was
+    /// cut by the server (logged with status 503 and `error.type`
+    /// `shutdown`), not abandoned by its client.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline_passed.load(Ordering::Acquire)
     }
 
     #[cfg(any(feature = "axum", feature = "actix"))]
