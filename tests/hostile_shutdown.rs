@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 opskit_conformance::conformance!(
     slow_header_connections_do_not_starve_new_clients,
+    idle_and_slow_connections_close_after_their_timeouts,
     a_rolling_deploy_with_a_delay_loses_no_request,
     a_rolling_deploy_without_a_delay_is_measured,
     a_request_cut_at_the_shutdown_deadline_is_logged_as_shutdown,
@@ -71,6 +72,52 @@ fn slow_header_connections_do_not_starve_new_clients(kind: Kind) {
         "a new client got no answer while slow-header connections were held"
     );
     drop(held);
+}
+
+/// Waits (up to `bound`) for the server to close `c`; the bytes it sent first.
+fn closed_by_server(c: &mut TcpStream, bound: Duration) -> Option<Vec<u8>> {
+    c.set_read_timeout(Some(bound)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(_) => return None, // still open at the bound
+        }
+    }
+}
+
+fn idle_and_slow_connections_close_after_their_timeouts(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_KEEP_ALIVE_TIMEOUT", "1s"),
+            ("OPSKIT_HEADER_READ_TIMEOUT", "1s"),
+        ],
+    );
+    // Keep-alive works, and an idle connection is closed after its timeout.
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    for _ in 0..2 {
+        c.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut r).unwrap(), (200, false));
+    }
+    let idle = closed_by_server(&mut c, Duration::from_secs(4));
+    assert_eq!(idle, Some(Vec::new()), "the idle connection was closed");
+    // A request head that never ends: the connection is closed (Actix
+    // answers 408 first).
+    let mut slow = TcpStream::connect(s.addr).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let answer = closed_by_server(&mut slow, Duration::from_secs(4))
+        .expect("the slow-header connection was closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
 }
 
 /// What one keep-alive client saw.
