@@ -169,7 +169,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
             let shutdown = shutdown.clone();
             factory().into_factory().map(move |res: S::Response| {
                 let mut res: actix_web::dev::Response<B> = res.into();
-                if shutdown.close_connections() {
+                if shutdown.close_connection(res.status().as_u16()) {
                     res.head_mut()
                         .set_connection_type(actix_http::ConnectionType::Close);
                 }
@@ -276,6 +276,13 @@ impl<C: Send + Sync + 'static> Ops<C> {
         server.await?;
         // The connections opskit took from the queue at the end.
         let _ = stopper.await;
+        if self.shutdown().deadline_passed() {
+            // Actix's workers drop the requests they cut on their own
+            // threads, after the server has stopped: wait for their lines.
+            self.shutdown()
+                .requests_finished(Duration::from_secs(1))
+                .await;
+        }
         tracing::info!("server stopped");
         self.finish_telemetry();
         Ok(())

@@ -313,7 +313,7 @@ impl http_body::Body for TrackedBody {
 
 /// Serves one connection: the router with the peer's
 /// [`ConnectInfo`](axum::extract::ConnectInfo); `Connection: close` on every
-/// HTTP/1 response from the shutdown signal on ([`Shutdown::close_connections`](crate::Shutdown::close_connections)),
+/// HTTP/1 response from the shutdown signal on ([`Shutdown::close_connection`](crate::Shutdown::close_connection)),
 /// a GOAWAY on HTTP/2; closed when idle past its timeout, or once `closed`
 /// says the listener is gone (after the request in flight, if any).
 async fn serve_connection(
@@ -351,7 +351,7 @@ async fn serve_connection(
                     Ok(res) => res,
                     Err(never) => match never {},
                 };
-                if http1 && shutdown.close_connections() {
+                if http1 && shutdown.close_connection(res.status().as_u16()) {
                     res.headers_mut().insert(
                         header::CONNECTION,
                         axum::http::HeaderValue::from_static("close"),

@@ -328,6 +328,9 @@ impl Recorder {
         };
         let span =
             crate::logging::request_span(request_id.as_str(), hex(trace_digits), hex(span_digits));
+        if let Some(s) = &self.shutdown {
+            s.request_started();
+        }
         Started {
             request_id,
             span,
@@ -344,6 +347,8 @@ impl Recorder {
         // One reading of the clock: the metric, the transaction and the log
         // line report the same duration.
         let elapsed = started.at.elapsed();
+        // Counted as finished once everything below is done (every return).
+        let _finished = self.shutdown.as_ref().map(Finished);
         // Dropped after the drain's deadline: the server cut it. Its own
         // outcome, 503 with `error.type` `shutdown`, not the client's 499.
         let cut;
@@ -448,6 +453,15 @@ impl Recorder {
             error.type = (outcome.error == Some(SHUTDOWN_CUT)).then_some(SHUTDOWN_CUT),
             duration_ms = (duration_ms * 1000.0).round() / 1000.0
         );
+    }
+}
+
+/// Counts a request as finished when dropped (the end of [`Recorder::finish`]).
+struct Finished<'a>(&'a crate::Shutdown);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.request_finished();
     }
 }
 

@@ -11,7 +11,7 @@
 //! # }
 //! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -33,6 +33,9 @@ pub struct Shutdown {
     /// Set when the drain's deadline (`OPSKIT_SHUTDOWN_TIMEOUT`) has passed:
     /// requests dropped from then on were cut by the server, not the client.
     deadline_passed: Arc<AtomicBool>,
+    /// Requests started and not yet finished (logged), so that the server
+    /// can wait for the lines of the requests it cut before the log closes.
+    requests: Arc<AtomicUsize>,
 }
 
 impl Default for Shutdown {
@@ -47,6 +50,7 @@ impl Shutdown {
         Self {
             tx: Arc::new(watch::channel(false).0),
             deadline_passed: Arc::new(AtomicBool::new(false)),
+            requests: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -67,16 +71,26 @@ impl Shutdown {
         let _ = rx.wait_for(|v| *v).await;
     }
 
-    /// Whether a response should ask the client to close its connection:
+    /// Whether a response with this status should close its connection:
     /// from the shutdown signal on, so that keep-alive clients stop reusing a
     /// connection the server is about to close and open a new one (to
-    /// another instance once load balancers have seen readiness fail).
+    /// another instance once load balancers have seen readiness fail); never
+    /// a `101 Switching Protocols`, whose connection goes on as the new
+    /// protocol.
     ///
     /// Both servers call it for every response: HTTP/1.1 answers carry
     /// `Connection: close` and the server closes the connection after them;
     /// HTTP/2 connections get a GOAWAY instead (streams in flight finish).
-    pub fn close_connections(&self) -> bool {
-        self.is_triggered()
+    ///
+    /// ```
+    /// let shutdown = opskit::Shutdown::new();
+    /// assert!(!shutdown.close_connection(200));
+    /// shutdown.trigger();
+    /// assert!(shutdown.close_connection(200));
+    /// assert!(!shutdown.close_connection(101));
+    /// ```
+    pub fn close_connection(&self, status: u16) -> bool {
+        status != 101 && self.is_triggered()
     }
 
     /// Marks the drain's deadline as passed: requests still running are
@@ -91,6 +105,27 @@ impl Shutdown {
     /// `shutdown`), not abandoned by its client.
     pub fn deadline_passed(&self) -> bool {
         self.deadline_passed.load(Ordering::Acquire)
+    }
+
+    /// Counts a request as started (the recorder calls it).
+    pub(crate) fn request_started(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request as finished: its access line is written.
+    pub(crate) fn request_finished(&self) {
+        self.requests.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Waits (up to `timeout`) until every started request has finished: a
+    /// server whose workers drop the requests they cut on their own threads
+    /// (Actix) waits for their access lines before the log closes.
+    #[cfg(feature = "actix")]
+    pub(crate) async fn requests_finished(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.requests.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     #[cfg(any(feature = "axum", feature = "actix"))]
