@@ -55,8 +55,8 @@ const SHUTDOWN_DELAY: VarSpec = VarSpec::new(
 );
 const HEADER_READ_TIMEOUT: VarSpec = VarSpec::new(
     "OPSKIT_HEADER_READ_TIMEOUT",
-    "a duration such as 10s (not 0)",
-    Some("10s"),
+    "a duration such as 5s (not 0)",
+    Some("5s"),
     "How long a client may take to send a request's head (request line and headers) before the connection is closed (Actix answers 408 first): slow-header clients cannot hold connections. Actix's `client_request_timeout`; on Axum hyper's `header_read_timeout`, which also runs while a keep-alive connection waits for its next request.",
 );
 const KEEP_ALIVE_TIMEOUT: VarSpec = VarSpec::new(
@@ -1608,7 +1608,7 @@ mod tests {
         assert_eq!(s.port, 8080);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.shutdown_delay, Duration::from_secs(5));
-        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(5));
         assert_eq!(s.keep_alive_timeout, Duration::from_secs(5));
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.listen_addr().to_string(), "0.0.0.0:8080");
