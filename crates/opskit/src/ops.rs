@@ -257,12 +257,21 @@ impl Builder {
             Some((guard, counter)) => (Some(guard), Some(counter)),
             None => (None, None),
         };
+        let shutdown = Shutdown::new();
+        // Probes and scrapes: never rate limited, never error reports.
+        let operational: Vec<String> = crate::health::Probe::ALL
+            .iter()
+            .map(|p| format!("{}/{}", settings.health_prefix, p.path_segment()))
+            .chain([settings.metrics.path.clone()])
+            .collect();
         let recorder = crate::recorder::Recorder::new(
             settings.access_log.clone(),
             &settings.request_id_header,
         )
         .with_trace_response_header(settings.trace_response_header.clone())
-        .with_trace_context(settings.otel.sampler, settings.otel.propagation);
+        .with_trace_context(settings.otel.sampler, settings.otel.propagation)
+        .with_shutdown(shutdown.clone())
+        .with_operational_paths(operational.clone());
         #[cfg(feature = "sentry")]
         let recorder = {
             if let Some(r) = &reporter {
@@ -316,12 +325,7 @@ impl Builder {
             l.routes.extend(self.rate_limit_routes);
             // Probes and scrapes come from a few addresses many times a
             // minute: never limited.
-            let prefix = &settings.health_prefix;
-            l.exempt = crate::health::Probe::ALL
-                .iter()
-                .map(|p| format!("{prefix}/{}", p.path_segment()))
-                .chain([settings.metrics.path.clone()])
-                .collect();
+            l.exempt = operational;
             if let Some(f) = self.rate_limit_key {
                 l.key_by = crate::ratelimit::KeyBy::Custom(f);
             }
@@ -335,7 +339,6 @@ impl Builder {
             .clone()
             .or(self.commit)
             .unwrap_or_else(|| "unknown".to_owned());
-        let shutdown = Shutdown::new();
         let health = Health::new(shutdown.clone()).with_identity(
             crate::health::Identity {
                 service: service.name.clone(),

@@ -20,6 +20,9 @@ use std::net::IpAddr;
 use std::time::Instant;
 use tracing::{Level, Span};
 
+/// The `error.type` of a request cut at the shutdown deadline.
+const SHUTDOWN_CUT: &str = "shutdown";
+
 /// Bounds on what one access-log line may carry from the request.
 const MAX_PATH: usize = 2048;
 const MAX_USER_AGENT: usize = 512;
@@ -37,6 +40,11 @@ pub struct Recorder {
     propagation: crate::trace::Propagation,
     #[cfg(otlp)]
     spans: Option<crate::otel::SpanSink>,
+    /// Tells a request cut at the shutdown deadline from one its client left.
+    shutdown: Option<crate::Shutdown>,
+    /// The operational routes (probes, metrics): their answers are never
+    /// error reports.
+    operational: std::sync::Arc<[String]>,
 }
 
 /// What [`Recorder::start`] hands back to the adapter.
@@ -223,7 +231,37 @@ impl Recorder {
             propagation: crate::trace::Propagation::default(),
             #[cfg(otlp)]
             spans: None,
+            shutdown: None,
+            operational: std::sync::Arc::new([]),
         }
+    }
+
+    /// Follows `shutdown`: a request dropped after the drain's deadline is
+    /// logged and counted as cut by the server (status 503, `error.type`
+    /// `shutdown`), not as aborted by its client.
+    #[must_use]
+    pub fn with_shutdown(mut self, shutdown: crate::Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// The paths of the operational routes (`/readyz`, `/metrics`, …; each
+    /// also with sub-paths such as `/readyz/{check}`): their answers, a
+    /// readiness 503 included, are the service's state rather than
+    /// application errors, and are never sent as error reports.
+    #[must_use]
+    pub fn with_operational_paths(mut self, paths: Vec<String>) -> Self {
+        self.operational = paths.into();
+        self
+    }
+
+    /// Whether `path` is one of the operational routes.
+    #[cfg(feature = "sentry")]
+    fn is_operational(&self, path: &str) -> bool {
+        self.operational.iter().any(|p| {
+            path.strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     }
 
     /// Samples with `sampler` and reads/writes the formats `propagation` names.
@@ -309,6 +347,9 @@ impl Recorder {
         };
         let span =
             crate::logging::request_span(request_id.as_str(), hex(trace_digits), hex(span_digits));
+        if let Some(s) = &self.shutdown {
+            s.request_started();
+        }
         Started {
             request_id,
             span,
@@ -325,6 +366,27 @@ impl Recorder {
         // One reading of the clock: the metric, the transaction and the log
         // line report the same duration.
         let elapsed = started.at.elapsed();
+        // Counted as finished once everything below is done (every return).
+        let _finished = self.shutdown.as_ref().map(Finished);
+        // Dropped after the drain's deadline: the server cut it. Its own
+        // outcome, 503 with `error.type` `shutdown`, not the client's 499.
+        let cut;
+        let outcome = if outcome.aborted
+            && self
+                .shutdown
+                .as_ref()
+                .is_some_and(crate::Shutdown::deadline_passed)
+        {
+            cut = Outcome {
+                status: 503,
+                aborted: false,
+                error: Some(SHUTDOWN_CUT),
+                ..*outcome
+            };
+            &cut
+        } else {
+            outcome
+        };
         if let Some(m) = &self.metrics {
             let aborted = outcome.aborted;
             m.finish(&crate::metrics::Request {
@@ -346,7 +408,10 @@ impl Recorder {
         }
         #[cfg(feature = "sentry")]
         if let Some(reporter) = &self.reporter {
-            if (outcome.status >= 500 && !outcome.aborted) || outcome.panic.is_some() {
+            let failed =
+                (outcome.status >= 500 && !outcome.aborted && outcome.error != Some(SHUTDOWN_CUT))
+                    || outcome.panic.is_some();
+            if failed && !self.is_operational(outcome.path) {
                 let crumbs = crate::report::take_breadcrumbs(&started.span);
                 reporter.report_request(outcome, &started.request_id, crumbs);
             }
@@ -383,6 +448,8 @@ impl Recorder {
         };
         let message = if outcome.aborted {
             "request aborted by the client"
+        } else if outcome.error == Some(SHUTDOWN_CUT) {
+            "request cut at the shutdown deadline"
         } else {
             "request completed"
         };
@@ -409,8 +476,18 @@ impl Recorder {
             client.address = client.as_ref().map(IpText::as_str),
             network.peer.address = peer.as_ref().map(IpText::as_str),
             user_agent.original = outcome.user_agent.map(|u| truncate(u, MAX_USER_AGENT)),
+            error.type = (outcome.error == Some(SHUTDOWN_CUT)).then_some(SHUTDOWN_CUT),
             duration_ms = (duration_ms * 1000.0).round() / 1000.0
         );
+    }
+}
+
+/// Counts a request as finished when dropped (the end of [`Recorder::finish`]).
+struct Finished<'a>(&'a crate::Shutdown);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.request_finished();
     }
 }
 
@@ -801,6 +878,52 @@ mod tests {
             span_name("GET", Some("/interned/{id}")).0,
             Cow::Borrowed(_)
         ));
+    }
+
+    /// A request dropped after the drain's deadline is counted (and
+    /// logged) as cut by the server: 503 with `error_type` `shutdown`; one
+    /// dropped before it stays the client's abort.
+    #[cfg(feature = "prometheus")]
+    #[test]
+    fn a_request_cut_at_the_shutdown_deadline_is_counted_as_shutdown() {
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = prometheus.handle();
+        metrics::with_local_recorder(&prometheus, || {
+            let shutdown = crate::Shutdown::new();
+            let rec = Recorder::default()
+                .with_metrics(Some(crate::metrics::HttpMetrics::new(&Default::default())))
+                .with_shutdown(shutdown.clone());
+            let dropped = |route: &'static str| {
+                let started = rec.start(None, "GET", false, [None, None, None]);
+                rec.finish(
+                    &started,
+                    &Outcome {
+                        status: 499,
+                        aborted: true,
+                        route: Some(route),
+                        ..Outcome::new("GET", route)
+                    },
+                );
+            };
+            dropped("/left");
+            shutdown.trigger();
+            shutdown.pass_deadline();
+            dropped("/cut");
+        });
+        let text = handle.render();
+        let count = |route: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("http_server_request_duration_seconds_count")
+                        && l.contains(&format!("http_route=\"{route}\""))
+                })
+                .unwrap_or_else(|| panic!("no series for {route}:\n{text}"))
+                .to_owned()
+        };
+        let cut = count("/cut");
+        assert!(cut.contains("error_type=\"shutdown\""), "{cut}");
+        assert!(cut.contains("http_response_status_code=\"503\""), "{cut}");
+        assert!(count("/left").contains("error_type=\"aborted\""));
     }
 
     #[test]

@@ -11,8 +11,16 @@
 //! # }
 //! ```
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// How long after the listener closed an idle connection may still bring a
+/// request (answered with `Connection: close`): one just accepted may have
+/// its first request on the way, a keep-alive client its next one. Both
+/// servers close idle connections after it.
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub(crate) const LAST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A cloneable handle on the process' shutdown state.
 ///
@@ -22,6 +30,12 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     tx: Arc<watch::Sender<bool>>,
+    /// Set when the drain's deadline (`OPSKIT_SHUTDOWN_TIMEOUT`) has passed:
+    /// requests dropped from then on were cut by the server, not the client.
+    deadline_passed: Arc<AtomicBool>,
+    /// Requests started and not yet finished (logged), so that the server
+    /// can wait for the lines of the requests it cut before the log closes.
+    requests: Arc<AtomicUsize>,
 }
 
 impl Default for Shutdown {
@@ -35,6 +49,8 @@ impl Shutdown {
     pub fn new() -> Self {
         Self {
             tx: Arc::new(watch::channel(false).0),
+            deadline_passed: Arc::new(AtomicBool::new(false)),
+            requests: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -53,6 +69,63 @@ impl Shutdown {
         let mut rx = self.tx.subscribe();
         // The sender lives in `self`, so `wait_for` cannot see it closed.
         let _ = rx.wait_for(|v| *v).await;
+    }
+
+    /// Whether a response with this status should close its connection:
+    /// from the shutdown signal on, so that keep-alive clients stop reusing a
+    /// connection the server is about to close and open a new one (to
+    /// another instance once load balancers have seen readiness fail); never
+    /// a `101 Switching Protocols`, whose connection goes on as the new
+    /// protocol.
+    ///
+    /// Both servers call it for every response: HTTP/1.1 answers carry
+    /// `Connection: close` and the server closes the connection after them;
+    /// HTTP/2 connections get a GOAWAY instead (streams in flight finish).
+    ///
+    /// ```
+    /// let shutdown = opskit::Shutdown::new();
+    /// assert!(!shutdown.close_connection(200));
+    /// shutdown.trigger();
+    /// assert!(shutdown.close_connection(200));
+    /// assert!(!shutdown.close_connection(101));
+    /// ```
+    pub fn close_connection(&self, status: u16) -> bool {
+        status != 101 && self.is_triggered()
+    }
+
+    /// Marks the drain's deadline as passed: requests still running are
+    /// about to be cut by the server.
+    #[cfg(any(feature = "axum", feature = "actix"))]
+    pub(crate) fn pass_deadline(&self) {
+        self.deadline_passed.store(true, Ordering::Release);
+    }
+
+    /// Whether the drain's deadline has passed: a request dropped now was
+    /// cut by the server (logged with status 503 and `error.type`
+    /// `shutdown`), not abandoned by its client.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline_passed.load(Ordering::Acquire)
+    }
+
+    /// Counts a request as started (the recorder calls it).
+    pub(crate) fn request_started(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request as finished: its access line is written.
+    pub(crate) fn request_finished(&self) {
+        self.requests.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Waits (up to `timeout`) until every started request has finished: a
+    /// server whose workers drop the requests they cut on their own threads
+    /// (Actix) waits for their access lines before the log closes.
+    #[cfg(feature = "actix")]
+    pub(crate) async fn requests_finished(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.requests.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     #[cfg(any(feature = "axum", feature = "actix"))]

@@ -50,8 +50,20 @@ const SHUTDOWN_TIMEOUT: VarSpec = VarSpec::new(
 const SHUTDOWN_DELAY: VarSpec = VarSpec::new(
     "OPSKIT_SHUTDOWN_DELAY",
     "a duration such as 5s, or 0",
-    Some("0"),
-    "After SIGTERM/SIGINT, how long to keep accepting requests while readiness reports 503, so load balancers stop routing here first.",
+    Some("5s"),
+    "After SIGTERM/SIGINT, how long to keep accepting requests while readiness reports 503 and every response carries `Connection: close`, so load balancers and kube-proxy stop routing here first (see docs/health.md).",
+);
+const HEADER_READ_TIMEOUT: VarSpec = VarSpec::new(
+    "OPSKIT_HEADER_READ_TIMEOUT",
+    "a duration such as 5s (not 0)",
+    Some("5s"),
+    "How long a client may take to send a request's head (request line and headers) before the connection is closed (Actix answers 408 first): slow-header clients cannot hold connections. Actix's `client_request_timeout`; on Axum hyper's `header_read_timeout`, which also runs while a keep-alive connection waits for its next request.",
+);
+const KEEP_ALIVE_TIMEOUT: VarSpec = VarSpec::new(
+    "OPSKIT_KEEP_ALIVE_TIMEOUT",
+    "a duration such as 5s, or 0 for no keep-alive",
+    Some("5s"),
+    "How long an idle keep-alive connection is kept open between requests (Actix's `keep_alive`). Behind a load balancer that reuses connections, set it above the balancer's idle timeout (and on Axum `OPSKIT_HEADER_READ_TIMEOUT` at least as high).",
 );
 
 const ACCESS_LOG: VarSpec = VarSpec::new(
@@ -444,6 +456,8 @@ pub static VARS: &[VarSpec] = &[
     LOG_FORMAT,
     SHUTDOWN_TIMEOUT,
     SHUTDOWN_DELAY,
+    HEADER_READ_TIMEOUT,
+    KEEP_ALIVE_TIMEOUT,
     ACCESS_LOG,
     ACCESS_LOG_LEVELS,
     ACCESS_LOG_SKIP_PATHS,
@@ -1348,6 +1362,10 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `OPSKIT_SHUTDOWN_DELAY`.
     pub shutdown_delay: Duration,
+    /// `OPSKIT_HEADER_READ_TIMEOUT`.
+    pub header_read_timeout: Duration,
+    /// `OPSKIT_KEEP_ALIVE_TIMEOUT` (zero: no keep-alive).
+    pub keep_alive_timeout: Duration,
     /// `OPSKIT_ACCESS_LOG*`.
     pub access_log: AccessLogSettings,
     /// `OPSKIT_REQUEST_ID_HEADER` (lower case).
@@ -1460,6 +1478,15 @@ impl Settings {
         let log_format = r.read(&LOG_FORMAT);
         let shutdown_timeout = r.read(&SHUTDOWN_TIMEOUT);
         let shutdown_delay = r.read(&SHUTDOWN_DELAY);
+        let header_read_timeout: Option<Duration> = r.read(&HEADER_READ_TIMEOUT);
+        if header_read_timeout.is_some_and(|t| t.is_zero()) {
+            r.report.push(
+                HEADER_READ_TIMEOUT.name,
+                HEADER_READ_TIMEOUT.expected,
+                "the value is 0: a client could hold a connection forever",
+            );
+        }
+        let keep_alive_timeout = r.read(&KEEP_ALIVE_TIMEOUT);
         let access_enabled = r.read(&ACCESS_LOG);
         let access_levels = r.read(&ACCESS_LOG_LEVELS);
         let skip: Option<List> = r.read(&ACCESS_LOG_SKIP_PATHS);
@@ -1558,6 +1585,9 @@ impl Settings {
                 log_format,
                 shutdown_timeout,
                 shutdown_delay,
+                // Read above; the guard ensures they were valid.
+                header_read_timeout: header_read_timeout.unwrap_or_default(),
+                keep_alive_timeout: keep_alive_timeout.unwrap_or_default(),
                 access_log,
                 request_id_header: request_id_header.0,
                 sentry,
@@ -1593,7 +1623,9 @@ mod tests {
         let s = Settings::from_env(&Env::default()).unwrap();
         assert_eq!(s.port, 8080);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
-        assert_eq!(s.shutdown_delay, Duration::ZERO);
+        assert_eq!(s.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.keep_alive_timeout, Duration::from_secs(5));
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.listen_addr().to_string(), "0.0.0.0:8080");
         let d = AccessLogSettings::default();

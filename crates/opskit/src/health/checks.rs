@@ -14,8 +14,8 @@
 //! # }
 //! ```
 //!
-//! Failure messages never repeat a URL or address given here (they may hold
-//! credentials): they name what failed and why.
+//! Failure messages never repeat a URL given here (it may hold credentials):
+//! they name what failed and why, and at most the host and port.
 
 use super::Check;
 use std::time::Duration;
@@ -170,6 +170,12 @@ fn pg_reason(e: &tokio_postgres::Error) -> String {
 }
 
 /// Passes when Redis at `url` answers `PING` (feature `redis`).
+///
+/// Connecting and `PING` each get [`REDIS_TIMEOUT`], well inside the check's
+/// timeout, so that a frozen Redis (one that accepts connections and never
+/// answers) fails with a reason that says so: `timed out after 1 s
+/// connecting to 127.0.0.1:6379`. The reason names the host and port, never
+/// the URL's credentials.
 #[cfg(feature = "redis")]
 pub fn redis(name: &str, url: &str) -> Check {
     let client = redis::Client::open(url);
@@ -177,14 +183,24 @@ pub fn redis(name: &str, url: &str) -> Check {
         let client = client.clone();
         async move {
             let client = client.map_err(|_| "the Redis URL is invalid".to_owned())?;
-            let mut conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| format!("cannot connect: {:?}", e.kind()))?;
-            let pong: String = redis::cmd("PING")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| format!("PING failed: {:?}", e.kind()))?;
+            let target = client.get_connection_info().addr().to_string();
+            let secs = REDIS_TIMEOUT.as_secs_f64();
+            // opskit's own timeouts (below), so that a timeout is told apart.
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(None)
+                .set_response_timeout(None);
+            let mut conn = tokio::time::timeout(
+                REDIS_TIMEOUT,
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await
+            .map_err(|_| format!("timed out after {secs} s connecting to {target}"))?
+            .map_err(|e| format!("cannot connect to {target}: {}", redis_failure(&e)))?;
+            let pong: String =
+                tokio::time::timeout(REDIS_TIMEOUT, redis::cmd("PING").query_async(&mut conn))
+                    .await
+                    .map_err(|_| format!("no answer to PING from {target} within {secs} s"))?
+                    .map_err(|e| format!("PING to {target} failed: {}", redis_failure(&e)))?;
             if pong == "PONG" {
                 Ok(())
             } else {
@@ -192,6 +208,25 @@ pub fn redis(name: &str, url: &str) -> Check {
             }
         }
     })
+}
+
+/// How long the Redis check waits to connect, then for `PING`'s answer.
+#[cfg(feature = "redis")]
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What went wrong, in words (a Redis error's `Display` may repeat what
+/// the server or the URL said).
+#[cfg(feature = "redis")]
+fn redis_failure(e: &redis::RedisError) -> String {
+    if e.is_connection_refusal() {
+        "connection refused".to_owned()
+    } else if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connection_dropped() {
+        "the connection was closed".to_owned()
+    } else {
+        format!("{:?} error", e.kind())
+    }
 }
 
 #[cfg(test)]

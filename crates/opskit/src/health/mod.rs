@@ -195,9 +195,12 @@ struct Outcome {
 #[derive(Debug)]
 struct Entry {
     check: Check,
-    // An async mutex: concurrent probes wait for the run in progress instead
-    // of starting their own (single flight).
-    last: tokio::sync::Mutex<Option<Outcome>>,
+    /// The last result (read by every probe, written after each run).
+    last: RwLock<Option<Outcome>>,
+    // An async mutex around runs: a probe that has no result to answer from
+    // waits for the run in progress instead of starting its own (single
+    // flight); a stale result starts at most one run in the background.
+    running: Arc<tokio::sync::Mutex<()>>,
     refreshing: AtomicBool,
 }
 
@@ -233,24 +236,50 @@ impl Entry {
         }
     }
 
-    async fn outcome(&self) -> Outcome {
-        let mut last = self.last.lock().await;
-        if let Some(o) = last.as_ref() {
-            if self.refreshing.load(Ordering::Acquire) || Instant::now() < o.fresh_until {
-                return o.clone();
-            }
-        }
+    fn last(&self) -> Option<Outcome> {
+        self.last.read().ok().and_then(|l| l.clone())
+    }
+
+    /// Runs the check and keeps its result (the caller holds `running`).
+    async fn run_and_keep(&self) -> Outcome {
         let new = self.run_now().await;
-        log_transition(&self.check.name, last.as_ref(), &new);
-        *last = Some(new.clone());
+        if let Ok(mut last) = self.last.write() {
+            log_transition(&self.check.name, last.as_ref(), &new);
+            *last = Some(new.clone());
+        }
         new
     }
 
+    /// The result a probe answers with. A fresh one as it is; a stale one
+    /// too, while a new run starts in the background: a probe never waits
+    /// for a slow or hung dependency once a result exists (kubelets give up
+    /// after 1 s by default, and a check may take its whole timeout). Only
+    /// the very first probe waits for the first run.
+    async fn outcome(self: &Arc<Self>) -> Outcome {
+        if let Some(o) = self.last() {
+            let fresh = self.refreshing.load(Ordering::Acquire) || Instant::now() < o.fresh_until;
+            if !fresh {
+                if let Ok(guard) = self.running.clone().try_lock_owned() {
+                    let entry = self.clone();
+                    tokio::spawn(async move {
+                        entry.run_and_keep().await;
+                        drop(guard);
+                    });
+                }
+            }
+            return o;
+        }
+        let _running = self.running.lock().await;
+        // A run that finished while this probe waited answers it.
+        if let Some(o) = self.last() {
+            return o;
+        }
+        self.run_and_keep().await
+    }
+
     async fn refresh(&self) {
-        let new = self.run_now().await;
-        let mut last = self.last.lock().await;
-        log_transition(&self.check.name, last.as_ref(), &new);
-        *last = Some(new);
+        let _running = self.running.lock().await;
+        self.run_and_keep().await;
     }
 }
 
@@ -328,7 +357,8 @@ impl Health {
     pub fn register(&self, check: Check) {
         let entry = Arc::new(Entry {
             check,
-            last: tokio::sync::Mutex::new(None),
+            last: RwLock::new(None),
+            running: Arc::new(tokio::sync::Mutex::new(())),
             refreshing: AtomicBool::new(false),
         });
         if let Ok(mut checks) = self.checks.write() {
@@ -642,6 +672,41 @@ mod tests {
         let answers = join_all(probes).await;
         assert!(answers.iter().all(|a| a.status == 200));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    /// A stale result answers at once while the check runs again in the
+    /// background (a frozen dependency never holds a probe); the new
+    /// result answers the probes after it.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_result_answers_while_the_check_runs_again() {
+        let h = ready_health();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        h.register(
+            Check::new("cache", move || {
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    Err("frozen".to_owned())
+                }
+            })
+            .cache(Duration::ZERO)
+            .timeout(Duration::from_secs(10)),
+        );
+        assert_eq!(h.respond(Probe::Ready, None, None, None).await.status, 200);
+        let asked = tokio::time::Instant::now();
+        let stale = h.respond(Probe::Ready, None, None, None).await;
+        assert_eq!(stale.status, 200, "the last result, while the run hangs");
+        assert_eq!(asked.elapsed(), Duration::ZERO, "no wait for the run");
+        // Probes during the run neither wait nor start another run.
+        tokio::task::yield_now().await;
+        assert_eq!(h.respond(Probe::Ready, None, None, None).await.status, 200);
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "one run in the background");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(h.respond(Probe::Ready, None, None, None).await.status, 503);
     }
 
     #[tokio::test]
