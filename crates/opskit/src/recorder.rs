@@ -894,7 +894,7 @@ mod tests {
                 .with_metrics(Some(crate::metrics::HttpMetrics::new(&Default::default())))
                 .with_shutdown(shutdown.clone());
             let dropped = |route: &'static str| {
-                let started = rec.start(None, "GET", false, [None, None, None]);
+                let started = rec.start(None, "GET", false, &Default::default());
                 rec.finish(
                     &started,
                     &Outcome {
