@@ -68,8 +68,13 @@ fn panics_become_problem_responses_and_the_service_keeps_serving(kind: Kind) {
     // The panic is logged once per request as one JSON line, with its message.
     // Lines are written in order: once a later request's line is out, every
     // panic line (and any duplicate) is out too.
-    s.request("GET", "/users/1", &[("x-request-id", "after-the-panics")], b"")
-        .unwrap();
+    s.request(
+        "GET",
+        "/users/1",
+        &[("x-request-id", "after-the-panics")],
+        b"",
+    )
+    .unwrap();
     assert!(
         s.wait_for_output("after-the-panics", Duration::from_secs(10)),
         "{:?}",

@@ -339,7 +339,12 @@ fn handlers_override_only_what_is_allowed(kind: Kind) {
             .map(|(_, v)| v.clone())
             .collect()
     };
-    assert_eq!(values(&r, "x-frame-options"), ["SAMEORIGIN"], "{:?}", r.headers);
+    assert_eq!(
+        values(&r, "x-frame-options"),
+        ["SAMEORIGIN"],
+        "{:?}",
+        r.headers
+    );
     assert_eq!(values(&r, "content-security-policy").len(), 1);
     // Made overridable, the handler's value is kept.
     let s = Starter::spawn(
@@ -350,7 +355,12 @@ fn handlers_override_only_what_is_allowed(kind: Kind) {
         )],
     );
     let r = s.get("/demo/embed").unwrap();
-    assert_eq!(values(&r, "x-frame-options"), ["ALLOWALL"], "{:?}", r.headers);
+    assert_eq!(
+        values(&r, "x-frame-options"),
+        ["ALLOWALL"],
+        "{:?}",
+        r.headers
+    );
     let s = Starter::spawn(kind, &[("OPSKIT_SECURITY_HEADERS_OVERRIDABLE", ",")]);
     let r = s.get("/demo/embed").unwrap();
     assert!(r

@@ -242,7 +242,12 @@ fn a_dead_collector_costs_nothing_but_counted_drops(kind: Kind) {
     let t = Instant::now();
     for i in 0..SAMPLED {
         let r = s
-            .request("GET", &format!("/users/{i}"), &[("traceparent", PARENT)], b"")
+            .request(
+                "GET",
+                &format!("/users/{i}"),
+                &[("traceparent", PARENT)],
+                b"",
+            )
             .unwrap();
         assert_eq!(r.status, 200);
         assert!(r.header("traceresponse").unwrap().ends_with("-01"));
