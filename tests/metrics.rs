@@ -296,18 +296,38 @@ fn a_real_prometheus_computes_p95_and_the_error_rate(kind: Kind) {
             }
         });
     };
-    // First the series appear and get scraped, then the measured traffic:
-    // rate() sees only increases between two scrapes.
-    traffic(1, 1, 1);
-    std::thread::sleep(Duration::from_millis(2500));
-    traffic(20, 60, 20);
-    std::thread::sleep(Duration::from_millis(3500));
     let value = |q: &str| -> f64 {
         let v = prom.query(q).unwrap();
         let result = &v["data"]["result"];
         assert_eq!(result.as_array().map(Vec::len), Some(1), "{q}: {v}");
         result[0]["value"][1].as_str().unwrap().parse().unwrap()
     };
+    // Waits until Prometheus has scraped `n` requests of the routes.
+    let scraped = |n: f64| {
+        let q =
+            r#"sum(http_server_request_duration_seconds_count{http_route=~"/demo/.*|/users/.*"})"#;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = prom.query(q).unwrap();
+            let seen = v["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|x| x.parse::<f64>().ok());
+            if seen.is_some_and(|seen| seen >= n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never scraped {n}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // First the series appear and get scraped, then the measured traffic:
+    // rate() sees only increases between two scrapes.
+    traffic(1, 1, 1);
+    scraped(3.0);
+    traffic(20, 60, 20);
+    scraped(103.0);
     let p95 = |route: &str| {
         value(&format!(
             r#"histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{{http_route="{route}"}}[1m])))"#
