@@ -220,6 +220,7 @@ fn both_starters_answer_identically() {
         "/demo/panic",
         "/demo/slow?ms=1",
         "/demo/slow?ms=x",
+        "/demo/legacy",
         "/livez",
         "/readyz",
         "/startupz",
