@@ -4,7 +4,7 @@
 //! assertions) and a real Sentry-protocol server (Bugsink).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{free_port, Bugsink, Kind, SentryReceiver, Starter};
+use opskit_conformance::{free_port, BlackHole, Bugsink, Kind, SentryReceiver, Starter};
 use serde_json::Value;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -184,18 +184,39 @@ fn time_failures(s: &Starter, n: usize) -> Duration {
 
 fn a_dead_sentry_costs_nothing_but_a_counter(kind: Kind) {
     const N: usize = 100;
+    // Every failing request is one event: 10 to warm up, then N timed.
+    const EVENTS: u64 = 10 + N as u64;
     // Baseline: the receiver is up.
     let rx = SentryReceiver::start();
     let up = Starter::spawn(kind, &[("SENTRY_DSN", &rx.dsn())]);
     time_failures(&up, 10); // warm up
     let with_receiver = time_failures(&up, N);
-    drop(up);
+    let mut up = up;
+    up.signal("TERM");
+    assert_eq!(
+        up.wait_exit(Duration::from_secs(15)).unwrap().code(),
+        Some(0)
+    );
+    let counts = delivery_counts(&up);
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        EVENTS,
+        "one event per failing request, each counted once: {counts:?}"
+    );
+    // What was sent arrived (a burst may overflow the queue: dropped).
+    assert!(counts[0] >= 1, "{counts:?}");
+    assert_eq!(
+        rx.wait_for_events(counts[0] as usize, Duration::from_secs(10))
+            .len() as u64,
+        counts[0]
+    );
 
     // Nothing listens on the port: every delivery fails fast.
     let refused = format!("http://testkey@127.0.0.1:{}/42", free_port());
-    // A black hole: connections are accepted and never answered.
-    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let black_hole = format!("http://testkey@{}/42", hole.local_addr().unwrap());
+    // A black hole: connections are accepted and never answered, so every
+    // delivery waits for its 1 s timeout and the 64-event queue fills.
+    let hole = BlackHole::start();
+    let black_hole = format!("http://testkey@{}/42", hole.addr());
     for (name, dsn) in [("refused", refused), ("black hole", black_hole)] {
         let mut s = Starter::spawn(
             kind,
@@ -204,7 +225,7 @@ fn a_dead_sentry_costs_nothing_but_a_counter(kind: Kind) {
         time_failures(&s, 10);
         let dead = time_failures(&s, N);
         // Generous: the point is that requests never wait for Sentry (a
-        // blocking send would cost 1 s per request here).
+        // blocking send to the black hole would cost 1 s per request here).
         assert!(
             dead < with_receiver * 5 + Duration::from_secs(2),
             "{name}: {N} failing requests took {dead:?} vs {with_receiver:?} with Sentry up"
@@ -222,16 +243,30 @@ fn a_dead_sentry_costs_nothing_but_a_counter(kind: Kind) {
             "{name}: shutdown took {:?}",
             t.elapsed()
         );
-        let stopped = s
-            .output()
-            .into_iter()
-            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .find(|v| v["message"] == "error reporting stopped")
-            .expect("the delivery counters are logged");
-        let lost = stopped["failed"].as_u64().unwrap() + stopped["dropped"].as_u64().unwrap();
-        assert_eq!(stopped["sent"], 0, "{name}");
-        assert!(lost >= 1, "{name}: {stopped}");
+        let [sent, failed, dropped] = delivery_counts(&s);
+        assert_eq!(sent, 0, "{name}");
+        // Every event is accounted for: none vanishes uncounted.
+        assert_eq!(
+            failed + dropped,
+            EVENTS,
+            "{name}: failed {failed}, dropped {dropped}"
+        );
     }
+}
+
+/// `[sent, failed, dropped]` from the line logged at shutdown.
+fn delivery_counts(s: &Starter) -> [u64; 3] {
+    let stopped = s
+        .output()
+        .into_iter()
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .find(|v| v["message"] == "error reporting stopped")
+        .expect("the delivery counters are logged");
+    ["sent", "failed", "dropped"].map(|k| {
+        stopped[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {k}: {stopped}"))
+    })
 }
 
 /// A real Sentry-protocol server accepts and stores the events of both starters.

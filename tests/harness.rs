@@ -172,7 +172,13 @@ pub struct Starter {
 impl Starter {
     /// Starts `kind` with `env` and waits until it listens and `/livez` answers.
     pub fn spawn(kind: Kind, env: &[(&str, &str)]) -> Starter {
-        let mut child = command(kind, env)
+        Self::spawn_command(kind, command(kind, env))
+    }
+
+    /// Starts `cmd` (a [`command`] for `kind`, changed as the test needs)
+    /// and waits until it listens and `/livez` answers.
+    pub fn spawn_command(kind: Kind, mut cmd: Command) -> Starter {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -472,6 +478,44 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// A loopback endpoint that accepts every connection and never answers:
+/// what a hung collector or a firewall that drops replies looks like. It
+/// reads (and discards) what it is sent, so senders never block on a full
+/// socket buffer, and holds each connection open for as long as the test
+/// process lives.
+#[derive(Debug)]
+pub struct BlackHole {
+    addr: SocketAddr,
+}
+
+impl BlackHole {
+    /// Starts it on an ephemeral loopback port.
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                std::thread::spawn(move || {
+                    let mut sink = [0u8; 8192];
+                    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                    // The peer gave up: keep nothing, answer nothing.
+                });
+            }
+        });
+        Self { addr }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://` and its address.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// One POST the Sentry receiver got.

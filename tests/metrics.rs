@@ -83,23 +83,44 @@ fn metrics_are_named_labelled_and_lint_clean(kind: Kind) {
     }
 }
 
+/// The process's resident memory (`VmRSS` in `/proc/<pid>/status`), in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib * 1024
+}
+
+/// Growth allowed over the flood: generous (about 0.5 MiB is measured;
+/// allocator arenas and buffers settle in the first megabytes), far below
+/// what keeping anything per request or per path would cost (100,000
+/// paths: 10 MB at 100 bytes each).
+const FLOOD_RSS_BOUND: u64 = 8 << 20;
+
+/// The series cap in the flood test: low, so that the test can pass it.
+const MAX_SERIES: usize = 10;
+
 fn a_flood_of_unknown_paths_and_methods_adds_no_series(kind: Kind) {
     // Access log off: this test is about metrics, and 100,000 warn lines
     // through the harness's pipes would only slow it down.
-    let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG", "false")]);
+    let cap = MAX_SERIES.to_string();
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_ACCESS_LOG", "false"),
+            ("OPSKIT_METRICS_MAX_SERIES", cap.as_str()),
+        ],
+    );
     s.get("/nowhere").unwrap();
     s.request("BREW", "/users/1", &[], b"").unwrap();
     s.get("/metrics").unwrap(); // the scrape's own series exists from here on
     let before = duration_series(&s.get("/metrics").unwrap().text());
-    let rss = |s: &Starter| -> f64 {
-        let text = s.get("/metrics").unwrap().text();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("process_resident_memory_bytes "))
-            .unwrap();
-        line.rsplit_once(' ').unwrap().1.parse().unwrap()
-    };
-    let rss_before = rss(&s);
+    assert!(before.len() < MAX_SERIES, "{before:#?}");
+    let rss_before = resident_bytes(s.pid());
     let t = Instant::now();
     let paths: Vec<String> = (0..100_000)
         .map(|i| format!("/random/{i}/{}", i * 7919))
@@ -112,17 +133,66 @@ fn a_flood_of_unknown_paths_and_methods_adds_no_series(kind: Kind) {
             .unwrap();
     }
     let took = t.elapsed();
-    let after = duration_series(&s.get("/metrics").unwrap().text());
+    let rss_after = resident_bytes(s.pid());
+    let text = s.get("/metrics").unwrap().text();
+    let after = duration_series(&text);
     let added: Vec<_> = after.difference(&before).collect();
-    let rss_after = rss(&s);
     eprintln!(
         "{kind:?}: 100,000 unknown paths + 200 odd methods in {took:?}: {} series before, {} after, RSS {:.1} → {:.1} MiB",
         before.len(),
         after.len(),
-        rss_before / 1048576.0,
-        rss_after / 1048576.0
+        rss_before as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < FLOOD_RSS_BOUND,
+        "resident memory grew by {} KiB over the flood",
+        rss_after.saturating_sub(rss_before) >> 10
     );
     assert!(added.is_empty(), "the flood added series: {added:#?}");
+    assert_eq!(
+        series_value(&text, "opskit_metrics_overflow_total"),
+        Some(0.0)
+    );
+
+    // Past the cap: requests of new label sets (method, route, status,
+    // error) beyond it share the overflow series and are counted.
+    let new_sets: [(&str, &str); 13] = [
+        ("GET", "/"),
+        ("GET", "/users/1"),
+        ("GET", "/users/x"),
+        ("GET", "/demo/error"),
+        ("GET", "/demo/page"),
+        ("GET", "/demo/embed"),
+        ("GET", "/demo/legacy"),
+        ("GET", "/demo/slow?ms=1"),
+        ("POST", "/demo/echo"),
+        ("PUT", "/nowhere"),
+        ("DELETE", "/nowhere"),
+        ("PATCH", "/nowhere"),
+        ("POST", "/nowhere"),
+    ];
+    for (method, path) in new_sets {
+        s.request(method, path, &[], b"").unwrap();
+    }
+    let overflowed = (before.len() + new_sets.len() - MAX_SERIES) as f64;
+    let text = s.get("/metrics").unwrap().text();
+    let after = duration_series(&text);
+    let (overflow, kept): (Vec<_>, Vec<_>) = after
+        .iter()
+        .partition(|l| l.contains(r#"otel_metric_overflow="true""#));
+    assert_eq!(kept.len(), MAX_SERIES, "{after:#?}");
+    assert_eq!(overflow.len(), 1, "{after:#?}");
+    assert_eq!(
+        series_value(&text, overflow[0]),
+        Some(overflowed),
+        "requests in the overflow series:\n{text}"
+    );
+    assert_eq!(
+        series_value(&text, "opskit_metrics_overflow_total"),
+        Some(overflowed),
+        "{text}"
+    );
 }
 
 fn the_token_protects_metrics(kind: Kind) {
@@ -226,18 +296,38 @@ fn a_real_prometheus_computes_p95_and_the_error_rate(kind: Kind) {
             }
         });
     };
-    // First the series appear and get scraped, then the measured traffic:
-    // rate() sees only increases between two scrapes.
-    traffic(1, 1, 1);
-    std::thread::sleep(Duration::from_millis(2500));
-    traffic(20, 60, 20);
-    std::thread::sleep(Duration::from_millis(3500));
     let value = |q: &str| -> f64 {
         let v = prom.query(q).unwrap();
         let result = &v["data"]["result"];
         assert_eq!(result.as_array().map(Vec::len), Some(1), "{q}: {v}");
         result[0]["value"][1].as_str().unwrap().parse().unwrap()
     };
+    // Waits until Prometheus has scraped `n` requests of the routes.
+    let scraped = |n: f64| {
+        let q =
+            r#"sum(http_server_request_duration_seconds_count{http_route=~"/demo/.*|/users/.*"})"#;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = prom.query(q).unwrap();
+            let seen = v["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|x| x.parse::<f64>().ok());
+            if seen.is_some_and(|seen| seen >= n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never scraped {n}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // First the series appear and get scraped, then the measured traffic:
+    // rate() sees only increases between two scrapes.
+    traffic(1, 1, 1);
+    scraped(3.0);
+    traffic(20, 60, 20);
+    scraped(103.0);
     let p95 = |route: &str| {
         value(&format!(
             r#"histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{{http_route="{route}"}}[1m])))"#

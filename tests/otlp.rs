@@ -1,7 +1,7 @@
 //! OTLP/HTTP metric export from both starters, to a test-side receiver.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{free_port, Kind, OtlpReceiver, Post, Rotel, Starter};
+use opskit_conformance::{free_port, BlackHole, Kind, OtlpReceiver, Post, Rotel, Starter};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -148,23 +148,53 @@ fn metrics_are_pushed_as_otlp_protobuf_by_default(kind: Kind) {
     assert!(has(b"http.server.request.duration") && has(b"/users/{id}"));
 }
 
-fn a_dead_collector_does_not_slow_requests(kind: Kind) {
-    // Nothing listens there: every export fails (connection refused).
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let mut s = Starter::spawn(
+/// Export timeout of the dead-collector cases: what one request would wait
+/// if it waited for an export to a collector that never answers.
+const EXPORT_TIMEOUT_MS: u64 = 6000;
+
+/// Half the export timeout: far above a request's few milliseconds (even on
+/// a loaded machine), far below what waiting for one export costs.
+const REQUEST_BOUND: Duration = Duration::from_millis(EXPORT_TIMEOUT_MS / 2);
+
+/// Starts `kind` exporting metrics and spans to `endpoint` every 100 ms and
+/// sends 200 requests, each of which must finish within [`REQUEST_BOUND`].
+/// Each export to a black hole takes the whole export timeout: a request
+/// that waited for one would take that long.
+fn two_hundred_prompt_requests(kind: Kind, endpoint: &str, name: &str) -> Starter {
+    let timeout = EXPORT_TIMEOUT_MS.to_string();
+    let s = Starter::spawn(
         kind,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", timeout.as_str()),
             ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
     );
-    let t = Instant::now();
     for i in 0..200 {
+        let t = Instant::now();
         assert_eq!(s.get(&format!("/users/{i}")).unwrap().status, 200);
+        let took = t.elapsed();
+        assert!(
+            took < REQUEST_BOUND,
+            "{name}: request {i} took {took:?}: it waited for an export"
+        );
     }
-    let took = t.elapsed();
-    assert!(took < Duration::from_secs(20), "200 requests took {took:?}");
     assert_eq!(s.get("/livez").unwrap().status, 200);
+    s
+}
+
+fn a_dead_collector_does_not_slow_requests(kind: Kind) {
+    // Accepts, never answers: every export waits for its timeout.
+    let hole = BlackHole::start();
+    let mut s = two_hundred_prompt_requests(kind, &hole.url(), "black hole");
+    s.signal("TERM");
+    let status = s.wait_exit(Duration::from_secs(60));
+    assert!(status.is_some_and(|st| st.success()), "{status:?}");
+
+    // Nothing listens there: every export fails (connection refused).
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut s = two_hundred_prompt_requests(kind, &dead, "refused");
     // The failures are counted and logged (once, not per export).
     let failed = || -> f64 {
         let text = s.get("/metrics").unwrap().text();

@@ -64,6 +64,13 @@ fn every_response_carries_the_full_header_set(kind: Kind) {
         assert!(h["content-security-policy"].contains("object-src 'none'"));
         assert!(r.header("server").is_none() && r.header("x-powered-by").is_none());
     }
+    // A handler that sets them (as many libraries do): opskit removes them.
+    let r = s.get("/demo/legacy").unwrap();
+    assert_eq!((r.status, r.json()["legacy"].as_bool()), (200, Some(true)));
+    assert_eq!(security_headers(&r).len(), 12, "{:?}", r.headers);
+    for name in ["server", "x-powered-by"] {
+        assert!(r.header(name).is_none(), "{name} kept: {:?}", r.headers);
+    }
 }
 
 /// The same request to both starters returns the same security headers.
@@ -317,13 +324,43 @@ fn with_cors_every_response_varies_by_origin(kind: Kind) {
 }
 
 fn handlers_override_only_what_is_allowed(kind: Kind) {
+    // /demo/embed sets `Content-Security-Policy: frame-ancestors *` (overridable
+    // by default: kept) and `X-Frame-Options: ALLOWALL` (not: replaced).
     let s = Starter::spawn(kind, &[]);
     let r = s.get("/demo/embed").unwrap();
     assert_eq!(
         r.header("content-security-policy"),
         Some("frame-ancestors *")
     );
-    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    let values = |r: &Response, name: &str| -> Vec<String> {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(
+        values(&r, "x-frame-options"),
+        ["SAMEORIGIN"],
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(values(&r, "content-security-policy").len(), 1);
+    // Made overridable, the handler's value is kept.
+    let s = Starter::spawn(
+        kind,
+        &[(
+            "OPSKIT_SECURITY_HEADERS_OVERRIDABLE",
+            "content-security-policy,x-frame-options",
+        )],
+    );
+    let r = s.get("/demo/embed").unwrap();
+    assert_eq!(
+        values(&r, "x-frame-options"),
+        ["ALLOWALL"],
+        "{:?}",
+        r.headers
+    );
     let s = Starter::spawn(kind, &[("OPSKIT_SECURITY_HEADERS_OVERRIDABLE", ",")]);
     let r = s.get("/demo/embed").unwrap();
     assert!(r

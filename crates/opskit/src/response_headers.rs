@@ -642,6 +642,26 @@ mod tests {
         assert_eq!(run(&off, &[], &["Accept-Encoding"]), ["Accept-Encoding"]);
     }
 
+    /// Every header opskit's security policy sets.
+    #[cfg(feature = "actix")]
+    const SECURITY_NAMES: [&str; 15] = [
+        "content-security-policy",
+        "content-security-policy-report-only",
+        "cross-origin-embedder-policy",
+        "cross-origin-opener-policy",
+        "cross-origin-resource-policy",
+        "origin-agent-cluster",
+        "permissions-policy",
+        "referrer-policy",
+        "strict-transport-security",
+        "x-content-type-options",
+        "x-dns-prefetch-control",
+        "x-download-options",
+        "x-frame-options",
+        "x-permitted-cross-domain-policies",
+        "x-xss-protection",
+    ];
+
     /// The two ways of applying the headers — a clone of a template
     /// (`http`'s map, the tower layer) and inserting in place (Actix's
     /// map) — give the same response headers, for every mix of handler
@@ -789,6 +809,44 @@ mod tests {
                             let limits = ha.iter().filter(|(n, _)| n == "ratelimit").count();
                             let theirs = set.iter().any(|(n, _)| *n == "ratelimit");
                             assert_eq!(limits, usize::from(rate.is_some() || theirs), "{ha:?}");
+                            // Agreeing is not enough: what is turned off is absent.
+                            let values = |name: &str| -> Vec<Vec<u8>> {
+                                ha.iter()
+                                    .filter(|(n, _)| n == name)
+                                    .map(|(_, v)| v.clone())
+                                    .collect()
+                            };
+                            let handlers = |name: &str| -> Vec<Vec<u8>> {
+                                let mut v: Vec<Vec<u8>> = set
+                                    .iter()
+                                    .filter(|(n, _)| *n == name)
+                                    .map(|(_, v)| v.as_bytes().to_vec())
+                                    .collect();
+                                v.sort();
+                                v
+                            };
+                            if !settings.enabled {
+                                // opskit adds none and changes none: only the
+                                // handler's. `Server` and `X-Powered-By` still go.
+                                for name in SECURITY_NAMES {
+                                    assert_eq!(values(name), handlers(name), "{name}: {ha:?}");
+                                }
+                            }
+                            for name in crate::security::REMOVED_HEADERS {
+                                assert!(values(name).is_empty(), "{name}: {ha:?}");
+                            }
+                            if settings.hsts_max_age.is_zero() {
+                                // Not even over HTTPS, and a handler's is removed too.
+                                assert!(values("strict-transport-security").is_empty(), "{ha:?}");
+                            }
+                            if settings.enabled && settings.csp.is_empty() {
+                                // No policy of opskit's: only the handler's own.
+                                assert_eq!(
+                                    values("content-security-policy"),
+                                    handlers("content-security-policy"),
+                                    "{ha:?}"
+                                );
+                            }
                             compared += 1;
                         }
                     }

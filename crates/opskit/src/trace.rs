@@ -821,9 +821,31 @@ mod tests {
             .filter(|_| TraceContext::from_request(&TraceHeaders::default(), quarter, p).sampled())
             .count();
         assert!((4_000..6_000).contains(&n), "{n}");
-        // The decision is the trace id's: the same for every service.
-        let id = 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736;
-        assert_eq!(quarter.samples_root(id), quarter.samples_root(id));
+        // The decision is the trace id's, as OpenTelemetry's TraceIdRatioBased
+        // makes it (so every service decides alike): its low 64 bits, shifted
+        // right once, below ratio * 2^63. For 1/4 the bound is 2^61, reached
+        // at a low half of 2^62; the high 64 bits play no part.
+        let high = 0x4bf9_2f35_77b3_4da6_u128 << 64;
+        for (low, sampled) in [
+            (0u64, true),
+            ((1 << 62) - 2, true),
+            ((1 << 62) - 1, true),
+            (1 << 62, false),
+            (0xa3ce_929d_0e0e_4736, false),
+            (0x1fff_ffff_ffff_ffff, true),
+            (u64::MAX, false),
+        ] {
+            for id in [u128::from(low), high | u128::from(low)] {
+                assert_eq!(quarter.samples_root(id), sampled, "{id:032x}");
+            }
+        }
+        let half = Sampler {
+            parent_based: true,
+            ratio: 0.5,
+        };
+        assert!(half.samples_root(0x7fff_ffff_ffff_ffff));
+        assert!(!half.samples_root(0x8000_0000_0000_0000));
+        assert!(on.samples_root(u128::MAX) && !off.samples_root(0));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! at most `APP_SLOW_MAX_MS`), `POST /demo/echo` (counts the body's bytes),
 //! `GET /demo/page` (a page for the browser checks of the security headers),
 //! `GET /demo/embed` (the same page, framable from anywhere: a per-route CSP),
+//! `GET /demo/legacy` (a handler that announces its server software, as many
+//! libraries do: opskit removes those headers),
 //! `GET /demo/downstream` (calls another service, carrying the trace on),
 //! plus opskit's operational routes.
 
@@ -75,6 +77,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/demo/slow", web::get().to(demo_slow))
         .route("/demo/page", web::get().to(demo_page))
         .route("/demo/embed", web::get().to(demo_embed))
+        .route("/demo/legacy", web::get().to(demo_legacy))
         .route("/demo/echo", web::post().to(demo_echo))
         .route("/demo/downstream", web::get().to(demo_downstream));
 }
@@ -153,17 +156,26 @@ async fn demo_page(nonce: Option<CspNonce>) -> HttpResponse {
         .body(demo_page_html(nonce.as_ref().map_or("", CspNonce::as_str)))
 }
 
-/// Sets its own CSP (overridable by default: kept) and X-Frame-Options (not
-/// overridable: opskit's value wins).
 async fn demo_echo(body: web::Bytes) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "bytes": body.len() }))
 }
 
+/// Sets its own CSP (overridable by default: kept, so any origin may frame
+/// the page; browsers then ignore X-Frame-Options) and X-Frame-Options (not
+/// overridable: opskit's value wins).
 async fn demo_embed() -> HttpResponse {
-    // The route's own CSP replaces opskit's (CSP is overridable by default):
-    // any origin may frame this page; browsers then ignore X-Frame-Options.
     HttpResponse::Ok()
         .insert_header(("content-security-policy", "frame-ancestors *"))
+        .insert_header(("x-frame-options", "ALLOWALL"))
         .content_type("text/html; charset=utf-8")
         .body(demo_page_html(""))
+}
+
+/// Announces its server software, as many frameworks and libraries do:
+/// opskit removes `Server` and `X-Powered-By` from every response.
+async fn demo_legacy() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("server", "legacy-app/1.0"))
+        .insert_header(("x-powered-by", "PHP/5.6"))
+        .json(json!({ "legacy": true }))
 }

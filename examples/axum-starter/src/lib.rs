@@ -5,6 +5,8 @@
 //! at most `APP_SLOW_MAX_MS`), `POST /demo/echo` (counts the body's bytes),
 //! `GET /demo/page` (a page for the browser checks of the security headers),
 //! `GET /demo/embed` (the same page, framable from anywhere: a per-route CSP),
+//! `GET /demo/legacy` (a handler that announces its server software, as many
+//! libraries do: opskit removes those headers),
 //! `GET /demo/downstream` (calls another service, carrying the trace on),
 //! plus opskit's operational routes.
 
@@ -78,6 +80,7 @@ pub fn app(ops: &Ops<Config>) -> Router {
         .route("/demo/slow", get(demo_slow))
         .route("/demo/page", get(demo_page))
         .route("/demo/embed", get(demo_embed))
+        .route("/demo/legacy", get(demo_legacy))
         .route("/demo/echo", post(demo_echo))
         .route("/demo/downstream", get(demo_downstream))
         .with_state(ops.clone())
@@ -167,17 +170,28 @@ async fn demo_page(nonce: Option<CspNonce>) -> axum::response::Html<String> {
     axum::response::Html(demo_page_html(nonce.as_ref().map_or("", CspNonce::as_str)))
 }
 
-/// Sets its own CSP (overridable by default: kept) and X-Frame-Options (not
-/// overridable: opskit's value wins).
 async fn demo_echo(body: axum::body::Bytes) -> Json<Value> {
     Json(json!({ "bytes": body.len() }))
 }
 
+/// Sets its own CSP (overridable by default: kept, so any origin may frame
+/// the page; browsers then ignore X-Frame-Options) and X-Frame-Options (not
+/// overridable: opskit's value wins).
 async fn demo_embed() -> impl axum::response::IntoResponse {
-    // The route's own CSP replaces opskit's (CSP is overridable by default):
-    // any origin may frame this page; browsers then ignore X-Frame-Options.
     (
-        [("content-security-policy", "frame-ancestors *")],
+        [
+            ("content-security-policy", "frame-ancestors *"),
+            ("x-frame-options", "ALLOWALL"),
+        ],
         axum::response::Html(demo_page_html("")),
+    )
+}
+
+/// Announces its server software, as many frameworks and libraries do:
+/// opskit removes `Server` and `X-Powered-By` from every response.
+async fn demo_legacy() -> impl axum::response::IntoResponse {
+    (
+        [("server", "legacy-app/1.0"), ("x-powered-by", "PHP/5.6")],
+        Json(json!({ "legacy": true })),
     )
 }

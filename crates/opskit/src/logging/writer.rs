@@ -301,18 +301,42 @@ mod tests {
         assert!(out.1.load(Ordering::Relaxed) < 20_000);
     }
 
+    /// "A line logged alone appears at once": after a quiet spell the writer
+    /// thread sleeps without a timer and the line itself wakes it; while it
+    /// lingers after a write, a line waits at most [`LINGER`]. The bound
+    /// below is 100 lingers: scheduling noise on a loaded machine stays far
+    /// under it, and a writer that waited for a timer, a batch or a full
+    /// buffer instead of being woken would miss it.
     #[test]
     fn a_line_alone_is_written_promptly() {
         let out = Collect::default();
         let (mut w, _guard) = non_blocking(out.clone(), DEFAULT_LIMIT);
-        // Once after a quiet spell (the thread asleep), then while it lingers.
-        std::thread::sleep(LINGER * 4);
-        for n in 1..=3 {
-            w.write_all(b"one\n").unwrap();
+        let bound = LINGER * 100;
+        let shared = w.shared.clone();
+        let asleep = || shared.lock().mode == Mode::Asleep;
+        for round in 1..=3 {
+            // A quiet spell: the thread goes to sleep, without a timer.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while out.0.lock().unwrap().len() < 4 * n {
-                assert!(Instant::now() < deadline, "line {n} never written");
-                std::thread::sleep(Duration::from_millis(1));
+            while !asleep() {
+                assert!(Instant::now() < deadline, "the writer never went idle");
+                std::thread::sleep(LINGER);
+            }
+            // The line alone wakes it (and says so), then the next one
+            // finds it lingering and is written with the next batch.
+            for n in 1..=2 {
+                let written = out.0.lock().unwrap().len();
+                let t = Instant::now();
+                w.write_all(b"one\n").unwrap();
+                if n == 1 {
+                    assert!(!asleep(), "round {round}: the line did not wake the writer");
+                }
+                while out.0.lock().unwrap().len() < written + 4 {
+                    assert!(
+                        t.elapsed() < bound,
+                        "round {round}, line {n}: not written within {bound:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         }
     }

@@ -731,9 +731,51 @@ mod tests {
         for k in keys {
             for index in 0..3 {
                 assert!(seen.insert(k.memory_hash(index, &h)));
-                assert_eq!(k.memory_hash(index, &h), k.memory_hash(index, &h));
             }
         }
+        // Each is the keyed hash of one tagged buffer: tag, the policy's
+        // index (8 bytes, little-endian), then the client's bytes. The same
+        // client always lands on the same key, whoever built it.
+        let expected = |bytes: &[&[u8]]| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut s = h.build_hasher();
+            for b in bytes {
+                s.write(b);
+            }
+            s.finish()
+        };
+        let two = 2u64.to_le_bytes();
+        let mut v4_buf = vec![b'4'];
+        v4_buf.extend_from_slice(&two);
+        v4_buf.extend_from_slice(&[192, 0, 2, 1]);
+        let again = ClientKey::Ip("192.0.2.1".parse().unwrap());
+        assert_eq!(again.memory_hash(2, &h), expected(&[&v4_buf]));
+        let mut v6_buf = vec![b'6'];
+        v6_buf.extend_from_slice(&two);
+        v6_buf.extend_from_slice(
+            &"::ffff:192.0.2.1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        assert_eq!(mapped.memory_hash(2, &h), expected(&[&v6_buf]));
+        let tagged = |tag: u8| {
+            let mut b = vec![tag];
+            b.extend_from_slice(&two);
+            b
+        };
+        assert_eq!(
+            header.memory_hash(2, &h),
+            expected(&[&tagged(b'h'), &[192, 0, 2, 1]])
+        );
+        assert_eq!(
+            ClientKey::Custom("\u{c0}".to_owned()).memory_hash(2, &h),
+            expected(&[&tagged(b'c'), "\u{c0}".as_bytes()])
+        );
+        assert_eq!(
+            ClientKey::Unknown.memory_hash(2, &h),
+            expected(&[&tagged(b'u')])
+        );
     }
 
     #[test]

@@ -306,11 +306,8 @@ impl Reporter {
             return;
         }
         self.client.close(Some(self.drain));
-        tracing::info!(
-            sent = self.stats.sent.load(Ordering::Relaxed),
-            failed = self.stats.failed.load(Ordering::Relaxed),
-            dropped = self.stats.dropped.load(Ordering::Relaxed),
-            "error reporting stopped"
-        );
+        // What is still queued (or in flight) now will not be delivered.
+        let (sent, failed, dropped) = self.stats.close();
+        tracing::info!(sent, failed, dropped, "error reporting stopped");
     }
 }

@@ -8,21 +8,56 @@
 use sentry::{Envelope, Transport};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Envelopes waiting for delivery; past this, new ones are dropped (and counted).
 const QUEUE: usize = 64;
 
-/// Delivery counters of the error reporter.
+/// Delivery counters of the error reporter. Every envelope handed to the
+/// transport ends up in exactly one of them; those still queued or in
+/// flight when the reporter closes are counted as dropped then.
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
     /// Envelopes accepted by the server (2xx).
     pub sent: AtomicU64,
     /// Envelopes the server refused or that could not be delivered.
     pub failed: AtomicU64,
-    /// Envelopes dropped without an attempt: queue full, or the server asked to back off.
+    /// Envelopes given up without an answer: queue full, the server asked
+    /// to back off, or still queued or in flight when the reporter closed.
     pub dropped: AtomicU64,
+    /// Envelopes handed to the transport.
+    offered: AtomicU64,
+    /// Set by [`DeliveryStats::close`]: from then on the worker counts nothing.
+    closed: Mutex<bool>,
+}
+
+impl DeliveryStats {
+    /// Counts one envelope in `counter` (one of this struct's), unless the
+    /// reporter has closed and counted it already.
+    fn count(&self, counter: impl Fn(&Self) -> &AtomicU64) {
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*closed {
+            counter(self).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts every envelope not yet sent, failed or dropped (still queued,
+    /// or in flight) as dropped, and stops the counting. Returns
+    /// `(sent, failed, dropped)`, which add up to the envelopes offered.
+    pub(crate) fn close(&self) -> (u64, u64, u64) {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        *closed = true;
+        let sent = self.sent.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let unfinished = self
+            .offered
+            .load(Ordering::Relaxed)
+            .saturating_sub(sent + failed + dropped);
+        self.dropped.fetch_add(unfinished, Ordering::Relaxed);
+        (sent, failed, dropped + unfinished)
+    }
 }
 
 enum Msg {
@@ -66,10 +101,11 @@ impl HttpTransport {
 
 impl Transport for HttpTransport {
     fn send_envelope(&self, envelope: Envelope) {
+        self.stats.offered.fetch_add(1, Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.tx.try_send(Msg::Envelope(Box::new(envelope)))
         {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.count(|s| &s.dropped);
         }
     }
 
@@ -118,12 +154,12 @@ impl Worker {
 
     fn deliver(&mut self, envelope: &Envelope) {
         if self.backoff_until.is_some_and(|t| Instant::now() < t) {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.count(|s| &s.dropped);
             return;
         }
         let mut body = Vec::new();
         if envelope.to_writer(&mut body).is_err() {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            self.stats.count(|s| &s.failed);
             return;
         }
         let result = self
@@ -134,10 +170,10 @@ impl Worker {
             .send(&body[..]);
         match result {
             Ok(res) if res.status().is_success() => {
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.stats.count(|s| &s.sent);
             }
             Ok(res) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.count(|s| &s.failed);
                 if res.status() == 429 {
                     let secs = res
                         .headers()
@@ -150,7 +186,7 @@ impl Worker {
                 self.warn(&format!("the server answered {}", res.status().as_u16()));
             }
             Err(e) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.count(|s| &s.failed);
                 self.warn(&e.to_string());
             }
         }
