@@ -1,5 +1,5 @@
-//! Configuration problems are all reported in one run — the same in both
-//! starters.
+//! Configuration problems are all reported in one run, and variables nothing
+//! reads (typos) are caught — the same in both starters.
 //!
 //! The list of variables comes from the code's own declaration (the
 //! `VarSpec` tables that generate docs/configuration.md and .env.example):
@@ -8,11 +8,15 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use opskit::config::{AppConfig, VarSpec, VARS};
-use opskit_conformance::{run_to_exit, Kind};
+use opskit_conformance::{run_to_exit, Kind, Starter};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-opskit_conformance::conformance!(every_invalid_variable_is_named_in_one_report,);
+opskit_conformance::conformance!(
+    every_invalid_variable_is_named_in_one_report,
+    an_unknown_variable_is_warned_about_with_the_closest_name,
+    strict_env_makes_unknown_variables_config_errors,
+);
 
 /// A value invalid for each validated variable's type (a range check, an
 /// enum, a parser), one per variable.
@@ -91,6 +95,7 @@ const INVALID: &[(&str, &str)] = &[
     ("OPSKIT_REQUEST_TIMEOUT_STATUS", "500"),
     ("OPSKIT_CORS_CREDENTIALS", "maybe"),
     ("OPSKIT_CORS_MAX_AGE", "forever"),
+    ("OPSKIT_STRICT_ENV", "maybe"),
     // The starters' own.
     ("APP_SECRET", "short"),
     ("APP_DATABASE_URL", "mysql://db/app"),
@@ -173,4 +178,89 @@ fn every_invalid_variable_is_named_in_one_report(kind: Kind) {
     );
     assert_eq!(status.code(), Some(opskit::EXIT_CONFIG), "stderr: {err}");
     assert!(!out.contains("listening"), "{out}");
+}
+
+/// A value that must never be printed.
+const SECRET_VALUE: &str = "SentinelTypoValue";
+
+fn an_unknown_variable_is_warned_about_with_the_closest_name(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_RATE_LIMT", "5/1m"),
+            ("APP_GREETNG", SECRET_VALUE),
+            ("OPSKIT_ZZZZZZZZZZZZZZZZZZZZ", SECRET_VALUE),
+            // Known variables: no warning.
+            ("OPSKIT_RATE_LIMIT", "1000/1m"),
+            ("APP_GREETING", "hi"),
+        ],
+    );
+    assert_eq!(s.get("/").unwrap().status, 200);
+    for needle in [
+        "`OPSKIT_RATE_LIMT` is not a known variable; did you mean `OPSKIT_RATE_LIMIT`?",
+        "`APP_GREETNG` is not a known variable; did you mean `APP_GREETING`?",
+        // Nothing is close: no suggestion.
+        "`OPSKIT_ZZZZZZZZZZZZZZZZZZZZ` is not a known variable",
+    ] {
+        assert!(
+            s.wait_for_output(needle, Duration::from_secs(10)),
+            "no `{needle}` line: {:#?}",
+            s.output()
+        );
+    }
+    let output = s.output();
+    let warnings: Vec<&String> = output
+        .iter()
+        .filter(|l| l.contains("is not a known variable"))
+        .collect();
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    for w in &warnings {
+        let line: serde_json::Value = serde_json::from_str(w).unwrap();
+        assert_eq!(line["level"], "WARN", "{w}");
+    }
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.contains("ZZZZ") && w.contains("did you mean")),
+        "{warnings:#?}"
+    );
+    let all = output.join("\n");
+    assert!(!all.contains(SECRET_VALUE), "a value was printed: {all}");
+}
+
+fn strict_env_makes_unknown_variables_config_errors(kind: Kind) {
+    let (status, out, err) = run_to_exit(
+        kind,
+        &[
+            ("OPSKIT_STRICT_ENV", "true"),
+            ("OPSKIT_RATE_LIMT", SECRET_VALUE),
+            ("APP_GREETNG", SECRET_VALUE),
+            // Reported with the rest.
+            ("PORT", "abc"),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(opskit::EXIT_CONFIG), "stderr: {err}");
+    assert!(err.contains("(3 problems)"), "{err}");
+    for (var, closest) in [
+        ("OPSKIT_RATE_LIMT", "OPSKIT_RATE_LIMIT"),
+        ("APP_GREETNG", "APP_GREETING"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{var}:")))
+            .unwrap_or_else(|| panic!("{var} not named in: {err}"));
+        assert!(
+            line.contains(&format!("did you mean `{closest}`?")),
+            "{line}"
+        );
+    }
+    assert!(
+        err.lines().any(|l| l.trim_start().starts_with("PORT:")),
+        "{err}"
+    );
+    assert!(
+        !format!("{out}{err}").contains(SECRET_VALUE),
+        "a value was printed: {err}"
+    );
 }

@@ -444,6 +444,13 @@ const RATE_LIMIT_FAILURE: VarSpec = VarSpec::new(
     "When Redis cannot decide: admit (`open`) or refuse with 503 (`closed`).",
 );
 
+const STRICT_ENV: VarSpec = VarSpec::new(
+    "OPSKIT_STRICT_ENV",
+    "true or false",
+    Some("false"),
+    "A set `OPSKIT_*` variable (or one under the application's prefix) that nothing reads is a configuration error instead of a start-up warning; either way the closest known name is suggested.",
+);
+
 const TRACE_RESPONSE_HEADER: VarSpec = VarSpec::new("OPSKIT_TRACE_RESPONSE_HEADER", "a header name, or off", Some("traceresponse"), "The response header carrying the request's W3C trace context (`00-<trace id>-<span id>-<flags>`), for users to quote in bug reports.");
 
 /// Every variable of [`Settings`], in the order of the reference.
@@ -530,6 +537,7 @@ pub static VARS: &[VarSpec] = &[
     CORS_HEADERS,
     CORS_CREDENTIALS,
     CORS_MAX_AGE,
+    STRICT_ENV,
 ];
 
 /// A byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB).
@@ -1347,6 +1355,8 @@ pub struct Settings {
     pub rate_limit: crate::ratelimit::LimitSettings,
     /// `OPSKIT_TRACE_RESPONSE_HEADER` (`None`: off).
     pub trace_response_header: Option<String>,
+    /// `OPSKIT_STRICT_ENV`: unknown variables are errors, not warnings.
+    pub strict_env: bool,
 }
 
 /// A header name, or `off` (`None`).
@@ -1496,6 +1506,7 @@ impl Settings {
         let otel = read_otel(&mut r);
         let rate_limit = read_rate_limit(&mut r);
         let trace_response_header: Option<HeaderOrOff> = r.read(&TRACE_RESPONSE_HEADER);
+        let strict_env: Option<bool> = r.read(&STRICT_ENV);
         let access_log = match (access_enabled, access_levels, skip, sample) {
             (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
                 enabled,
@@ -1559,6 +1570,7 @@ impl Settings {
                 otel,
                 rate_limit,
                 trace_response_header: trace_response_header.and_then(|h| h.0),
+                strict_env: strict_env.unwrap_or_default(),
             }),
             _ => {
                 let mut report = r.report;
