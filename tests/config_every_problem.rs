@@ -93,6 +93,9 @@ const INVALID: &[(&str, &str)] = &[
     ("OPSKIT_BODY_LIMIT", "huge"),
     ("OPSKIT_REQUEST_TIMEOUT", "forever"),
     ("OPSKIT_REQUEST_TIMEOUT_STATUS", "500"),
+    ("OPSKIT_SECURITY_HEADERS_OVERRIDABLE", "bad header"),
+    ("OPSKIT_CORS_METHODS", "GET,BAD METHOD"),
+    ("OPSKIT_CORS_HEADERS", "content-type,bad header"),
     ("OPSKIT_CORS_CREDENTIALS", "maybe"),
     ("OPSKIT_CORS_MAX_AGE", "forever"),
     ("OPSKIT_STRICT_ENV", "maybe"),
@@ -118,12 +121,6 @@ const ANY_TEXT: &[(&str, &str)] = &[
     (
         "OPSKIT_CORS_ORIGINS",
         "any list of origins (compared as text)",
-    ),
-    ("OPSKIT_CORS_METHODS", "any list (items are not checked)"),
-    ("OPSKIT_CORS_HEADERS", "any list (items are not checked)"),
-    (
-        "OPSKIT_SECURITY_HEADERS_OVERRIDABLE",
-        "any list (compared as text)",
     ),
     ("APP_GREETING", "any text"),
 ];

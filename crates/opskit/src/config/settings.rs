@@ -249,13 +249,13 @@ const CORS_ORIGINS: VarSpec = VarSpec::new(
 );
 const CORS_METHODS: VarSpec = VarSpec::new(
     "OPSKIT_CORS_METHODS",
-    "a comma-separated list of methods",
+    "a comma-separated list of HTTP methods, or *",
     Some("GET,HEAD,POST,PUT,PATCH,DELETE"),
     "Methods allowed in CORS preflights.",
 );
 const CORS_HEADERS: VarSpec = VarSpec::new(
     "OPSKIT_CORS_HEADERS",
-    "a comma-separated list of header names",
+    "a comma-separated list of header names, or *",
     Some("content-type,authorization,x-request-id"),
     "Request headers allowed in CORS preflights.",
 );
@@ -651,6 +651,39 @@ impl FromVar for TimeoutStatus {
             "504" => Ok(Self(504)),
             _ => Err("the value is not 408, 503 or 504".to_owned()),
         }
+    }
+}
+
+/// A comma-separated list of HTTP methods, or `*` (CORS preflights).
+struct Methods(Vec<String>);
+
+impl FromVar for Methods {
+    fn from_var(value: &str) -> Result<Self, String> {
+        items(value)
+            .map(|(n, item)| match item {
+                "*" => Ok(item.to_owned()),
+                m if http::Method::from_bytes(m.as_bytes()).is_ok() => Ok(m.to_owned()),
+                _ => Err(format!("item {n} is not an HTTP method")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+/// A comma-separated list of header names; `*` too when `WILDCARD`.
+struct HeaderNames<const WILDCARD: bool>(Vec<String>);
+
+impl<const WILDCARD: bool> FromVar for HeaderNames<WILDCARD> {
+    fn from_var(value: &str) -> Result<Self, String> {
+        items(value)
+            .map(|(n, item)| match item {
+                "*" if WILDCARD => Ok(item.to_owned()),
+                h => HeaderName::from_var(h)
+                    .map(|_| h.to_owned())
+                    .map_err(|_| format!("item {n} is not a header name")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 }
 
@@ -1068,13 +1101,13 @@ fn read_security(r: &mut Reader<'_>) -> Option<crate::security::SecuritySettings
     let https: Option<HttpsVar> = r.read(&HTTPS);
     let coep = r.read(&COEP);
     let permissions: Option<HeaderText> = r.read(&PERMISSIONS_POLICY);
-    let overridable: Option<List> = r.read(&OVERRIDABLE);
+    let overridable: Option<HeaderNames<false>> = r.read(&OVERRIDABLE);
     let body: Option<Size> = r.read(&BODY_LIMIT);
     let timeout = r.read(&REQUEST_TIMEOUT);
     let status: Option<TimeoutStatus> = r.read(&TIMEOUT_STATUS);
     let origins: Option<List> = r.read(&CORS_ORIGINS);
-    let methods: Option<List> = r.read(&CORS_METHODS);
-    let headers: Option<List> = r.read(&CORS_HEADERS);
+    let methods: Option<Methods> = r.read(&CORS_METHODS);
+    let headers: Option<HeaderNames<true>> = r.read(&CORS_HEADERS);
     let credentials: Option<bool> = r.read(&CORS_CREDENTIALS);
     let max_age = r.read(&CORS_MAX_AGE);
     let origins = origins.unwrap_or_default().0;
