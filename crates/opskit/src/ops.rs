@@ -217,8 +217,12 @@ impl Builder {
         }
         let settings = Settings::from_env(&env);
         let app = C::from_env(&env);
+        // Variables nothing reads (typos): warnings once logging is on, or
+        // problems reported with the rest under OPSKIT_STRICT_ENV.
+        let unknown = crate::config::unknown_vars::<C>(&env);
+        let strict = crate::config::strict(&env);
         let (settings, app) = match (settings, app) {
-            (Ok(s), Ok(a)) => (s, a),
+            (Ok(s), Ok(a)) if !strict || unknown.is_empty() => (s, a),
             (s, a) => {
                 let mut report = ConfigReport::default();
                 if let Err(r) = s {
@@ -226,6 +230,9 @@ impl Builder {
                 }
                 if let Err(r) = a {
                     report.merge(r);
+                }
+                if strict {
+                    report.merge(crate::config::strict_report(&unknown, &env));
                 }
                 return Err(InitError::Config(report));
             }
@@ -253,6 +260,9 @@ impl Builder {
             crate::layer::install_panic_hook();
             Some(installed)
         };
+        for u in &unknown {
+            tracing::warn!(target: "opskit::config", variable = %u.name, closest = u.closest.as_deref(), "{}", u.warning());
+        }
         let (log_guard, dropped_log_lines) = match log_guard {
             Some((guard, counter)) => (Some(guard), Some(counter)),
             None => (None, None),

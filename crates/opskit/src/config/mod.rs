@@ -13,6 +13,11 @@
 //! variable, naming the variable, what was expected and what was wrong. Values
 //! are never echoed, so a secret cannot leak through the report.
 //!
+//! A set variable under `OPSKIT_` (or under the application's prefix, when it
+//! has a configuration struct) that nothing reads is most likely a typo: it
+//! gets a start-up warning naming the closest known variable, or a problem in
+//! the report when `OPSKIT_STRICT_ENV` is on.
+//!
 //! ```
 //! use opskit::config::{Env, Settings};
 //! let env = Env::from_pairs([("PORT", "abc"), ("OPSKIT_SHUTDOWN_TIMEOUT", "forever")]);
@@ -27,6 +32,7 @@ mod app;
 mod parse;
 mod reference;
 mod settings;
+mod unknown;
 
 pub use app::{field_names, AppConfig, NoAppConfig, Validator};
 pub use parse::FromVar;
@@ -35,6 +41,7 @@ pub use settings::{
     AccessLogLevels, AccessLogSettings, HeaderName, List, LogFormat, Ratio, SentrySettings,
     Settings, VARS,
 };
+pub(crate) use unknown::{strict, strict_report, unknown_vars};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -90,6 +90,36 @@ impl FromVar for Duration {
     }
 }
 
+/// A whole number from `MIN` to `MAX`: the range check is part of the
+/// parse, so an out-of-range value is one more problem in the report (a
+/// check made after reading could stop at the first failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounded<const MIN: u64, const MAX: u64>(pub(crate) u64);
+
+impl<const MIN: u64, const MAX: u64> FromVar for Bounded<MIN, MAX> {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match u64::from_var(value)? {
+            n if (MIN..=MAX).contains(&n) => Ok(Self(n)),
+            _ => Err("the number is out of range".to_owned()),
+        }
+    }
+}
+
+/// A duration other than zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NonZeroDuration(pub(crate) Duration);
+
+impl FromVar for NonZeroDuration {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match Duration::from_var(value)? {
+            d if d.is_zero() => {
+                Err("the value is 0: a client could hold a connection forever".to_owned())
+            }
+            d => Ok(Self(d)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +148,22 @@ mod tests {
         );
         assert!(IpAddr::from_var("[::1]").is_ok());
         assert!(IpAddr::from_var("example.com").is_err());
+    }
+
+    #[test]
+    fn bounded_numbers() {
+        assert_eq!(Bounded::<1, 10>::from_var("10"), Ok(Bounded(10)));
+        assert!(Bounded::<1, 10>::from_var("0")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(Bounded::<1, 10>::from_var("x")
+            .unwrap_err()
+            .contains("not a whole number"));
+        assert!(NonZeroDuration::from_var("0").is_err());
+        assert_eq!(
+            NonZeroDuration::from_var("1s"),
+            Ok(NonZeroDuration(Duration::from_secs(1)))
+        );
     }
 
     #[test]

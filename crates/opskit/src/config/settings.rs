@@ -1,6 +1,6 @@
 //! The library's own settings.
 
-use super::parse::FromVar;
+use super::parse::{Bounded, FromVar, NonZeroDuration};
 use super::{ConfigReport, Env, VarSpec};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -249,13 +249,13 @@ const CORS_ORIGINS: VarSpec = VarSpec::new(
 );
 const CORS_METHODS: VarSpec = VarSpec::new(
     "OPSKIT_CORS_METHODS",
-    "a comma-separated list of methods",
+    "a comma-separated list of HTTP methods, or *",
     Some("GET,HEAD,POST,PUT,PATCH,DELETE"),
     "Methods allowed in CORS preflights.",
 );
 const CORS_HEADERS: VarSpec = VarSpec::new(
     "OPSKIT_CORS_HEADERS",
-    "a comma-separated list of header names",
+    "a comma-separated list of header names, or *",
     Some("content-type,authorization,x-request-id"),
     "Request headers allowed in CORS preflights.",
 );
@@ -444,6 +444,13 @@ const RATE_LIMIT_FAILURE: VarSpec = VarSpec::new(
     "When Redis cannot decide: admit (`open`) or refuse with 503 (`closed`).",
 );
 
+const STRICT_ENV: VarSpec = VarSpec::new(
+    "OPSKIT_STRICT_ENV",
+    "true or false",
+    Some("false"),
+    "A set `OPSKIT_*` variable (or one under the application's prefix) that nothing reads is a configuration error instead of a start-up warning; either way the closest known name is suggested.",
+);
+
 const TRACE_RESPONSE_HEADER: VarSpec = VarSpec::new("OPSKIT_TRACE_RESPONSE_HEADER", "a header name, or off", Some("traceresponse"), "The response header carrying the request's W3C trace context (`00-<trace id>-<span id>-<flags>`), for users to quote in bug reports.");
 
 /// Every variable of [`Settings`], in the order of the reference.
@@ -530,6 +537,7 @@ pub static VARS: &[VarSpec] = &[
     CORS_HEADERS,
     CORS_CREDENTIALS,
     CORS_MAX_AGE,
+    STRICT_ENV,
 ];
 
 /// A byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB).
@@ -643,6 +651,39 @@ impl FromVar for TimeoutStatus {
             "504" => Ok(Self(504)),
             _ => Err("the value is not 408, 503 or 504".to_owned()),
         }
+    }
+}
+
+/// A comma-separated list of HTTP methods, or `*` (CORS preflights).
+struct Methods(Vec<String>);
+
+impl FromVar for Methods {
+    fn from_var(value: &str) -> Result<Self, String> {
+        items(value)
+            .map(|(n, item)| match item {
+                "*" => Ok(item.to_owned()),
+                m if http::Method::from_bytes(m.as_bytes()).is_ok() => Ok(m.to_owned()),
+                _ => Err(format!("item {n} is not an HTTP method")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+/// A comma-separated list of header names; `*` too when `WILDCARD`.
+struct HeaderNames<const WILDCARD: bool>(Vec<String>);
+
+impl<const WILDCARD: bool> FromVar for HeaderNames<WILDCARD> {
+    fn from_var(value: &str) -> Result<Self, String> {
+        items(value)
+            .map(|(n, item)| match item {
+                "*" if WILDCARD => Ok(item.to_owned()),
+                h => HeaderName::from_var(h)
+                    .map(|_| h.to_owned())
+                    .map_err(|_| format!("item {n} is not a header name")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 }
 
@@ -773,17 +814,7 @@ impl FromVar for PropagatorsVar {
 }
 
 /// A whole number from 1 to 1,000,000 (queue and batch sizes).
-struct Count(usize);
-
-impl FromVar for Count {
-    fn from_var(value: &str) -> Result<Self, String> {
-        match value.trim().parse::<usize>() {
-            Ok(n @ 1..=1_000_000) => Ok(Self(n)),
-            Ok(_) => Err("the number is out of range".to_owned()),
-            Err(_) => Err("the value is not a whole number".to_owned()),
-        }
-    }
-}
+type Count = Bounded<1, 1_000_000>;
 
 /// `key=value,key2=value2`, values percent-decoded (W3C baggage-like, as the
 /// OpenTelemetry spec says for headers and resource attributes).
@@ -907,6 +938,34 @@ impl FromVar for RedisUrl {
     }
 }
 
+/// `OPSKIT_FORWARDED_HEADER`.
+struct ForwardedVar(crate::ratelimit::ForwardedHeader);
+
+impl FromVar for ForwardedVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        use crate::ratelimit::ForwardedHeader;
+        match value.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self(ForwardedHeader::XForwardedFor)),
+            "forwarded" => Ok(Self(ForwardedHeader::Forwarded)),
+            _ => Err("the value is not x-forwarded-for or forwarded".to_owned()),
+        }
+    }
+}
+
+/// `OPSKIT_RATE_LIMIT_FAILURE`.
+struct FailureVar(crate::ratelimit::FailurePolicy);
+
+impl FromVar for FailureVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        use crate::ratelimit::FailurePolicy;
+        match value.trim().to_ascii_lowercase().as_str() {
+            "open" => Ok(Self(FailurePolicy::Open)),
+            "closed" => Ok(Self(FailurePolicy::Closed)),
+            _ => Err("the value is not open or closed".to_owned()),
+        }
+    }
+}
+
 struct Cidrs(Vec<crate::ratelimit::Cidr>);
 
 impl FromVar for Cidrs {
@@ -921,63 +980,23 @@ impl FromVar for Cidrs {
 }
 
 fn read_rate_limit(r: &mut Reader<'_>) -> Option<crate::ratelimit::LimitSettings> {
-    use crate::ratelimit::{FailurePolicy, ForwardedHeader, LimitSettings};
+    use crate::ratelimit::LimitSettings;
+    // Every check is part of a parser read through `r`: each invalid
+    // variable is reported, none hides the next.
     let quota: Option<QuotaVar> = r.read(&RATE_LIMIT);
-    let burst: Option<u64> = r.read(&RATE_LIMIT_BURST);
+    let burst: Option<Bounded<1, { u32::MAX as u64 }>> = r.read(&RATE_LIMIT_BURST);
     let routes: Option<RoutesVar> = r.read(&RATE_LIMIT_ROUTES);
     let key: Option<KeyVar> = r.read(&RATE_LIMIT_KEY);
     let trusted: Option<Cidrs> = r.read(&TRUSTED_PROXIES);
-    let header: Option<String> = r.read(&FORWARDED_HEADER);
-    let prefix: Option<u64> = r.read(&RATE_LIMIT_IPV6_PREFIX);
+    let forwarded_header: Option<ForwardedVar> = r.read(&FORWARDED_HEADER);
+    let prefix: Option<Bounded<32, 128>> = r.read(&RATE_LIMIT_IPV6_PREFIX);
     let legacy = r.read(&RATE_LIMIT_LEGACY_HEADERS);
-    let capacity: Option<u64> = r.read(&RATE_LIMIT_CAPACITY);
+    let capacity: Option<Bounded<64, 100_000_000>> = r.read(&RATE_LIMIT_CAPACITY);
     let redis: Option<RedisUrl> = r.read(&RATE_LIMIT_REDIS_URL);
     let timeout = r.read(&RATE_LIMIT_REDIS_TIMEOUT);
-    let failure: Option<String> = r.read(&RATE_LIMIT_FAILURE);
-    let mut bad = |var: &VarSpec, problem: &str| {
-        r.report.push(var.name, var.expected, problem);
-    };
-    let forwarded_header = match header?.trim().to_ascii_lowercase().as_str() {
-        "x-forwarded-for" => ForwardedHeader::XForwardedFor,
-        "forwarded" => ForwardedHeader::Forwarded,
-        _ => {
-            bad(
-                &FORWARDED_HEADER,
-                "the value is not x-forwarded-for or forwarded",
-            );
-            return None;
-        }
-    };
-    let failure = match failure?.trim().to_ascii_lowercase().as_str() {
-        "open" => FailurePolicy::Open,
-        "closed" => FailurePolicy::Closed,
-        _ => {
-            bad(&RATE_LIMIT_FAILURE, "the value is not open or closed");
-            return None;
-        }
-    };
-    let ipv6_prefix = match prefix? {
-        p @ 32..=128 => p as u8,
-        _ => {
-            bad(&RATE_LIMIT_IPV6_PREFIX, "the number is out of range");
-            return None;
-        }
-    };
-    let capacity = match capacity? {
-        c @ 64..=100_000_000 => c as usize,
-        _ => {
-            bad(&RATE_LIMIT_CAPACITY, "the number is out of range");
-            return None;
-        }
-    };
-    let burst = match burst {
-        Some(b @ 1..=4_294_967_295) => Some(b as u32),
-        Some(_) => {
-            bad(&RATE_LIMIT_BURST, "the number is out of range");
-            return None;
-        }
-        None => None,
-    };
+    let failure: Option<FailureVar> = r.read(&RATE_LIMIT_FAILURE);
+    // An invalid burst is in the report, which refuses the settings.
+    let burst = burst.map(|b| b.0 as u32);
     let with_burst = |q: crate::ratelimit::Quota| match burst {
         Some(b) => q.with_burst(b),
         None => q,
@@ -992,13 +1011,13 @@ fn read_rate_limit(r: &mut Reader<'_>) -> Option<crate::ratelimit::LimitSettings
         exempt: Vec::new(),
         key_by: key?.0,
         trusted_proxies: trusted.map(|t| t.0).unwrap_or_default(),
-        forwarded_header,
-        ipv6_prefix,
+        forwarded_header: forwarded_header?.0,
+        ipv6_prefix: prefix?.0 as u8,
         legacy_headers: legacy?,
-        capacity,
+        capacity: capacity?.0 as usize,
         redis_url: redis.map(|d| d.0),
         redis_timeout: timeout?,
-        failure,
+        failure: failure?.0,
     })
 }
 
@@ -1044,44 +1063,24 @@ fn read_otel(r: &mut Reader<'_>) -> Option<crate::otel::OtelSettings> {
         propagation: propagators?.0,
         batch: crate::otel::BatchSettings {
             schedule_delay: Duration::from_millis(delay?.max(1)),
-            max_queue_size: queue?.0,
-            max_export_batch_size: batch?.0,
+            max_queue_size: queue?.0 as usize,
+            max_export_batch_size: batch?.0 as usize,
         },
     })
 }
 
 fn read_metrics(r: &mut Reader<'_>) -> Option<crate::metrics::MetricsSettings> {
     let enabled = r.read(&METRICS);
-    let path: Option<PathPrefix> = r.read(&METRICS_PATH);
+    let path: Option<NonEmptyPath> = r.read(&METRICS_PATH);
     let token: Option<LongSecret> = r.read(&METRICS_TOKEN);
     let addr: Option<Addr> = r.read(&METRICS_ADDR);
-    let max_series: Option<u64> = r.read(&METRICS_MAX_SERIES);
+    let max_series: Option<Bounded<10, 100_000>> = r.read(&METRICS_MAX_SERIES);
     let buckets: Option<Buckets> = r.read(&METRICS_BUCKETS);
-    let max_series = match max_series? {
-        n @ 10..=100_000 => n as usize,
-        _ => {
-            r.report.push(
-                METRICS_MAX_SERIES.name,
-                METRICS_MAX_SERIES.expected,
-                "the number is out of range",
-            );
-            return None;
-        }
-    };
-    let path = path?.0;
-    if path.is_empty() {
-        r.report.push(
-            METRICS_PATH.name,
-            METRICS_PATH.expected,
-            "the path is empty",
-        );
-        return None;
-    }
     Some(crate::metrics::MetricsSettings {
         enabled: enabled?,
-        path,
+        path: path?.0,
         token: token.map(|t| t.0),
-        max_series,
+        max_series: max_series?.0 as usize,
         duration_buckets: buckets?.0,
         addr: addr.map(|a| a.0),
     })
@@ -1102,23 +1101,24 @@ fn read_security(r: &mut Reader<'_>) -> Option<crate::security::SecuritySettings
     let https: Option<HttpsVar> = r.read(&HTTPS);
     let coep = r.read(&COEP);
     let permissions: Option<HeaderText> = r.read(&PERMISSIONS_POLICY);
-    let overridable: Option<List> = r.read(&OVERRIDABLE);
+    let overridable: Option<HeaderNames<false>> = r.read(&OVERRIDABLE);
     let body: Option<Size> = r.read(&BODY_LIMIT);
     let timeout = r.read(&REQUEST_TIMEOUT);
     let status: Option<TimeoutStatus> = r.read(&TIMEOUT_STATUS);
     let origins: Option<List> = r.read(&CORS_ORIGINS);
-    let methods: Option<List> = r.read(&CORS_METHODS);
-    let headers: Option<List> = r.read(&CORS_HEADERS);
+    let methods: Option<Methods> = r.read(&CORS_METHODS);
+    let headers: Option<HeaderNames<true>> = r.read(&CORS_HEADERS);
     let credentials: Option<bool> = r.read(&CORS_CREDENTIALS);
     let max_age = r.read(&CORS_MAX_AGE);
     let origins = origins.unwrap_or_default().0;
+    // A check across two variables, after both were read: reported with
+    // the rest (the settings are refused when the report is not empty).
     if credentials == Some(true) && origins.iter().any(|o| o == "*") {
         r.report.push(
             CORS_CREDENTIALS.name,
             "false when OPSKIT_CORS_ORIGINS is *",
             "browsers refuse credentials with a wildcard origin; list the origins instead",
         );
-        return None;
     }
     Some(SecuritySettings {
         enabled: enabled?,
@@ -1388,6 +1388,20 @@ pub struct Settings {
     pub rate_limit: crate::ratelimit::LimitSettings,
     /// `OPSKIT_TRACE_RESPONSE_HEADER` (`None`: off).
     pub trace_response_header: Option<String>,
+    /// `OPSKIT_STRICT_ENV`: unknown variables are errors, not warnings.
+    pub strict_env: bool,
+}
+
+/// A header name, or `off` (`None`).
+struct HeaderOrOff(Option<String>);
+
+impl FromVar for HeaderOrOff {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            v if v.eq_ignore_ascii_case("off") || v.is_empty() => Ok(Self(None)),
+            v => HeaderName::from_var(v).map(|h| Self(Some(h.0))),
+        }
+    }
 }
 
 /// A path prefix: empty, or `/` followed by path characters, no trailing `/`.
@@ -1408,6 +1422,18 @@ impl FromVar for PathPrefix {
     }
 }
 
+/// A [`PathPrefix`] that is not empty (`/metrics`).
+struct NonEmptyPath(String);
+
+impl FromVar for NonEmptyPath {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match PathPrefix::from_var(value)?.0 {
+            p if p.is_empty() => Err("the path is empty".to_owned()),
+            p => Ok(Self(p)),
+        }
+    }
+}
+
 /// A secret of at least 16 characters.
 struct LongSecret(crate::Secret);
 
@@ -1421,15 +1447,19 @@ impl FromVar for LongSecret {
     }
 }
 
-/// Whether `filter` is a valid `EnvFilter`; the error names the first bad
-/// directive by position (`EnvFilter`'s own message may quote it).
-fn check_log_filter(filter: &str) -> Result<(), String> {
-    if tracing_subscriber::EnvFilter::try_new(filter).is_ok() {
-        return Ok(());
-    }
-    match items(filter).find(|(_, d)| tracing_subscriber::EnvFilter::try_new(d).is_err()) {
-        Some((n, _)) => Err(format!("directive {n} is not a valid filter directive")),
-        None => Err("the directives are not a valid filter together".to_owned()),
+/// A valid `EnvFilter`; the error names the first bad directive by
+/// position (`EnvFilter`'s own message may quote it).
+struct LogFilter(String);
+
+impl FromVar for LogFilter {
+    fn from_var(filter: &str) -> Result<Self, String> {
+        if tracing_subscriber::EnvFilter::try_new(filter).is_ok() {
+            return Ok(Self(filter.to_owned()));
+        }
+        match items(filter).find(|(_, d)| tracing_subscriber::EnvFilter::try_new(d).is_err()) {
+            Some((n, _)) => Err(format!("directive {n} is not a valid filter directive")),
+            None => Err("the directives are not a valid filter together".to_owned()),
+        }
     }
 }
 
@@ -1469,23 +1499,11 @@ impl Settings {
         let port = r.read(&PORT);
         let service_name = r.read(&SERVICE_NAME);
         let environment = r.read(&ENVIRONMENT);
-        let log_filter: Option<String> = r.read(&RUST_LOG);
-        if let Some(filter) = &log_filter {
-            if let Err(problem) = check_log_filter(filter) {
-                r.report.push(RUST_LOG.name, RUST_LOG.expected, problem);
-            }
-        }
+        let log_filter: Option<LogFilter> = r.read(&RUST_LOG);
         let log_format = r.read(&LOG_FORMAT);
         let shutdown_timeout = r.read(&SHUTDOWN_TIMEOUT);
         let shutdown_delay = r.read(&SHUTDOWN_DELAY);
-        let header_read_timeout: Option<Duration> = r.read(&HEADER_READ_TIMEOUT);
-        if header_read_timeout.is_some_and(|t| t.is_zero()) {
-            r.report.push(
-                HEADER_READ_TIMEOUT.name,
-                HEADER_READ_TIMEOUT.expected,
-                "the value is 0: a client could hold a connection forever",
-            );
-        }
+        let header_read_timeout: Option<NonZeroDuration> = r.read(&HEADER_READ_TIMEOUT);
         let keep_alive_timeout = r.read(&KEEP_ALIVE_TIMEOUT);
         let access_enabled = r.read(&ACCESS_LOG);
         let access_levels = r.read(&ACCESS_LOG_LEVELS);
@@ -1520,22 +1538,8 @@ impl Settings {
         let metrics = read_metrics(&mut r);
         let otel = read_otel(&mut r);
         let rate_limit = read_rate_limit(&mut r);
-        let trace_response: Option<String> = r.read(&TRACE_RESPONSE_HEADER);
-        let trace_response_header = match trace_response.as_deref().map(str::trim) {
-            Some(v) if v.eq_ignore_ascii_case("off") || v.is_empty() => Some(None),
-            Some(v) if http::HeaderName::from_bytes(v.as_bytes()).is_ok() => {
-                Some(Some(v.to_ascii_lowercase()))
-            }
-            Some(_) => {
-                r.report.push(
-                    TRACE_RESPONSE_HEADER.name,
-                    TRACE_RESPONSE_HEADER.expected,
-                    "the value is not a valid header name",
-                );
-                None
-            }
-            None => None,
-        };
+        let trace_response_header: Option<HeaderOrOff> = r.read(&TRACE_RESPONSE_HEADER);
+        let strict_env: Option<bool> = r.read(&STRICT_ENV);
         let access_log = match (access_enabled, access_levels, skip, sample) {
             (Some(enabled), Some(levels), Some(skip), Some(sample)) => Some(AccessLogSettings {
                 enabled,
@@ -1581,12 +1585,12 @@ impl Settings {
                 port,
                 service_name,
                 environment,
-                log_filter,
+                log_filter: log_filter.0,
                 log_format,
                 shutdown_timeout,
                 shutdown_delay,
                 // Read above; the guard ensures they were valid.
-                header_read_timeout: header_read_timeout.unwrap_or_default(),
+                header_read_timeout: header_read_timeout.map(|t| t.0).unwrap_or_default(),
                 keep_alive_timeout: keep_alive_timeout.unwrap_or_default(),
                 access_log,
                 request_id_header: request_id_header.0,
@@ -1598,7 +1602,8 @@ impl Settings {
                 metrics,
                 otel,
                 rate_limit,
-                trace_response_header: trace_response_header.flatten(),
+                trace_response_header: trace_response_header.and_then(|h| h.0),
+                strict_env: strict_env.unwrap_or_default(),
             }),
             _ => {
                 let mut report = r.report;
@@ -1662,6 +1667,37 @@ mod tests {
                 "OPSKIT_REQUEST_ID_HEADER",
                 "SENTRY_DSN"
             ]
+        );
+    }
+
+    #[test]
+    fn range_and_enum_checks_do_not_hide_each_other() {
+        let env = Env::from_pairs([
+            ("OPSKIT_FORWARDED_HEADER", "bogus"),
+            ("OPSKIT_RATE_LIMIT_FAILURE", "bogus"),
+            ("OPSKIT_RATE_LIMIT_IPV6_PREFIX", "8"),
+            ("OPSKIT_RATE_LIMIT_CAPACITY", "1"),
+            ("OPSKIT_RATE_LIMIT_BURST", "0"),
+            ("OPSKIT_METRICS_MAX_SERIES", "5"),
+            ("OPSKIT_METRICS_PATH", "/"),
+            ("OPSKIT_HEADER_READ_TIMEOUT", "0"),
+        ]);
+        let report = Settings::from_env(&env).unwrap_err();
+        let mut vars: Vec<_> = report.problems.iter().map(|p| p.var.as_str()).collect();
+        vars.sort_unstable();
+        assert_eq!(
+            vars,
+            [
+                "OPSKIT_FORWARDED_HEADER",
+                "OPSKIT_HEADER_READ_TIMEOUT",
+                "OPSKIT_METRICS_MAX_SERIES",
+                "OPSKIT_METRICS_PATH",
+                "OPSKIT_RATE_LIMIT_BURST",
+                "OPSKIT_RATE_LIMIT_CAPACITY",
+                "OPSKIT_RATE_LIMIT_FAILURE",
+                "OPSKIT_RATE_LIMIT_IPV6_PREFIX",
+            ],
+            "{report}"
         );
     }
 
