@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use opskit_conformance::{run_to_exit, Kind, Starter};
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -128,26 +129,50 @@ fn invalid_config_reports_every_variable_without_secrets(kind: Kind) {
 }
 
 fn sigterm_lets_the_request_in_flight_finish(kind: Kind) {
-    let mut s = Starter::spawn(kind, &[]);
-    let addr = s.addr;
-    let inflight = thread::spawn(move || {
-        opskit_conformance::request(addr, "GET", "/demo/slow?ms=1500", &[], b"")
-    });
-    // Let the request reach the handler before the signal.
-    thread::sleep(Duration::from_millis(400));
+    // No delay: the listener closes as soon as the signal is handled, while
+    // the slow request is still running, so "refused during the drain" can
+    // be observed.
+    let mut s = Starter::spawn(kind, &[("OPSKIT_SHUTDOWN_DELAY", "0")]);
+    // The request is on the wire before the signal (no sleep to let it
+    // "reach the handler": a request the server has accepted must be
+    // answered wherever it is).
+    let pending = opskit_conformance::send(
+        s.addr,
+        b"GET /demo/slow?ms=3000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("send the slow request");
+    let inflight = thread::spawn(move || pending.response());
     s.signal("TERM");
+    // New connections are refused once draining has begun, while the
+    // request above is still in flight.
+    let signalled = Instant::now();
+    let refused = loop {
+        if TcpStream::connect_timeout(&s.addr, Duration::from_secs(1)).is_err() {
+            break true;
+        }
+        if signalled.elapsed() > Duration::from_secs(2) {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        refused,
+        "new connections were still accepted during the drain"
+    );
+    assert!(
+        !inflight.is_finished(),
+        "the slow request had already finished: the refusal was not seen during the drain"
+    );
     let r = inflight
         .join()
         .unwrap()
         .expect("the in-flight request got a response");
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["slept_ms"], 1500);
+    assert_eq!(r.json()["slept_ms"], 3000);
     let status = s
         .wait_exit(Duration::from_secs(10))
         .expect("exited after draining");
     assert_eq!(status.code(), Some(0));
-    // New connections are refused once draining has begun.
-    assert!(s.get("/livez").is_err());
 }
 
 fn readiness_drops_at_once_during_the_shutdown_delay(kind: Kind) {

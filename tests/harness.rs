@@ -400,6 +400,34 @@ pub fn raw_request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Response> 
     // A server may answer and close before reading everything: a failed
     // write is not the test's failure, a missing answer is.
     let _ = stream.write_all(bytes);
+    read_until_closed(&mut stream)
+}
+
+/// A request written on its own connection, its answer not read yet (see [`send`]).
+#[derive(Debug)]
+pub struct Pending {
+    stream: TcpStream,
+}
+
+/// Writes `bytes` on a new connection now and returns without reading: the
+/// request is on the wire before whatever the test does next (a signal, say).
+/// The bytes should ask for `Connection: close`.
+pub fn send(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Pending> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(bytes)?;
+    Ok(Pending { stream })
+}
+
+impl Pending {
+    /// Reads the answer until the server closes the connection.
+    pub fn response(mut self) -> std::io::Result<Response> {
+        read_until_closed(&mut self.stream)
+    }
+}
+
+/// Reads an answer until the server closes the connection.
+fn read_until_closed(stream: &mut TcpStream) -> std::io::Result<Response> {
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {

@@ -173,24 +173,41 @@ fn sigterm_turns_readiness_at_once_and_drops_no_accepted_request(kind: Kind) {
     let mut s = Starter::spawn(kind, &[("OPSKIT_SHUTDOWN_DELAY", "1500ms")]);
     let addr = s.addr;
     // A steady request loop, as a load balancer sends until readiness fails
-    // and the delay has let it notice.
+    // and the delay has let it notice. Every request it sends is counted in
+    // exactly one of: answered 200, lost (accepted, then no complete answer),
+    // refused (never accepted).
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (sent, ok, lost, refused) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let traffic = {
-        let (stop, ok, lost) = (stop.clone(), ok.clone(), lost.clone());
+        let (stop, sent, ok, lost, refused) = (
+            stop.clone(),
+            sent.clone(),
+            ok.clone(),
+            lost.clone(),
+            refused.clone(),
+        );
         thread::spawn(move || {
             while !stop.load(Ordering::Acquire) {
+                sent.fetch_add(1, Ordering::Relaxed);
                 match one_request(addr, "/users/1") {
                     Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
                     Ok(_) | Err(false) => lost.fetch_add(1, Ordering::Relaxed),
-                    Err(true) => 0, // not accepted: the listener is closed
+                    Err(true) => refused.fetch_add(1, Ordering::Relaxed),
                 };
             }
         })
     };
-    thread::sleep(Duration::from_millis(300));
-    let before = ok.load(Ordering::Relaxed);
-    assert!(before > 0);
+    // Until traffic flows (no fixed sleep).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(ok.load(Ordering::Relaxed) > 0, "no request was served");
     s.signal("TERM");
     let signalled = Instant::now();
     let mut turned = None;
@@ -206,21 +223,39 @@ fn sigterm_turns_readiness_at_once_and_drops_no_accepted_request(kind: Kind) {
         turned < Duration::from_millis(300),
         "readiness took {turned:?}"
     );
+    // Counted from the moment readiness turned: whatever is answered from
+    // here on was served during the delay, after the signal.
+    let at_turn = ok.load(Ordering::Relaxed);
     assert_eq!(one_request(addr, "/livez"), Ok(200));
-    // The load balancer has noticed: stop sending, then let the server drain.
-    thread::sleep(Duration::from_millis(500));
+    // Keep the load up through most of the delay (the load balancer has not
+    // noticed yet) and stop well inside it, so that no connection may be
+    // refused: this is the length of the load, not a wait for something.
+    while signalled.elapsed() < Duration::from_millis(1000) {
+        thread::sleep(Duration::from_millis(5));
+    }
     stop.store(true, Ordering::Release);
     traffic.join().unwrap();
     let status = s.wait_exit(Duration::from_secs(15)).expect("exited");
     assert_eq!(status.code(), Some(0));
-    assert_eq!(
+    let (sent, ok, lost, refused) = (
+        sent.load(Ordering::Relaxed),
+        ok.load(Ordering::Relaxed),
         lost.load(Ordering::Relaxed),
-        0,
-        "an accepted request was dropped"
+        refused.load(Ordering::Relaxed),
+    );
+    assert_eq!(sent, ok + lost + refused, "a request was counted nowhere");
+    assert_eq!(
+        lost, 0,
+        "{lost} of {sent} sent requests got no complete answer"
+    );
+    assert_eq!(
+        refused, 0,
+        "{refused} connections were refused during the shutdown delay"
     );
     assert!(
-        ok.load(Ordering::Relaxed) > before,
-        "requests were served during the delay"
+        ok >= at_turn + 5,
+        "only {} requests were served during the delay, after readiness turned",
+        ok - at_turn
     );
 }
 
