@@ -232,7 +232,7 @@ impl Builder {
                     report.merge(r);
                 }
                 if strict {
-                    report.merge(crate::config::strict_report(&unknown, &env));
+                    report.merge(crate::config::strict_report(&unknown));
                 }
                 return Err(InitError::Config(report));
             }

@@ -87,8 +87,11 @@ pub(crate) fn unknown_vars<C: AppConfig>(env: &Env) -> Vec<UnknownVar> {
     out
 }
 
-/// In strict mode, one problem per unknown variable (names only).
-pub(crate) fn strict_report(unknown: &[UnknownVar], env: &Env) -> ConfigReport {
+/// In strict mode, one problem per unknown variable. Names only, by
+/// construction: the value-withholding net would mistake a suggested name
+/// that shares a word with the value (`OPSKIT_METRICS_PTH=/metrics`) for an
+/// echo, and drop the suggestion.
+pub(crate) fn strict_report(unknown: &[UnknownVar]) -> ConfigReport {
     let mut report = ConfigReport::default();
     for u in unknown {
         report.push(
@@ -97,7 +100,6 @@ pub(crate) fn strict_report(unknown: &[UnknownVar], env: &Env) -> ConfigReport {
             format!("nothing reads this variable{}", u.suggestion()),
         );
     }
-    report.withhold_values(env);
     report
 }
 
@@ -198,10 +200,18 @@ mod tests {
     #[test]
     fn strict_problems_name_no_value() {
         let env = Env::from_pairs([("OPSKIT_RATE_LIMT", "SentinelLimit")]);
-        let r = strict_report(&unknown_vars::<App>(&env), &env);
+        let r = strict_report(&unknown_vars::<App>(&env));
         assert_eq!(r.problems.len(), 1);
         assert!(!r.to_string().contains("Sentinel"), "{r}");
         assert!(r.to_string().contains("did you mean `OPSKIT_RATE_LIMIT`?"));
+        // A value that shares a word with the suggested name keeps the suggestion.
+        let env = Env::from_pairs([("OPSKIT_METRICS_PTH", "/metrics")]);
+        let r = strict_report(&unknown_vars::<App>(&env));
+        assert!(
+            r.to_string()
+                .contains("did you mean `OPSKIT_METRICS_PATH`?"),
+            "{r}"
+        );
         assert!(strict(&Env::from_pairs([("OPSKIT_STRICT_ENV", "TRUE")])));
         assert!(!strict(&Env::from_pairs([("OPSKIT_STRICT_ENV", "maybe")])));
     }
