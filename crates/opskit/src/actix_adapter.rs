@@ -165,6 +165,9 @@ impl<C: Send + Sync + 'static> Ops<C> {
     {
         use actix_service::ServiceFactoryExt;
         self.shutdown().listen_for_signals()?;
+        // Actix's workers drop the requests cut at the deadline on their own
+        // threads: count requests so that their lines can be waited for.
+        self.shutdown().track_requests();
         let addr = listener.local_addr().ok();
         let settings = self.settings();
         let timeout = settings.shutdown_timeout;

@@ -63,6 +63,8 @@ pub struct Started {
     /// `trace`'s `traceresponse` value, written once for the log span's
     /// fields and the response header.
     pub(crate) trace_header: [u8; 55],
+    /// Counted among the requests the server waits for at shutdown.
+    pub(crate) counted: bool,
 }
 
 /// What an adapter knows once the response is decided.
@@ -258,10 +260,9 @@ impl Recorder {
     /// Whether `path` is one of the operational routes.
     #[cfg(feature = "sentry")]
     fn is_operational(&self, path: &str) -> bool {
-        self.operational.iter().any(|p| {
-            path.strip_prefix(p.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+        self.operational
+            .iter()
+            .any(|p| crate::ratelimit::path_is_under(path, p))
     }
 
     /// Samples with `sampler` and reads/writes the formats `propagation` names.
@@ -347,9 +348,10 @@ impl Recorder {
         };
         let span =
             crate::logging::request_span(request_id.as_str(), hex(trace_digits), hex(span_digits));
-        if let Some(s) = &self.shutdown {
-            s.request_started();
-        }
+        let counted = self
+            .shutdown
+            .as_ref()
+            .is_some_and(crate::Shutdown::request_started);
         Started {
             request_id,
             span,
@@ -357,6 +359,7 @@ impl Recorder {
             active: self.metrics.as_ref().map(|m| m.start(method, https)),
             trace,
             trace_header,
+            counted,
         }
     }
 
@@ -367,23 +370,27 @@ impl Recorder {
         // line report the same duration.
         let elapsed = started.at.elapsed();
         // Counted as finished once everything below is done (every return).
-        let _finished = self.shutdown.as_ref().map(Finished);
+        let _finished = self
+            .shutdown
+            .as_ref()
+            .filter(|_| started.counted)
+            .map(Finished);
         // Dropped after the drain's deadline: the server cut it. Its own
         // outcome, 503 with `error.type` `shutdown`, not the client's 499.
-        let cut;
-        let outcome = if outcome.aborted
+        let cut = outcome.aborted
             && self
                 .shutdown
                 .as_ref()
-                .is_some_and(crate::Shutdown::deadline_passed)
-        {
-            cut = Outcome {
+                .is_some_and(crate::Shutdown::deadline_passed);
+        let cut_outcome;
+        let outcome = if cut {
+            cut_outcome = Outcome {
                 status: 503,
                 aborted: false,
                 error: Some(SHUTDOWN_CUT),
                 ..*outcome
             };
-            &cut
+            &cut_outcome
         } else {
             outcome
         };
@@ -409,8 +416,7 @@ impl Recorder {
         #[cfg(feature = "sentry")]
         if let Some(reporter) = &self.reporter {
             let failed =
-                (outcome.status >= 500 && !outcome.aborted && outcome.error != Some(SHUTDOWN_CUT))
-                    || outcome.panic.is_some();
+                (outcome.status >= 500 && !outcome.aborted && !cut) || outcome.panic.is_some();
             if failed && !self.is_operational(outcome.path) {
                 let crumbs = crate::report::take_breadcrumbs(&started.span);
                 reporter.report_request(outcome, &started.request_id, crumbs);
@@ -448,7 +454,7 @@ impl Recorder {
         };
         let message = if outcome.aborted {
             "request aborted by the client"
-        } else if outcome.error == Some(SHUTDOWN_CUT) {
+        } else if cut {
             "request cut at the shutdown deadline"
         } else {
             "request completed"
@@ -476,7 +482,7 @@ impl Recorder {
             client.address = client.as_ref().map(IpText::as_str),
             network.peer.address = peer.as_ref().map(IpText::as_str),
             user_agent.original = outcome.user_agent.map(|u| truncate(u, MAX_USER_AGENT)),
-            error.type = (outcome.error == Some(SHUTDOWN_CUT)).then_some(SHUTDOWN_CUT),
+            error.type = cut.then_some(SHUTDOWN_CUT),
             duration_ms = (duration_ms * 1000.0).round() / 1000.0
         );
     }

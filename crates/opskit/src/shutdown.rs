@@ -35,7 +35,10 @@ pub struct Shutdown {
     deadline_passed: Arc<AtomicBool>,
     /// Requests started and not yet finished (logged), so that the server
     /// can wait for the lines of the requests it cut before the log closes.
+    /// Counted only once a server that waits for them asks (`track`): every
+    /// other service would pay two shared atomic writes per request for it.
     requests: Arc<AtomicUsize>,
+    track: Arc<AtomicBool>,
 }
 
 impl Default for Shutdown {
@@ -51,6 +54,7 @@ impl Shutdown {
             tx: Arc::new(watch::channel(false).0),
             deadline_passed: Arc::new(AtomicBool::new(false)),
             requests: Arc::new(AtomicUsize::new(0)),
+            track: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -107,9 +111,21 @@ impl Shutdown {
         self.deadline_passed.load(Ordering::Acquire)
     }
 
-    /// Counts a request as started (the recorder calls it).
-    pub(crate) fn request_started(&self) {
+    /// Asks for requests to be counted from now on (before serving any):
+    /// the server will wait for the lines of those it cuts.
+    #[cfg(feature = "actix")]
+    pub(crate) fn track_requests(&self) {
+        self.track.store(true, Ordering::Release);
+    }
+
+    /// Counts a request as started, when requests are tracked (the recorder
+    /// calls it); whether it was counted, so that only then is its finish.
+    pub(crate) fn request_started(&self) -> bool {
+        if !self.track.load(Ordering::Relaxed) {
+            return false;
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Counts a request as finished: its access line is written.

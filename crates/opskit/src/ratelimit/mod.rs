@@ -265,6 +265,13 @@ impl Memory {
     }
 }
 
+/// Whether `path` is `prefix` or below it (`/readyz`, `/readyz/db`; not
+/// `/readyzz`): how exempt paths and the operational routes are matched.
+pub(crate) fn path_is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The limiter: policies, key extraction, the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
@@ -412,12 +419,7 @@ impl Limiter {
     /// Index into `names`/`counters` (0: default) and quota.
     fn policy_index(&self, path: &str) -> Option<(usize, Quota)> {
         let s = &self.inner.settings;
-        if s.exempt.iter().any(|e| {
-            path == e
-                || path
-                    .strip_prefix(e.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-        }) {
+        if s.exempt.iter().any(|e| path_is_under(path, e)) {
             return None;
         }
         for (i, r) in s.routes.iter().enumerate() {
