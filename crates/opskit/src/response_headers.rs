@@ -69,6 +69,8 @@ pub(crate) struct Prepared<M: HeaderMapLike> {
     csp_plain: Option<M::Value>,
     csp_https: Option<M::Value>,
     hsts: Option<M::Value>,
+    /// `Vary: origin`, parsed once, when CORS is on (every response carries it).
+    vary_origin: Option<M::Value>,
     /// Every fixed security header (and the CSP when it has no nonce, and
     /// HSTS over HTTPS) in a map of its own, over HTTP and over HTTPS: a
     /// response starts from a clone and only the handler's few headers are
@@ -140,6 +142,10 @@ impl<M: HeaderMapLike> Prepared<M> {
             csp_plain: csp(false),
             csp_https: csp(true),
             hsts: security.hsts(true).and_then(value_of::<M>),
+            vary_origin: security
+                .cors_enabled()
+                .then(|| value_of::<M>("origin"))
+                .flatten(),
             proxies: limiter
                 .as_ref()
                 .map(|l| l.trusted_proxies().clone())
@@ -358,7 +364,8 @@ impl<M: HeaderMapLike> Prepared<M> {
             }
         }
         if let Some(tokens) = vary {
-            merge_vary(headers, tokens);
+            let parsed = self.vary_origin.as_ref().filter(|_| tokens == "origin");
+            merge_vary(headers, tokens, parsed);
         }
         let mut put = |name: M::Name, v: M::Value| {
             if append {
@@ -392,8 +399,9 @@ impl<M: HeaderMapLike> Prepared<M> {
 
 /// Adds the comma-separated `tokens` to the response's `Vary`, each once
 /// (compared case-insensitively), as one line after the handler's own
-/// tokens; nothing when the handler said `Vary: *`.
-fn merge_vary<M: HeaderMapLike>(headers: &mut M, tokens: &str) {
+/// tokens; nothing when the handler said `Vary: *`. `parsed`: `tokens` as
+/// a value already, for the usual case of a handler that set no Vary.
+fn merge_vary<M: HeaderMapLike>(headers: &mut M, tokens: &str, parsed: Option<&M::Value>) {
     let name = M::static_name("vary");
     let mut theirs: Vec<String> = Vec::new();
     let mut lines = 0;
@@ -409,7 +417,7 @@ fn merge_vary<M: HeaderMapLike>(headers: &mut M, tokens: &str) {
     });
     if lines == 0 {
         // The usual case: the handler set no Vary.
-        if let Some(v) = value_of::<M>(tokens) {
+        if let Some(v) = parsed.cloned().or_else(|| value_of::<M>(tokens)) {
             headers.insert(name, v);
         }
         return;
