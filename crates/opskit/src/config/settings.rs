@@ -444,7 +444,7 @@ const RATE_LIMIT_FAILURE: VarSpec = VarSpec::new(
     "When Redis cannot decide: admit (`open`) or refuse with 503 (`closed`).",
 );
 
-const STRICT_ENV: VarSpec = VarSpec::new(
+pub(crate) const STRICT_ENV: VarSpec = VarSpec::new(
     "OPSKIT_STRICT_ENV",
     "true or false",
     Some("false"),

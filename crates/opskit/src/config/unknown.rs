@@ -2,7 +2,7 @@
 //! most often a typo (`OPSKIT_RATE_LIMT=5/1m` would otherwise start the
 //! service silently without a rate limit).
 
-use super::{field_names, AppConfig, ConfigReport, Env, FromVar, VARS};
+use super::{field_names, AppConfig, ConfigReport, Env, VARS};
 
 /// The library's prefix: every `OPSKIT_*` variable is one opskit reads.
 const LIBRARY_PREFIX: &str = "OPSKIT_";
@@ -37,11 +37,13 @@ impl UnknownVar {
     }
 }
 
-/// Whether `OPSKIT_STRICT_ENV` is on. An invalid value counts as off here;
+/// Whether `OPSKIT_STRICT_ENV` is on, read through its declaration (name,
+/// parser, default). An invalid value counts as off here;
 /// [`super::Settings::from_env`] reports it.
 pub(crate) fn strict(env: &Env) -> bool {
-    env.get("OPSKIT_STRICT_ENV")
-        .is_some_and(|v| bool::from_var(v) == Ok(true))
+    super::settings::Reader::new(env)
+        .read::<bool>(&super::settings::STRICT_ENV)
+        .unwrap_or(false)
 }
 
 /// The non-empty variables under `OPSKIT_`, and under the application's
