@@ -90,6 +90,21 @@ impl FromVar for Duration {
     }
 }
 
+/// The value of the word `value` names among `choices` (trimmed, any
+/// case); otherwise the problem lists them: "the value is not a, b or c".
+pub(crate) fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    let word = value.trim().to_ascii_lowercase();
+    if let Some((_, t)) = choices.iter().find(|(w, _)| *w == word) {
+        return Ok(*t);
+    }
+    let words: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
+    Err(match words.split_last() {
+        Some((last, [])) => format!("the value is not {last}"),
+        Some((last, rest)) => format!("the value is not {} or {last}", rest.join(", ")),
+        None => "the value is not allowed".to_owned(),
+    })
+}
+
 /// A whole number from `MIN` to `MAX`: the range check is part of the
 /// parse, so an out-of-range value is one more problem in the report (a
 /// check made after reading could stop at the first failure).
@@ -123,6 +138,20 @@ impl FromVar for NonZeroDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_of_reads_a_word_and_lists_the_choices() {
+        let choices = [("auto", 0), ("always", 1), ("never", 2)];
+        assert_eq!(one_of(" Always ", &choices), Ok(1));
+        assert_eq!(
+            one_of("sometimes", &choices),
+            Err("the value is not auto, always or never".to_owned())
+        );
+        assert_eq!(
+            one_of("half", &[("open", 0), ("closed", 1)]),
+            Err("the value is not open or closed".to_owned())
+        );
+    }
 
     #[test]
     fn durations() {

@@ -1,6 +1,6 @@
 //! The library's own settings.
 
-use super::parse::{Bounded, FromVar, NonZeroDuration};
+use super::parse::{one_of, Bounded, FromVar, NonZeroDuration};
 use super::{ConfigReport, Env, VarSpec};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -572,12 +572,15 @@ struct HttpsVar(crate::security::HttpsMode);
 impl FromVar for HttpsVar {
     fn from_var(value: &str) -> Result<Self, String> {
         use crate::security::HttpsMode;
-        match value.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self(HttpsMode::Auto)),
-            "always" => Ok(Self(HttpsMode::Always)),
-            "never" => Ok(Self(HttpsMode::Never)),
-            _ => Err("the value is not auto, always or never".to_owned()),
-        }
+        one_of(
+            value,
+            &[
+                ("auto", HttpsMode::Auto),
+                ("always", HttpsMode::Always),
+                ("never", HttpsMode::Never),
+            ],
+        )
+        .map(Self)
     }
 }
 
@@ -585,11 +588,7 @@ struct FrameVar(bool);
 
 impl FromVar for FrameVar {
     fn from_var(value: &str) -> Result<Self, String> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "deny" => Ok(Self(true)),
-            "sameorigin" => Ok(Self(false)),
-            _ => Err("the value is not deny or sameorigin".to_owned()),
-        }
+        one_of(value, &[("deny", true), ("sameorigin", false)]).map(Self)
     }
 }
 
@@ -944,11 +943,14 @@ struct ForwardedVar(crate::ratelimit::ForwardedHeader);
 impl FromVar for ForwardedVar {
     fn from_var(value: &str) -> Result<Self, String> {
         use crate::ratelimit::ForwardedHeader;
-        match value.trim().to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Ok(Self(ForwardedHeader::XForwardedFor)),
-            "forwarded" => Ok(Self(ForwardedHeader::Forwarded)),
-            _ => Err("the value is not x-forwarded-for or forwarded".to_owned()),
-        }
+        one_of(
+            value,
+            &[
+                ("x-forwarded-for", ForwardedHeader::XForwardedFor),
+                ("forwarded", ForwardedHeader::Forwarded),
+            ],
+        )
+        .map(Self)
     }
 }
 
@@ -958,11 +960,14 @@ struct FailureVar(crate::ratelimit::FailurePolicy);
 impl FromVar for FailureVar {
     fn from_var(value: &str) -> Result<Self, String> {
         use crate::ratelimit::FailurePolicy;
-        match value.trim().to_ascii_lowercase().as_str() {
-            "open" => Ok(Self(FailurePolicy::Open)),
-            "closed" => Ok(Self(FailurePolicy::Closed)),
-            _ => Err("the value is not open or closed".to_owned()),
-        }
+        one_of(
+            value,
+            &[
+                ("open", FailurePolicy::Open),
+                ("closed", FailurePolicy::Closed),
+            ],
+        )
+        .map(Self)
     }
 }
 
