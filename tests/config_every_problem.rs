@@ -193,18 +193,15 @@ fn an_unknown_variable_is_warned_about_with_the_closest_name(kind: Kind) {
         ],
     );
     assert_eq!(s.get("/").unwrap().status, 200);
-    for needle in [
-        "`OPSKIT_RATE_LIMT` is not a known variable; did you mean `OPSKIT_RATE_LIMIT`?",
-        "`APP_GREETNG` is not a known variable; did you mean `APP_GREETING`?",
-        // Nothing is close: no suggestion.
-        "`OPSKIT_ZZZZZZZZZZZZZZZZZZZZ` is not a known variable",
-    ] {
-        assert!(
-            s.wait_for_output(needle, Duration::from_secs(10)),
-            "no `{needle}` line: {:#?}",
-            s.output()
-        );
-    }
+    s.expect_output(
+        &[
+            "`OPSKIT_RATE_LIMT` is not a known variable; did you mean `OPSKIT_RATE_LIMIT`?",
+            "`APP_GREETNG` is not a known variable; did you mean `APP_GREETING`?",
+            // Nothing is close: no suggestion.
+            "`OPSKIT_ZZZZZZZZZZZZZZZZZZZZ` is not a known variable",
+        ],
+        Duration::from_secs(10),
+    );
     let output = s.output();
     let warnings: Vec<&String> = output
         .iter()

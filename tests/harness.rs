@@ -275,6 +275,18 @@ impl Starter {
         }
     }
 
+    /// Waits (up to `timeout` each) for a line containing each of
+    /// `needles`, and fails the test naming the first that never came.
+    pub fn expect_output(&self, needles: &[&str], timeout: Duration) {
+        for needle in needles {
+            assert!(
+                self.wait_for_output(needle, timeout),
+                "no `{needle}` line: {:#?}",
+                self.output()
+            );
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
