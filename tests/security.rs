@@ -10,6 +10,7 @@ opskit_conformance::conformance!(
     hsts_and_upgrade_only_over_https,
     a_body_over_the_limit_gets_413,
     a_chunked_body_is_cut_off_at_the_limit,
+    an_http2_body_without_length_is_cut_off_at_the_limit,
     a_slow_request_gets_the_timeout_status,
     cors_preflights_and_actual_requests,
     with_cors_every_response_varies_by_origin,
@@ -172,6 +173,48 @@ fn a_chunked_body_is_cut_off_at_the_limit(kind: Kind) {
         (r.status, r.json()["bytes"].as_u64()),
         (200, Some(2_500_000))
     );
+}
+
+/// POSTs `len` bytes over HTTP/2 (prior knowledge) with curl, streamed from
+/// its standard input so that no `Content-Length` is sent; returns the HTTP
+/// version curl spoke, the status and the body.
+fn post_h2_unsized(s: &Starter, len: usize) -> (String, u16, String) {
+    use std::io::Write;
+    let mut curl = std::process::Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "-X", "POST", "-T", "-"])
+        .args(["-H", "content-type: application/octet-stream"])
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .arg(format!("http://{}/demo/echo", s.addr))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl (with HTTP/2) is installed by scripts/test");
+    // Written from a thread: the server may answer before reading it all.
+    let mut stdin = curl.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&vec![b'x'; len]);
+    });
+    let out = curl.wait_with_output().unwrap();
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, last) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (version, status) = last.split_once(' ').unwrap_or((last, "0"));
+    (
+        version.to_owned(),
+        status.parse().unwrap_or(0),
+        body.to_owned(),
+    )
+}
+
+fn an_http2_body_without_length_is_cut_off_at_the_limit(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_BODY_LIMIT", "1KiB")]);
+    let (version, status, body) = post_h2_unsized(&s, 4096);
+    assert_eq!(version, "2", "curl spoke HTTP/{version}");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("\"status\":413"), "{body}");
+    let (_, status, body) = post_h2_unsized(&s, 1000);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"bytes\":1000"), "{body}");
 }
 
 fn a_slow_request_gets_the_timeout_status(kind: Kind) {

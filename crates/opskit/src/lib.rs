@@ -9,6 +9,7 @@ pub mod logging;
 pub mod metrics;
 mod ops;
 pub mod otel;
+mod pipeline;
 pub mod problem;
 pub mod ratelimit;
 pub mod recorder;
@@ -18,6 +19,7 @@ pub mod request_id;
 mod response_headers;
 mod secret;
 pub mod security;
+mod server;
 mod shutdown;
 mod time;
 pub mod trace;
@@ -29,13 +31,13 @@ mod axum_adapter;
 
 #[cfg(feature = "actix")]
 pub use actix_adapter::{OpsActixService, OpsMiddleware};
-#[cfg(feature = "axum")]
-pub use axum_adapter::ServeError;
 pub use config::AppConfig;
 pub use ops::{init, Builder, InitError, Ops, ServiceInfo, EXIT_CONFIG, EXIT_SOFTWARE};
 pub use problem::Problem;
 pub use request_id::RequestId;
 pub use secret::{redact_urls, Secret};
+#[cfg(feature = "axum")]
+pub use server::ServeError;
 pub use shutdown::Shutdown;
 /// The URL type for configuration fields (`url::Url`, with serde).
 pub use url::Url;

@@ -257,7 +257,7 @@ impl Builder {
         } else {
             let installed =
                 crate::logging::install(&settings, breadcrumbs).map_err(InitError::Logging)?;
-            crate::layer::install_panic_hook();
+            crate::pipeline::install_panic_hook();
             Some(installed)
         };
         for u in &unknown {

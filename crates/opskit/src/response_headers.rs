@@ -1,6 +1,6 @@
 //! The headers opskit puts on every response, prepared once at start-up and
-//! applied by both adapters — each on its own header-map type (the tower
-//! layer on `http` 1, Actix on its `http` 0.2 types), through one policy.
+//! applied by the pipeline — on each adapter's own header-map type (the
+//! tower layer's `http` 1, Actix's `http` 0.2 types), through one policy.
 
 use crate::ratelimit::{Checked, Limiter};
 use crate::recorder::Recorder;
@@ -8,8 +8,8 @@ use crate::security::{CspNonce, SecurityPolicy};
 use crate::RequestId;
 use bytes::Bytes;
 
-/// A framework's response header map.
-pub(crate) trait HeaderMapLike: Clone + Default {
+/// A framework's header map (its requests' and its responses').
+pub(crate) trait HeaderMapLike: Clone + Default + Sync {
     type Name: Clone + PartialEq;
     type Value: Clone;
     /// Whether a response starts from a clone of the prepared security
@@ -35,6 +35,14 @@ pub(crate) trait HeaderMapLike: Clone + Default {
     /// Empties the map, handing each value to `f` with its name — `None`
     /// for a further value of the name before (multi-valued headers).
     fn drain_each(&mut self, f: impl FnMut(Option<Self::Name>, Self::Value));
+    /// Every name and value, in order.
+    fn entries(&self) -> impl Iterator<Item = (&Self::Name, &Self::Value)>;
+    /// A value's bytes.
+    fn bytes(value: &Self::Value) -> &[u8];
+    /// Every value of `name`, in order.
+    fn lines<'a>(&'a self, name: &Self::Name) -> impl DoubleEndedIterator<Item = &'a [u8]>;
+    /// The first value of a header named at run time (lower case).
+    fn get_str(&self, name: &str) -> Option<&[u8]>;
 }
 
 /// What one response adds to the prepared headers.
@@ -481,6 +489,20 @@ impl HeaderMapLike for http::HeaderMap {
             f(name, value);
         }
     }
+    fn entries(&self) -> impl Iterator<Item = (&Self::Name, &Self::Value)> {
+        self.iter()
+    }
+    fn bytes(value: &Self::Value) -> &[u8] {
+        value.as_bytes()
+    }
+    fn lines<'a>(&'a self, name: &Self::Name) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+        self.get_all(name)
+            .into_iter()
+            .map(http::HeaderValue::as_bytes)
+    }
+    fn get_str(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(http::HeaderValue::as_bytes)
+    }
 }
 
 #[cfg(feature = "actix")]
@@ -524,6 +546,20 @@ impl HeaderMapLike for actix_web::http::header::HeaderMap {
         for (name, value) in self.drain() {
             f(name, value);
         }
+    }
+    fn entries(&self) -> impl Iterator<Item = (&Self::Name, &Self::Value)> {
+        self.iter()
+    }
+    fn bytes(value: &Self::Value) -> &[u8] {
+        value.as_bytes()
+    }
+    fn lines<'a>(&'a self, name: &Self::Name) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+        self.get_all(name)
+            .map(actix_web::http::header::HeaderValue::as_bytes)
+    }
+    fn get_str(&self, name: &str) -> Option<&[u8]> {
+        self.get(name)
+            .map(actix_web::http::header::HeaderValue::as_bytes)
     }
 }
 

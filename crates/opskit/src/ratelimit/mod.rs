@@ -163,6 +163,11 @@ impl std::fmt::Debug for RequestInfo<'_> {
     }
 }
 
+/// A Redis decision under way: a future that owns what it needs, so an
+/// adapter can hold it across the await before calling the handler.
+pub(crate) type LimitCheck =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Checked> + Send + 'static>>;
+
 /// The names of the fields [`Checked::headers`] may answer.
 pub const FIELD_NAMES: [&str; 6] = [
     "ratelimit-policy",
@@ -295,7 +300,7 @@ struct Inner {
     memory: Memory,
     epoch: Instant,
     #[cfg(feature = "redis")]
-    redis: Option<redis_store::RedisStore>,
+    redis: Option<Arc<redis_store::RedisStore>>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -323,7 +328,8 @@ impl Limiter {
         let redis = settings
             .redis_url
             .as_ref()
-            .and_then(|u| redis_store::RedisStore::new(u.expose(), settings.redis_timeout));
+            .and_then(|u| redis_store::RedisStore::new(u.expose(), settings.redis_timeout))
+            .map(Arc::new);
         Self {
             inner: Arc::new(Inner {
                 // Registered (as 0) only when something is limited.
@@ -484,45 +490,70 @@ impl Limiter {
             store_failed: false,
             fields: self.inner.fields[index].clone(),
         };
-        self.record(index, &checked, &key, request);
+        self.record(
+            index,
+            &checked,
+            || self.inner.hasher.hash_one(&key),
+            request,
+        );
         Some(checked)
     }
 
     /// Decides in Redis when configured, else in memory. `None`: not limited.
     pub async fn check(&self, info: &RequestInfo<'_>) -> Option<Checked> {
+        if self.uses_redis() {
+            return match self.check_later(info) {
+                Some(check) => Some(check.await),
+                None => None,
+            };
+        }
+        self.check_memory(info)
+    }
+
+    /// The Redis decision for a request, as a future that owns all it needs
+    /// (the key is derived now, from the borrowed request): the adapter
+    /// awaits it before calling the handler. `None`: the request is not
+    /// limited, or no Redis is configured ([`Self::uses_redis`]).
+    pub(crate) fn check_later(&self, info: &RequestInfo<'_>) -> Option<LimitCheck> {
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.inner.redis {
+            let redis = redis.clone();
             let (index, quota, key) = self.target(info)?;
             let policy = self.inner.names[index].clone();
             let redis_key = format!("opskit:rl:{policy}:{:016x}", key.stable_hash());
-            let checked = match redis.decide(&redis_key, &quota).await {
-                Ok(decision) => Checked {
-                    decision,
-                    policy,
-                    quota,
-                    store_failed: false,
-                    fields: self.inner.fields[index].clone(),
-                },
-                Err(reason) => {
-                    let allowed = self.inner.settings.failure == FailurePolicy::Open;
-                    redis_store::warn_failure(&reason, allowed);
-                    Checked {
-                        decision: Decision {
-                            allowed,
-                            remaining: 0,
-                            reset_us: 1_000_000,
-                        },
+            let key_hash = self.inner.hasher.hash_one(&key);
+            let this = self.clone();
+            return Some(Box::pin(async move {
+                let checked = match redis.decide(&redis_key, &quota).await {
+                    Ok(decision) => Checked {
+                        decision,
                         policy,
                         quota,
-                        store_failed: true,
-                        fields: self.inner.fields[index].clone(),
+                        store_failed: false,
+                        fields: this.inner.fields[index].clone(),
+                    },
+                    Err(reason) => {
+                        let allowed = this.inner.settings.failure == FailurePolicy::Open;
+                        redis_store::warn_failure(&reason, allowed);
+                        Checked {
+                            decision: Decision {
+                                allowed,
+                                remaining: 0,
+                                reset_us: 1_000_000,
+                            },
+                            policy,
+                            quota,
+                            store_failed: true,
+                            fields: this.inner.fields[index].clone(),
+                        }
                     }
-                }
-            };
-            self.record(index, &checked, &key, None);
-            return Some(checked);
+                };
+                this.record(index, &checked, || key_hash, None);
+                checked
+            }));
         }
-        self.check_memory(info)
+        let _ = info;
+        None
     }
 
     /// Counts the decision; logs a refusal under `request`, else under the
@@ -531,7 +562,7 @@ impl Limiter {
         &self,
         index: usize,
         c: &Checked,
-        key: &ClientKey<'_>,
+        key_hash: impl FnOnce() -> u64,
         request: Option<&tracing::Span>,
     ) {
         let slot = match (c.decision.allowed, c.store_failed) {
@@ -546,7 +577,7 @@ impl Limiter {
             tracing::warn!(
                 parent: parent,
                 rate_limit.policy = &*c.policy,
-                rate_limit.key_hash = format!("{:016x}", self.inner.hasher.hash_one(key)),
+                rate_limit.key_hash = format!("{:016x}", key_hash()),
                 retry_after_ms = c.decision.reset_us / 1000,
                 "rate limit exceeded"
             );

@@ -1,0 +1,122 @@
+//! [`OpsService`]: translates a tower request into the pipeline's terms.
+
+use super::body::{OpsBody, RequestBody};
+use super::future::ResponseFuture;
+use crate::pipeline::{Begun, Head, Kept, Next, Pipeline};
+use bytes::Bytes;
+use http::{Method, Request, Response, Uri};
+use http_body::Body;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// The route template type the layer can read from request extensions.
+#[cfg(feature = "axum")]
+type Route = axum::extract::MatchedPath;
+
+/// The per-request service; see [`OpsLayer`](super::OpsLayer).
+#[derive(Debug, Clone)]
+pub struct OpsService<S> {
+    inner: S,
+    pipeline: Arc<Pipeline<http::HeaderMap>>,
+}
+
+impl<S> OpsService<S> {
+    pub(super) fn new(inner: S, pipeline: Arc<Pipeline<http::HeaderMap>>) -> Self {
+        Self { inner, pipeline }
+    }
+}
+
+/// What the pipeline keeps of a tower request: reference-counted clones.
+#[derive(Debug)]
+pub(super) struct TowerKept {
+    method: Method,
+    uri: Uri,
+    #[cfg(feature = "axum")]
+    route: Option<Route>,
+}
+
+impl Kept for TowerKept {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+    fn route(&self) -> Option<Cow<'_, str>> {
+        #[cfg(feature = "axum")]
+        return self.route.as_ref().map(|r| Cow::Borrowed(r.as_str()));
+        #[cfg(not(feature = "axum"))]
+        None
+    }
+}
+
+/// The socket peer's address.
+fn peer<B>(req: &Request<B>) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(ci) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(ci.0.ip());
+    }
+    req.extensions()
+        .get::<std::net::SocketAddr>()
+        .map(std::net::SocketAddr::ip)
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for OpsService<S>
+where
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Body + Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<OpsBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let kept = TowerKept {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            #[cfg(feature = "axum")]
+            route: req.extensions().get::<Route>().cloned(),
+        };
+        // Axum (matchit) routes the path as sent, as does any tower router
+        // on `uri().path()`.
+        let head = Head {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            routed_path: req.uri().path(),
+            headers: req.headers(),
+            peer: peer(&req),
+            body_bound: req.body().size_hint().upper(),
+        };
+        let Begun { flight, next, body } = self.pipeline.begin(&head, kept);
+        let mut req = req.map(|inner| RequestBody::counted(inner, body));
+        req.extensions_mut().insert(flight.request_id().clone());
+        if let Some(n) = flight.nonce() {
+            req.extensions_mut().insert(n.clone());
+        }
+        match next {
+            Next::Call => ResponseFuture::call(flight, &mut self.inner, req),
+            Next::Answer(answer) => ResponseFuture::answer(flight, answer),
+            Next::Limit(check) => {
+                // The service that was made ready takes this request once
+                // admitted; the clone waits for the next one (tower's rule
+                // for moving a call into a future).
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::limited(flight, check, inner, req)
+            }
+        }
+    }
+}

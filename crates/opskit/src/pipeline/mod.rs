@@ -1,0 +1,561 @@
+//! The per-request pipeline: the order of opskit's per-request steps,
+//! written once for every adapter (the tower layer for Axum, hyper and
+//! tonic; the Actix middleware). An adapter translates its request into a
+//! [`Head`], runs the handler when told to, and hands back what happened;
+//! every decision is made here.
+//!
+//! ```text
+//! adapter                            pipeline
+//! request ── Head ─────────────────▶ Pipeline::begin
+//!                                      headers scanned once
+//!                                      https (X-Forwarded-Proto / Forwarded)
+//!                                      Recorder::start: request id, trace, span
+//!                                      CSP nonce, CORS decision
+//!                                      early answers: preflight 204,
+//!                                        path not UTF-8 400, body over 413
+//!                                      client address through trusted proxies
+//!                                      rate limit in memory, or Next::Limit
+//!            ◀── Begun { flight, next, body counter } ──
+//! Next::Limit: await it ───────────▶ InFlight::admit → Call or 429
+//! Next::Call: run the handler in InFlight::scope, catching panics,
+//!             within InFlight::timeout
+//! handler ended ───────────────────▶ InFlight::replacement: panic 500,
+//!                                      timeout, body cut off 413,
+//!                                      unknown method 501, or keep
+//! response ────────────────────────▶ InFlight::finish: response headers,
+//!                                      access log, metrics, span, report
+//! dropped unfinished ──────────────▶ 499 (the client left) or 503 (cut
+//!                                      at the shutdown deadline)
+//! ```
+
+mod scope;
+
+pub(crate) use scope::{
+    install_panic_hook, panic_message, panic_problem, InRequestFuture, RequestScope,
+};
+
+use crate::ratelimit::{Checked, LimitCheck, Limiter, RequestInfo};
+use crate::recorder::{Outcome, Recorder, Started};
+use crate::response_headers::{HeaderMapLike, PerResponse, Prepared};
+use crate::security::{CorsDecision, CspNonce, SecurityPolicy};
+use crate::{Problem, RequestId};
+use std::any::Any;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What an adapter keeps of its request until the response (cheap clones of
+/// its own types: the request itself moves into the handler).
+pub(crate) trait Kept {
+    /// The request method.
+    fn method(&self) -> &str;
+    /// The path as sent, without the query.
+    fn path(&self) -> &str;
+    /// The route template that matched, if any.
+    fn route(&self) -> Option<Cow<'_, str>>;
+}
+
+/// A request as the pipeline reads it, translated by the adapter.
+pub(crate) struct Head<'a, M> {
+    pub(crate) method: &'a str,
+    /// The path as sent, without the query.
+    pub(crate) path: &'a str,
+    /// The path as the framework's router matches it (Actix decodes most
+    /// percent-escapes first): route policies meet the route reached.
+    pub(crate) routed_path: &'a str,
+    pub(crate) headers: &'a M,
+    /// The socket peer's address.
+    pub(crate) peer: Option<IpAddr>,
+    /// A bound on the body's size known before it is read: its declared
+    /// `Content-Length`, or 0 for a request that cannot carry a body.
+    /// `None`: unknown (chunked HTTP/1.1, HTTP/2 without `Content-Length`).
+    pub(crate) body_bound: Option<u64>,
+}
+
+/// What to do next with a request.
+pub(crate) enum Next {
+    /// Run the handler.
+    Call,
+    /// Answer this without the handler.
+    Answer(Answer),
+    /// Await the (Redis) rate limit, then [`InFlight::admit`] its decision.
+    Limit(LimitCheck),
+}
+
+/// An answer given without the handler.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// A CORS preflight: 204, headers only.
+    NoContent,
+    Problem(Problem),
+}
+
+/// How a handler failed to answer.
+pub(crate) enum Failure {
+    /// It panicked (the payload, caught by the adapter).
+    Panicked(Box<dyn Any + Send>),
+    /// It ran past [`InFlight::timeout`].
+    TimedOut,
+}
+
+/// The start of a request: its state, what to do next, and the counter the
+/// adapter wraps the body in when its size is not bounded by the limit.
+pub(crate) struct Begun<M: HeaderMapLike, K: Kept> {
+    pub(crate) flight: InFlight<M, K>,
+    pub(crate) next: Next,
+    pub(crate) body: Option<BodyCounter>,
+}
+
+/// Counts a streamed request body and cuts it off at the limit; the response
+/// of a request whose body was cut off is 413, whatever the handler said.
+#[derive(Debug)]
+pub(crate) struct BodyCounter {
+    remaining: u64,
+    over: Arc<AtomicBool>,
+}
+
+impl BodyCounter {
+    /// Takes a chunk of `len` bytes: `false` when it goes past the limit.
+    pub(crate) fn take(&mut self, len: u64) -> bool {
+        if len > self.remaining {
+            self.over.store(true, Ordering::Relaxed);
+            return false;
+        }
+        self.remaining -= len;
+        true
+    }
+}
+
+/// The per-request policy, built once: the recorder, the security policy,
+/// the rate limiter and every header name and value it reads or writes,
+/// parsed for the adapter's header-map type `M`.
+pub(crate) struct Pipeline<M: HeaderMapLike> {
+    recorder: Recorder,
+    headers: Prepared<M>,
+    names: Names<M>,
+}
+
+impl<M: HeaderMapLike> std::fmt::Debug for Pipeline<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("recorder", &self.recorder)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The request headers the pipeline reads, as names parsed once: a lookup
+/// by `&str` parses and validates the name each time.
+struct Names<M: HeaderMapLike> {
+    traceparent: M::Name,
+    tracestate: M::Name,
+    baggage: M::Name,
+    user_agent: M::Name,
+    content_length: M::Name,
+    forwarded_proto: M::Name,
+    forwarded: M::Name,
+    x_forwarded_for: M::Name,
+    origin: M::Name,
+    request_method: M::Name,
+    #[cfg(feature = "sentry")]
+    report: [M::Name; 3],
+}
+
+impl<M: HeaderMapLike> Names<M> {
+    fn new() -> Self {
+        Self {
+            traceparent: M::static_name("traceparent"),
+            tracestate: M::static_name("tracestate"),
+            baggage: M::static_name("baggage"),
+            user_agent: M::static_name("user-agent"),
+            content_length: M::static_name("content-length"),
+            forwarded_proto: M::static_name("x-forwarded-proto"),
+            forwarded: M::static_name("forwarded"),
+            x_forwarded_for: M::static_name("x-forwarded-for"),
+            origin: M::static_name("origin"),
+            request_method: M::static_name("access-control-request-method"),
+            #[cfg(feature = "sentry")]
+            report: [
+                M::static_name("host"),
+                M::static_name("accept"),
+                M::static_name("content-type"),
+            ],
+        }
+    }
+}
+
+/// The request headers the pipeline reads, found in one pass over the map:
+/// a request carries a handful of headers and the pipeline reads a dozen
+/// names, most absent, so one walk comparing names (enum tags for the
+/// standard ones) costs a fraction of a dozen hashed lookups (~2,000
+/// instructions a request). Each slot holds the first value of its name, as
+/// a map's `get` would; the trace-context headers keep every line.
+struct Wanted<'a, M: HeaderMapLike> {
+    forwarded_proto: Option<&'a [u8]>,
+    forwarded: Option<&'a [u8]>,
+    request_id: Option<&'a [u8]>,
+    trace: crate::trace::TraceHeaders<'a>,
+    content_length: Option<&'a [u8]>,
+    origin: Option<&'a [u8]>,
+    request_method: Option<&'a [u8]>,
+    user_agent: Option<&'a M::Value>,
+    /// Host, Accept, Content-Type: read only for error reports.
+    #[cfg(feature = "sentry")]
+    report: [Option<&'a M::Value>; 3],
+}
+
+impl<'a, M: HeaderMapLike> Wanted<'a, M> {
+    fn scan(h: &'a M, n: &Names<M>, request_id: &M::Name) -> Self {
+        let mut w = Self {
+            forwarded_proto: None,
+            forwarded: None,
+            request_id: None,
+            trace: crate::trace::TraceHeaders::default(),
+            content_length: None,
+            origin: None,
+            request_method: None,
+            user_agent: None,
+            #[cfg(feature = "sentry")]
+            report: [None; 3],
+        };
+        for (name, value) in h.entries() {
+            let bytes = M::bytes(value);
+            // The request id's name is configurable: checked on its own.
+            if name == request_id {
+                w.request_id.get_or_insert(bytes);
+            }
+            let lines = if *name == n.traceparent {
+                Some(&mut w.trace.traceparent)
+            } else if *name == n.tracestate {
+                Some(&mut w.trace.tracestate)
+            } else if *name == n.baggage {
+                Some(&mut w.trace.baggage)
+            } else {
+                None
+            };
+            if let Some(lines) = lines {
+                lines.push(bytes);
+                continue;
+            }
+            let slot = if *name == n.user_agent {
+                w.user_agent.get_or_insert(value);
+                continue;
+            } else if *name == n.content_length {
+                &mut w.content_length
+            } else if *name == n.forwarded_proto {
+                &mut w.forwarded_proto
+            } else if *name == n.forwarded {
+                &mut w.forwarded
+            } else if *name == n.origin {
+                &mut w.origin
+            } else if *name == n.request_method {
+                &mut w.request_method
+            } else {
+                #[cfg(feature = "sentry")]
+                if let Some(i) = n.report.iter().position(|r| r == name) {
+                    w.report[i].get_or_insert(value);
+                }
+                continue;
+            };
+            slot.get_or_insert(bytes);
+        }
+        w
+    }
+}
+
+/// A header value as text, when it is visible ASCII (as `http`'s `to_str`).
+#[cfg(feature = "sentry")]
+fn visible_ascii(b: &[u8]) -> Option<&str> {
+    b.iter()
+        .all(|&c| c == b'\t' || (32..127).contains(&c))
+        .then(|| std::str::from_utf8(b).ok())
+        .flatten()
+}
+
+impl<M: HeaderMapLike> Pipeline<M> {
+    /// The pipeline around this recorder, security policy and rate limiter.
+    pub(crate) fn new(
+        recorder: Recorder,
+        security: SecurityPolicy,
+        limiter: Option<Limiter>,
+    ) -> Self {
+        Self {
+            headers: Prepared::new(&recorder, security, limiter),
+            recorder,
+            names: Names::new(),
+        }
+    }
+
+    /// Starts a request: every step before the handler, in order.
+    pub(crate) fn begin<K: Kept>(self: &Arc<Self>, head: &Head<'_, M>, kept: K) -> Begun<M, K> {
+        let w = Wanted::scan(head.headers, &self.names, &self.headers.request_id_header);
+        let security = &self.headers.security;
+        let https = security.is_https(w.forwarded_proto, w.forwarded);
+        let started = self
+            .recorder
+            .start(w.request_id, head.method, https, &w.trace);
+        let nonce = security.nonce_enabled().then(CspNonce::generate);
+        let cors = security.cors(head.method, w.origin, w.request_method);
+        let answer = match &cors {
+            CorsDecision::Preflight(_) => Some(Answer::NoContent),
+            _ => crate::problem::refuse_path(head.path)
+                .or_else(|| security.check_body(w.content_length))
+                .map(Answer::Problem),
+        };
+        let cors = match cors {
+            CorsDecision::Preflight(h) | CorsDecision::Actual(h) => h,
+            CorsDecision::None => Vec::new(),
+        };
+        let client = self.headers.proxies.client(head.peer, |name| {
+            let name = match name {
+                "forwarded" => &self.names.forwarded,
+                _ => &self.names.x_forwarded_for,
+            };
+            head.headers.lines(name)
+        });
+        // A body whose size is not bounded by the limit before it is read is
+        // counted as it streams (one rule for every framework).
+        let limit = security.body_limit();
+        let body = head
+            .body_bound
+            .is_none_or(|b| b > limit)
+            .then(|| BodyCounter {
+                remaining: limit,
+                over: Arc::new(AtomicBool::new(false)),
+            });
+        let mut rate = None;
+        let next = match (answer, &self.headers.limiter) {
+            (Some(answer), _) => Next::Answer(answer),
+            (None, None) => Next::Call,
+            (None, Some(limiter)) => {
+                let header = |name: &str| head.headers.get_str(name);
+                let info = RequestInfo {
+                    method: head.method,
+                    path: head.routed_path,
+                    client,
+                    header: &header,
+                };
+                if limiter.uses_redis() {
+                    limiter.check_later(&info).map_or(Next::Call, Next::Limit)
+                } else {
+                    // A refusal is logged under the request's span (its ids).
+                    rate = limiter.check_memory_for(&info, Some(&started.span));
+                    match rate.as_ref().filter(|c| !c.decision.allowed) {
+                        Some(c) => Next::Answer(Answer::Problem(c.problem())),
+                        None => Next::Call,
+                    }
+                }
+            }
+        };
+        let flight = InFlight {
+            pipeline: self.clone(),
+            started,
+            kept,
+            https,
+            client,
+            peer: head.peer,
+            request_size: w
+                .content_length
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
+            user_agent: w.user_agent.cloned(),
+            #[cfg(feature = "sentry")]
+            report: w.report.map(|v| v.cloned()),
+            nonce,
+            cors,
+            rate,
+            over: body.as_ref().map(|b| b.over.clone()),
+            panic: None,
+            error: None,
+            done: false,
+        };
+        Begun { flight, next, body }
+    }
+}
+
+/// A request between [`Pipeline::begin`] and [`InFlight::finish`]. Dropped
+/// unfinished, it records the request as aborted.
+pub(crate) struct InFlight<M: HeaderMapLike, K: Kept> {
+    pipeline: Arc<Pipeline<M>>,
+    started: Started,
+    kept: K,
+    https: bool,
+    /// Resolved through trusted proxies once, for the limiter and the logs.
+    client: Option<IpAddr>,
+    peer: Option<IpAddr>,
+    request_size: Option<u64>,
+    user_agent: Option<M::Value>,
+    #[cfg(feature = "sentry")]
+    report: [Option<M::Value>; 3],
+    nonce: Option<CspNonce>,
+    cors: Vec<(&'static str, String)>,
+    /// The rate-limit decision, for its headers.
+    rate: Option<Checked>,
+    /// Set when a streamed request body went over the limit.
+    over: Option<Arc<AtomicBool>>,
+    panic: Option<Box<dyn Any + Send>>,
+    error: Option<&'static str>,
+    done: bool,
+}
+
+impl<M: HeaderMapLike, K: Kept> std::fmt::Debug for InFlight<M, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("request_id", &self.started.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
+    /// The request's id (the adapter puts it in the request's extensions).
+    pub(crate) fn request_id(&self) -> &RequestId {
+        &self.started.request_id
+    }
+
+    /// The CSP nonce (likewise), when the policy uses one.
+    pub(crate) fn nonce(&self) -> Option<&CspNonce> {
+        self.nonce.as_ref()
+    }
+
+    /// The request's log span, trace context and timers.
+    pub(crate) fn started(&self) -> &Started {
+        &self.started
+    }
+
+    /// What the adapter kept of the request.
+    pub(crate) fn kept_mut(&mut self) -> &mut K {
+        &mut self.kept
+    }
+
+    /// The request's context on this thread: the handler runs inside it.
+    pub(crate) fn scope(&self) -> RequestScope<'_> {
+        RequestScope::enter(&self.started)
+    }
+
+    /// How long the handler may run.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.pipeline.headers.security.timeout()
+    }
+
+    /// Takes the rate limiter's decision awaited for [`Next::Limit`]: the
+    /// answer when it refuses, `None` to call the handler.
+    pub(crate) fn admit(&mut self, checked: Checked) -> Option<Answer> {
+        let refused = (!checked.decision.allowed).then(|| Answer::Problem(checked.problem()));
+        self.rate = Some(checked);
+        refused
+    }
+
+    /// The answer for a handler that failed to answer: a panic is a 500
+    /// (no detail reaches the client), a timeout the timeout's status; a
+    /// body cut off at the limit makes either a 413.
+    pub(crate) fn failure(&mut self, failure: Failure) -> Problem {
+        let security = &self.pipeline.headers.security;
+        match failure {
+            Failure::Panicked(payload) => {
+                self.panic = Some(payload);
+                return panic_problem();
+            }
+            Failure::TimedOut => {
+                self.error = Some("timeout");
+                let _span = self.started.span.enter();
+                tracing::warn!(
+                    timeout_ms = security.timeout().unwrap_or_default().as_millis() as u64,
+                    "request timed out"
+                );
+            }
+        }
+        if self.cut_off() {
+            security.body_too_large()
+        } else {
+            security.timeout_problem()
+        }
+    }
+
+    /// Whether the request's body was cut off at the limit.
+    fn cut_off(&self) -> bool {
+        self.over
+            .as_ref()
+            .is_some_and(|o| o.load(Ordering::Relaxed))
+    }
+
+    /// What replaces the handler's answer (`status`; `empty_body` when its
+    /// body is known to be empty), if anything: a body cut off at the limit
+    /// is a 413 whatever the handler answered (a failed extractor's 400, say);
+    /// no route for a method outside RFC 9110's is a 501 in every framework.
+    pub(crate) fn replacement(&self, status: u16, empty_body: bool) -> Option<Problem> {
+        if self.cut_off() {
+            return Some(self.pipeline.headers.security.body_too_large());
+        }
+        crate::problem::replace_unrouted(self.kept.method(), status, empty_body)
+    }
+
+    /// Ends the request: adds opskit's headers to the response about to be
+    /// sent (security, CORS, request id, `traceresponse`, rate-limit fields)
+    /// and records it (access log, metrics, span, error report).
+    pub(crate) fn finish(mut self, headers: &mut M, status: u16, response_size: Option<u64>) {
+        self.done = true;
+        self.pipeline.headers.apply(
+            headers,
+            &PerResponse {
+                https: self.https,
+                nonce: self.nonce.as_ref(),
+                cors: &self.cors,
+                request_id: &self.started.request_id,
+                trace: &self.started.trace_header,
+                rate: self.rate.as_ref(),
+            },
+        );
+        self.record(status, false, response_size);
+    }
+
+    /// Ends a request the service failed without a response (the connection
+    /// will be closed): recorded as a 500, so that it is not silent.
+    pub(crate) fn failed(mut self) {
+        self.done = true;
+        self.record(500, false, None);
+    }
+
+    fn record(&self, status: u16, aborted: bool, response_size: Option<u64>) {
+        let route = self.kept.route();
+        #[cfg(feature = "sentry")]
+        let [host, accept, content_type] = self
+            .report
+            .each_ref()
+            .map(|v| v.as_ref().and_then(|v| visible_ascii(M::bytes(v))));
+        #[cfg(not(feature = "sentry"))]
+        let (host, accept, content_type) = (None, None, None);
+        let outcome = Outcome {
+            method: self.kept.method(),
+            path: self.kept.path(),
+            route: route.as_deref(),
+            status,
+            client: self.client,
+            peer: self.peer,
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .and_then(|v| crate::recorder::header_text(M::bytes(v))),
+            aborted,
+            host,
+            accept,
+            content_type,
+            panic: self.panic.as_deref().map(panic_message),
+            https: self.https,
+            error: self.error,
+            request_size: self.request_size,
+            response_size,
+        };
+        self.pipeline.recorder.finish(&self.started, &outcome);
+    }
+}
+
+impl<M: HeaderMapLike, K: Kept> Drop for InFlight<M, K> {
+    /// Dropped before a response: the client went away (or the server gave
+    /// up on the request at the shutdown deadline).
+    fn drop(&mut self) {
+        if !self.done {
+            self.record(499, true, None);
+        }
+    }
+}

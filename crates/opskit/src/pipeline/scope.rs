@@ -1,0 +1,121 @@
+//! A request's context on the thread that runs it, and panics: both adapters
+//! run their handlers inside [`RequestScope`] and turn a caught panic into
+//! [`panic_problem`].
+
+use crate::recorder::Started;
+use crate::Problem;
+use pin_project_lite::pin_project;
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+thread_local! {
+    static IN_REQUEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as running request code (so the panic hook knows
+/// a panic will be caught and reported by the adapter) until dropped.
+pub(crate) struct InRequest(bool);
+
+impl InRequest {
+    pub(crate) fn enter() -> Self {
+        Self(IN_REQUEST.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        IN_REQUEST.with(|c| c.set(self.0));
+    }
+}
+
+/// A request's context on this thread until dropped: its log span, the
+/// in-request flag (the adapter reports its panics), its trace context.
+pub(crate) struct RequestScope<'a> {
+    // Dropped in this order: the reverse of entering.
+    _trace: crate::trace::Entered,
+    _in_request: InRequest,
+    _span: tracing::span::Entered<'a>,
+}
+
+impl<'a> RequestScope<'a> {
+    pub(crate) fn enter(started: &'a Started) -> Self {
+        let span = started.span.enter();
+        let in_request = InRequest::enter();
+        Self {
+            _trace: crate::trace::Entered::enter(&started.trace),
+            _in_request: in_request,
+            _span: span,
+        }
+    }
+}
+
+pin_project! {
+    /// Marks the thread as running request code, in the request's trace
+    /// context, around every poll of `F` (for adapters whose future is
+    /// already inside the request's log span).
+    pub(crate) struct InRequestFuture<F> {
+        #[pin]
+        pub(crate) inner: F,
+        pub(crate) trace: Option<crate::trace::TraceContext>,
+    }
+}
+
+impl<F: Future> Future for InRequestFuture<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _in_request = InRequest::enter();
+        let this = self.project();
+        let _trace = this.trace.as_ref().map(crate::trace::Entered::enter);
+        this.inner.poll(cx)
+    }
+}
+
+/// The message of a panic payload (`&str` or `String`), for the log.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+/// Replaces the panic hook with one that writes the panic as one error event
+/// (message, location; backtrace when `RUST_BACKTRACE` asks for it) through
+/// `tracing`, so it lands in the JSON log with the current request's context.
+pub(crate) fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => backtrace.to_string(),
+            _ => String::new(),
+        };
+        let message = panic_message(info.payload());
+        tracing::error!(
+            panic.message = message,
+            panic.location = location,
+            panic.backtrace = backtrace,
+            "panicked"
+        );
+        // A panic in request code is caught and reported by the adapter with
+        // the request's context; any other panic is reported here.
+        #[cfg(feature = "sentry")]
+        if !IN_REQUEST.with(std::cell::Cell::get) {
+            if let Some(r) = crate::report::global() {
+                r.report_panic(message, &location);
+            }
+        }
+    }));
+}
+
+/// The problem body answered for a panic: no panic detail reaches the client.
+/// The panic itself was logged by the hook that [`init`](crate::init)
+/// installs, inside the request's context.
+pub(crate) fn panic_problem() -> Problem {
+    Problem::new(500).detail("The server hit an unexpected error; it has been logged.")
+}
