@@ -25,7 +25,7 @@ fn get(s: &Starter, path: &str, headers: &[(&str, &str)]) -> Response {
 /// after the response).
 #[track_caller]
 fn wait_line(s: &Starter, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    s.expect_json_line(what, Duration::from_secs(5), ok)
+    s.expect_json_line(&format!("line {what}"), Duration::from_secs(5), ok)
 }
 
 fn encoded_paths_meet_the_route_policy_the_router_meets(kind: Kind) {

@@ -235,7 +235,7 @@ fn pretty_format_for_development(kind: Kind) {
     // The harness finds the address in JSON; in pretty mode it cannot, so it
     // falls back on the `address=` field: see `Starter::spawn`.
     s.get("/users/5").unwrap();
-    let line = s.expect_line("access", Duration::from_secs(10), |l| {
+    let line = s.expect_line("access line", Duration::from_secs(10), |l| {
         l.contains("request completed")
     });
     assert!(
@@ -293,9 +293,11 @@ fn access_log_lines_are_identical_between_frameworks() {
 #[test]
 fn log_crate_records_are_captured() {
     let s = Starter::spawn(Kind::Actix, &[]);
-    s.expect_json_line("actix_server::builder", Duration::from_secs(10), |v| {
-        v["target"] == "actix_server::builder" && v["level"] == "INFO"
-    });
+    s.expect_json_line(
+        "INFO line of actix_server::builder",
+        Duration::from_secs(10),
+        |v| v["target"] == "actix_server::builder" && v["level"] == "INFO",
+    );
 }
 
 /// A User-Agent with UTF-8 (RFC 9110 allows obs-text; browsers and bots send

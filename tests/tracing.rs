@@ -37,7 +37,7 @@ fn exporting(kind: Kind, endpoint: &str, extra: &[(&str, &str)]) -> Starter {
 #[track_caller]
 fn log_line(s: &Starter, rid: &str, message: &str) -> Value {
     s.expect_json_line(
-        &format!("{message:?} for {rid}"),
+        &format!("{message:?} line for {rid}"),
         Duration::from_secs(5),
         |l| l["request_id"] == rid && l["message"] == message,
     )

@@ -297,8 +297,10 @@ impl Starter {
         timeout: Duration,
         matches: impl Fn(&str) -> bool,
     ) -> String {
-        self.wait_for_line(timeout, matches)
-            .unwrap_or_else(|lines| panic!("no {what} line within {timeout:?}; output: {lines:#?}"))
+        match self.wait_for_line(timeout, matches) {
+            Ok(line) => line,
+            Err(lines) => panic!("no {what} within {timeout:?}; output: {lines:#?}"),
+        }
     }
 
     /// [`Self::expect_line`] for the JSON lines: the first one satisfying
@@ -326,7 +328,7 @@ impl Starter {
     #[track_caller]
     pub fn expect_output(&self, needles: &[&str], timeout: Duration) {
         for needle in needles {
-            self.expect_line(&format!("`{needle}`"), timeout, |l| l.contains(needle));
+            self.expect_line(&format!("`{needle}` line"), timeout, |l| l.contains(needle));
         }
     }
 

@@ -100,7 +100,14 @@ pub fn eventually_every<P: Probe>(
 ) -> P::Value {
     match poll(timeout, every, probe) {
         Ok(v) => v,
-        Err(seen) => panic!("{what}: not within {timeout:?}; last seen: {seen:#?}"),
+        Err(seen) => {
+            // One line when it fits, pretty-printed when it does not.
+            let mut shown = format!("{seen:?}");
+            if shown.len() > 120 {
+                shown = format!("{seen:#?}");
+            }
+            panic!("{what}: not within {timeout:?}; last seen: {shown}")
+        }
     }
 }
 
