@@ -4,9 +4,10 @@
 //! assertions) and a real Sentry-protocol server (Bugsink).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{free_port, BlackHole, Bugsink, Kind, SentryReceiver, Starter};
+use opskit_conformance::{
+    eventually_every, free_port, BlackHole, Bugsink, Kind, SentryReceiver, Starter,
+};
 use serde_json::Value;
-use std::thread;
 use std::time::{Duration, Instant};
 
 opskit_conformance::conformance!(
@@ -312,20 +313,24 @@ fn bugsink_stores_the_events_of_both_starters() {
             "{:?}",
             s.output()
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut stored = Vec::new();
-        while Instant::now() < deadline {
-            stored = bugsink.events();
-            let ids: Vec<String> = stored
-                .iter()
-                .map(|e| e["data"]["tags"].to_string())
-                .collect();
-            if ids.iter().any(|t| t.contains(&err_id)) && ids.iter().any(|t| t.contains(&panic_id))
-            {
-                break;
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+        let stored = eventually_every(
+            "Bugsink stores both events",
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            || {
+                let stored = bugsink.events();
+                let tags: Vec<String> = stored
+                    .iter()
+                    .map(|e| e["data"]["tags"].to_string())
+                    .collect();
+                let has = |id: &str| tags.iter().any(|t| t.contains(id));
+                if has(&err_id) && has(&panic_id) {
+                    Ok(stored)
+                } else {
+                    Err(tags)
+                }
+            },
+        );
         let text = serde_json::to_string(&stored).unwrap();
         assert!(text.contains(&err_id) && text.contains(&panic_id), "{text}");
         assert!(!text.contains("s3cr3t"));

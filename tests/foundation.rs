@@ -2,7 +2,7 @@
 //! Every case runs against both starters and must give the same results.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{run_to_exit, Kind, Starter};
+use opskit_conformance::{eventually_every, run_to_exit, Kind, Starter};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -145,19 +145,11 @@ fn sigterm_lets_the_request_in_flight_finish(kind: Kind) {
     s.signal("TERM");
     // New connections are refused once draining has begun, while the
     // request above is still in flight.
-    let signalled = Instant::now();
-    let refused = loop {
-        if TcpStream::connect_timeout(&s.addr, Duration::from_secs(1)).is_err() {
-            break true;
-        }
-        if signalled.elapsed() > Duration::from_secs(2) {
-            break false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    assert!(
-        refused,
-        "new connections were still accepted during the drain"
+    eventually_every(
+        "new connections refused during the drain",
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        || TcpStream::connect_timeout(&s.addr, Duration::from_secs(1)).is_err(),
     );
     assert!(
         !inflight.is_finished(),
@@ -181,15 +173,15 @@ fn readiness_drops_at_once_during_the_shutdown_delay(kind: Kind) {
     let signalled = Instant::now();
     s.signal("TERM");
     // Poll until readiness turns; it must be well inside the delay.
-    let mut ready_status = 200;
-    while signalled.elapsed() < Duration::from_millis(1000) {
-        ready_status = s.get("/readyz").unwrap().status;
-        if ready_status == 503 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(ready_status, 503, "readiness did not turn during the delay");
+    eventually_every(
+        "readiness turns 503 during the delay",
+        Duration::from_millis(1000).saturating_sub(signalled.elapsed()),
+        Duration::from_millis(5),
+        || match s.get("/readyz").unwrap().status {
+            503 => Ok(()),
+            other => Err(other),
+        },
+    );
     // Liveness and the application still answer during the delay.
     assert_eq!(s.get("/livez").unwrap().status, 200);
     assert_eq!(s.get("/users/3").unwrap().status, 200);
@@ -203,7 +195,7 @@ fn drain_stops_at_the_shutdown_timeout(kind: Kind) {
     let slow = thread::spawn(move || {
         opskit_conformance::request(addr, "GET", "/demo/slow?ms=20000", &[], b"")
     });
-    thread::sleep(Duration::from_millis(300));
+    s.expect_in_flight(1);
     let signalled = Instant::now();
     s.signal("TERM");
     let status = s.wait_exit(Duration::from_secs(15)).expect("exited");

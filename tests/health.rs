@@ -2,7 +2,7 @@
 //! readiness-aware shutdown — the same in both starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{Kind, Postgres, Redis, Starter};
+use opskit_conformance::{eventually_every, poll, Kind, Postgres, Redis, Starter};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,14 +20,15 @@ opskit_conformance::conformance!(
 
 /// Polls `path` until it answers `status` (or 10 s pass); returns the last status.
 fn wait_status(s: &Starter, path: &str, status: u16) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = s.get(path).unwrap().status;
-        if got == status || Instant::now() > deadline {
-            return got;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || match s.get(path).unwrap().status {
+            got if got == status => Ok(got),
+            other => Err(other),
+        },
+    )
+    .unwrap_or_else(|last| last)
 }
 
 fn probes_have_the_documented_shapes(kind: Kind) {
@@ -203,22 +204,23 @@ fn sigterm_turns_readiness_at_once_and_drops_no_accepted_request(kind: Kind) {
         })
     };
     // Until traffic flows (no fixed sleep).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ok.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    assert!(ok.load(Ordering::Relaxed) > 0, "no request was served");
+    eventually_every(
+        "a request of the loop served",
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || ok.load(Ordering::Relaxed) > 0,
+    );
     s.signal("TERM");
     let signalled = Instant::now();
-    let mut turned = None;
-    while signalled.elapsed() < Duration::from_secs(1) {
-        if one_request(addr, "/readyz") == Ok(503) {
-            turned = Some(signalled.elapsed());
-            break;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-    let turned = turned.expect("readiness turned 503 during the delay");
+    let turned = eventually_every(
+        "readiness turned 503 during the delay",
+        Duration::from_secs(1),
+        Duration::from_millis(2),
+        || match one_request(addr, "/readyz") {
+            Ok(503) => Ok(signalled.elapsed()),
+            other => Err(other),
+        },
+    );
     assert!(
         turned < Duration::from_millis(300),
         "readiness took {turned:?}"

@@ -5,7 +5,7 @@
 
 use opskit_conformance::{Kind, OtlpReceiver, Redis, Response, Starter};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 opskit_conformance::conformance!(
     encoded_paths_meet_the_route_policy_the_router_meets,
@@ -21,29 +21,11 @@ fn get(s: &Starter, path: &str, headers: &[(&str, &str)]) -> Response {
     s.request("GET", path, headers, b"").unwrap()
 }
 
-/// The JSON log lines the starter wrote so far.
-fn json_lines(s: &Starter) -> Vec<Value> {
-    s.output()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect()
-}
-
 /// The first JSON line satisfying `ok`, waited for (lines arrive a moment
 /// after the response).
+#[track_caller]
 fn wait_line(s: &Starter, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(l) = json_lines(s).into_iter().find(|l| ok(l)) {
-            return l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no line {what}; output:\n{}",
-            s.output().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.expect_json_line(&format!("line {what}"), Duration::from_secs(5), ok)
 }
 
 fn encoded_paths_meet_the_route_policy_the_router_meets(kind: Kind) {
@@ -91,7 +73,7 @@ fn encoded_paths_meet_the_route_policy_the_router_meets(kind: Kind) {
     // A refusal is logged under the route the path reaches, as its
     // admission was.
     wait_line(&s, "the last refusal", |l| l["url.path"] == "/x/../users/1");
-    let lines = json_lines(&s);
+    let lines = s.json_lines();
     let access = |path: &str, status: u64| {
         lines
             .iter()

@@ -4,7 +4,7 @@
 //! of Sentry, and readiness with a frozen Redis — the same in both starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{Kind, Redis, SentryReceiver, Starter};
+use opskit_conformance::{eventually, eventually_every, Kind, Redis, SentryReceiver, Starter};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -60,7 +60,16 @@ fn slow_header_connections_do_not_starve_new_clients(kind: Kind) {
         "only {} slow connections opened",
         held.len()
     );
-    thread::sleep(Duration::from_millis(500));
+    // Until the server has accepted all it can: every descriptor in use.
+    let fds = format!("/proc/{}/fd", s.pid());
+    eventually(
+        "the server uses all 256 descriptors",
+        Duration::from_secs(10),
+        || match std::fs::read_dir(&fds).map(Iterator::count) {
+            Ok(n) if n >= 256 => Ok(()),
+            other => Err(other),
+        },
+    );
     let ttfb = time_to_first_byte(s.addr, "/livez", Duration::from_secs(40));
     eprintln!(
         "{}: time to first byte for a new client with {} slow-header connections held: {ttfb:?}",
@@ -130,6 +139,8 @@ struct Tally {
     refused: AtomicUsize,
     /// Responses that carried `Connection: close`.
     closed_by_server: AtomicUsize,
+    /// Clients that got their first answer.
+    serving: AtomicUsize,
 }
 
 /// Reads one response (status line, headers, `Content-Length` body);
@@ -180,6 +191,7 @@ fn keep_alive_client(
 ) {
     let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
     let mut fresh_flag = false;
+    let mut first = true;
     while !stop.load(Ordering::Acquire) {
         if conn.is_none() {
             match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
@@ -205,6 +217,9 @@ fn keep_alive_client(
         match answered {
             Ok((200, close)) => {
                 tally.ok.fetch_add(1, Ordering::Relaxed);
+                if std::mem::take(&mut first) {
+                    tally.serving.fetch_add(1, Ordering::Release);
+                }
                 if close {
                     tally.closed_by_server.fetch_add(1, Ordering::Relaxed);
                     conn = None;
@@ -243,20 +258,29 @@ fn rolling_deploy(kind: Kind, delay: &str, clients: usize) -> (Arc<Tally>, bool,
             thread::spawn(move || keep_alive_client(addr, path, t, sig, st))
         })
         .collect();
-    thread::sleep(Duration::from_millis(700));
-    assert!(tally.ok.load(Ordering::Relaxed) > 0, "the pool is running");
+    eventually(
+        "every client of the pool served",
+        Duration::from_secs(10),
+        || match tally.serving.load(Ordering::Acquire) {
+            n if n == clients => Ok(()),
+            n => Err(n),
+        },
+    );
     s.signal("TERM");
     signalled.store(true, Ordering::Release);
+    // Probe on new connections until the listener is closed.
     let mut saw_503 = false;
-    let probing = Instant::now();
-    while probing.elapsed() < Duration::from_secs(20) {
-        match opskit_conformance::request(addr, "GET", "/readyz", &[], b"") {
-            Ok(r) if r.status == 503 => saw_503 = true,
-            Ok(_) => {}
-            Err(_) => break, // the listener is closed
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        "the listener closes",
+        Duration::from_secs(20),
+        || match opskit_conformance::request(addr, "GET", "/readyz", &[], b"") {
+            Ok(r) => {
+                saw_503 |= r.status == 503;
+                Err(r.status)
+            }
+            Err(_) => Ok(()),
+        },
+    );
     let code = s.wait_exit(Duration::from_secs(40)).map(|st| st.code());
     stop.store(true, Ordering::Release);
     for c in pool {
@@ -316,8 +340,8 @@ fn a_request_cut_at_the_shutdown_deadline_is_logged_as_shutdown(kind: Kind) {
     let slow = thread::spawn(move || {
         opskit_conformance::request(addr, "GET", "/demo/slow?ms=20000", &[], b"")
     });
-    // Let the request reach the handler before the signal.
-    thread::sleep(Duration::from_millis(400));
+    // The request is in flight before the signal.
+    s.expect_in_flight(1);
     s.signal("TERM");
     let code = s.wait_exit(Duration::from_secs(15)).expect("exited").code();
     assert_eq!(code, Some(0));
@@ -378,11 +402,15 @@ fn probe_answers_are_never_reported_to_sentry(kind: Kind) {
 fn a_frozen_redis_does_not_hold_readiness_answers(kind: Kind) {
     let redis = Redis::start();
     let s = Starter::spawn(kind, &[("APP_REDIS_URL", &redis.url())]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.get("/readyz").unwrap().status != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        thread::sleep(Duration::from_millis(50));
-    }
+    eventually_every(
+        "ready with Redis up",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || match s.get("/readyz").unwrap().status {
+            200 => Ok(()),
+            other => Err(other),
+        },
+    );
     redis.freeze(true);
     // Probe as a kubelet would, for a few check periods: each answer must
     // come inside Kubernetes' default probe timeout (1 s).

@@ -4,8 +4,7 @@
 
 use opskit_conformance::{Kind, OtlpReceiver, Starter};
 use serde_json::Value;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 opskit_conformance::conformance!(
     access_log_line_carries_the_request_id_route_and_status,
@@ -19,21 +18,16 @@ opskit_conformance::conformance!(
     a_utf8_user_agent_is_kept_and_cut_at_a_character_boundary,
 );
 
-/// The JSON lines the starter wrote, waiting up to 10 s (a slow CI machine)
-/// for `pred` to hold.
-fn json_lines(s: &Starter, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<Value> = s
-            .output()
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if pred(&lines) || Instant::now() > deadline {
-            return lines;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+/// The JSON lines the starter wrote, once the access line of request
+/// `request_id` is among them (waited for up to 10 s: a slow CI machine).
+#[track_caller]
+fn lines_once_logged(s: &Starter, request_id: &str) -> Vec<Value> {
+    s.expect_json_line(
+        &format!("access line of {request_id}"),
+        Duration::from_secs(10),
+        |v| v["target"] == "opskit::access" && v["request_id"] == request_id,
+    );
+    s.json_lines()
 }
 
 fn access_lines_for(lines: &[Value], request_id: &str) -> Vec<Value> {
@@ -61,7 +55,7 @@ fn access_log_line_carries_the_request_id_route_and_status(kind: Kind) {
         "abc-123",
         "handlers see the request id"
     );
-    let lines = json_lines(&s, |l| !access_lines_for(l, "abc-123").is_empty());
+    let lines = lines_once_logged(&s, "abc-123");
     let access = access_lines_for(&lines, "abc-123");
     assert_eq!(access.len(), 1, "{access:?}");
     let a = &access[0];
@@ -120,7 +114,7 @@ fn exactly_one_line_per_request_at_the_level_of_its_outcome(kind: Kind) {
             .unwrap();
         assert_eq!(r.status, status, "{path}");
     }
-    let lines = json_lines(&s, |l| !access_lines_for(l, "lvl-error").is_empty());
+    let lines = lines_once_logged(&s, "lvl-error");
     for (path, id, level, status) in cases {
         let access = access_lines_for(&lines, id);
         assert_eq!(access.len(), 1, "{path}: {access:?}");
@@ -149,7 +143,7 @@ fn secrets_never_reach_the_log(kind: Kind) {
         )
         .unwrap();
     assert_eq!(r.status, 200);
-    let lines = json_lines(&s, |l| !access_lines_for(l, "secret-check").is_empty());
+    let lines = lines_once_logged(&s, "secret-check");
     let a = &access_lines_for(&lines, "secret-check")[0];
     assert_eq!(a["url.path"], "/users/9", "no query string");
     for line in s.output() {
@@ -164,7 +158,7 @@ fn panic_is_logged_with_its_request_id(kind: Kind) {
         .unwrap();
     assert_eq!(r.status, 500);
     assert_eq!(r.header("x-request-id"), Some("panic-1"));
-    let lines = json_lines(&s, |l| !access_lines_for(l, "panic-1").is_empty());
+    let lines = lines_once_logged(&s, "panic-1");
     let panic = lines
         .iter()
         .find(|v| v["message"] == "panicked")
@@ -207,7 +201,7 @@ fn refused_and_timed_out_requests_keep_their_route(kind: Kind) {
         (&s, "refused-1", "/users/{id}", 429),
         (&s2, "slow-1", "/demo/slow", 504),
     ] {
-        let lines = json_lines(starter, |l| !access_lines_for(l, id).is_empty());
+        let lines = lines_once_logged(starter, id);
         let access = access_lines_for(&lines, id);
         assert_eq!(access.len(), 1, "{id}: {lines:?}");
         assert_eq!(access[0]["http.route"], route, "{id}");
@@ -223,13 +217,13 @@ fn successful_probes_are_not_logged(kind: Kind) {
     }
     s.request("GET", "/users/1", &[("x-request-id", "after-probes")], b"")
         .unwrap();
-    let lines = json_lines(&s, |l| !access_lines_for(l, "after-probes").is_empty());
+    let lines = lines_once_logged(&s, "after-probes");
     assert!(access_lines_for(&lines, "probe").is_empty());
     // Configurable: with no skip list, probes are logged.
     let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG_SKIP_PATHS", ",")]);
     s.request("GET", "/livez", &[("x-request-id", "probe")], b"")
         .unwrap();
-    let lines = json_lines(&s, |l| !access_lines_for(l, "probe").is_empty());
+    let lines = lines_once_logged(&s, "probe");
     assert_eq!(access_lines_for(&lines, "probe").len(), 1);
 }
 
@@ -241,15 +235,9 @@ fn pretty_format_for_development(kind: Kind) {
     // The harness finds the address in JSON; in pretty mode it cannot, so it
     // falls back on the `address=` field: see `Starter::spawn`.
     s.get("/users/5").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && !s.output().iter().any(|l| l.contains("request completed")) {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let line = s
-        .output()
-        .into_iter()
-        .find(|l| l.contains("request completed"))
-        .expect("an access line");
+    let line = s.expect_line("access line", Duration::from_secs(10), |l| {
+        l.contains("request completed")
+    });
     assert!(
         serde_json::from_str::<Value>(&line).is_err(),
         "not JSON: {line}"
@@ -281,7 +269,7 @@ fn access_log_lines_are_identical_between_frameworks() {
             )
             .unwrap();
         }
-        let all = json_lines(&s, |l| !access_lines_for(l, "same-4").is_empty());
+        let all = lines_once_logged(&s, "same-4");
         let mut mine = Vec::new();
         for id in ["same-1", "same-2", "same-3", "same-4"] {
             let mut v = access_lines_for(&all, id).pop().unwrap();
@@ -305,12 +293,11 @@ fn access_log_lines_are_identical_between_frameworks() {
 #[test]
 fn log_crate_records_are_captured() {
     let s = Starter::spawn(Kind::Actix, &[]);
-    let lines = json_lines(&s, |l| {
-        l.iter().any(|v| v["target"] == "actix_server::builder")
-    });
-    assert!(lines
-        .iter()
-        .any(|v| v["target"] == "actix_server::builder" && v["level"] == "INFO"));
+    s.expect_json_line(
+        "INFO line of actix_server::builder",
+        Duration::from_secs(10),
+        |v| v["target"] == "actix_server::builder" && v["level"] == "INFO",
+    );
 }
 
 /// A User-Agent with UTF-8 (RFC 9110 allows obs-text; browsers and bots send
@@ -341,7 +328,7 @@ fn a_utf8_user_agent_is_kept_and_cut_at_a_character_boundary(kind: Kind) {
             )
             .unwrap();
         assert_eq!(r.status, 200);
-        let lines = json_lines(&s, |l| !access_lines_for(l, id).is_empty());
+        let lines = lines_once_logged(&s, id);
         let access = access_lines_for(&lines, id);
         assert_eq!(access.len(), 1, "{access:?}");
         assert_eq!(access[0]["user_agent.original"], logged.as_str(), "{id}");

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use opskit_conformance::{
-    free_port, pipelined_gets, promtool_check_metrics, request, Kind, OtlpReceiver, Prometheus,
-    Redis, SentryReceiver, Starter,
+    eventually_every, free_port, pipelined_gets, promtool_check_metrics, request, Kind,
+    OtlpReceiver, Prometheus, Redis, SentryReceiver, Starter,
 };
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -306,21 +306,22 @@ fn a_real_prometheus_computes_p95_and_the_error_rate(kind: Kind) {
     let scraped = |n: f64| {
         let q =
             r#"sum(http_server_request_duration_seconds_count{http_route=~"/demo/.*|/users/.*"})"#;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = prom.query(q).unwrap();
-            let seen = v["data"]["result"][0]["value"][1]
-                .as_str()
-                .and_then(|x| x.parse::<f64>().ok());
-            if seen.is_some_and(|seen| seen >= n) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus never scraped {n}: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually_every(
+            &format!("Prometheus scrapes {n} requests"),
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let v = prom.query(q).unwrap();
+                let seen = v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|x| x.parse::<f64>().ok());
+                if seen.is_some_and(|seen| seen >= n) {
+                    Ok(())
+                } else {
+                    Err(v)
+                }
+            },
+        );
     };
     // First the series appear and get scraped, then the measured traffic:
     // rate() sees only increases between two scrapes.
@@ -469,15 +470,18 @@ fn every_opskit_counter_is_described_and_present_from_start_up(kind: Kind) {
     assert!(otlp
         .wait_for(Duration::from_secs(10), |p| p.path == "/v1/traces")
         .is_some());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = s.get("/metrics").unwrap().text();
-        let exported = series_value(&text, "opskit_otlp_spans_exported_total").unwrap_or(0.0);
-        if exported > 0.0 || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = eventually_every(
+        "an exported span counted",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let text = s.get("/metrics").unwrap().text();
+            match series_value(&text, "opskit_otlp_spans_exported_total") {
+                Some(n) if n > 0.0 => Ok(text),
+                _ => Err(text),
+            }
+        },
+    );
     promtool_check_metrics(&text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
     let families: BTreeSet<&str> = text
         .lines()

@@ -1,7 +1,9 @@
 //! OTLP/HTTP metric export from both starters, to a test-side receiver.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{free_port, BlackHole, Kind, OtlpReceiver, Post, Rotel, Starter};
+use opskit_conformance::{
+    eventually_every, free_port, BlackHole, Kind, OtlpReceiver, Post, Rotel, Starter,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -205,15 +207,19 @@ fn a_dead_collector_does_not_slow_requests(kind: Kind) {
             .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
             .unwrap_or(0.0)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while failed() < 3.0 {
-        assert!(
-            Instant::now() < deadline,
-            "failed exports counted: {}",
-            failed()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually_every(
+        "three failed exports counted",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let n = failed();
+            if n >= 3.0 {
+                Ok(())
+            } else {
+                Err(n)
+            }
+        },
+    );
     let warnings = s
         .output()
         .iter()

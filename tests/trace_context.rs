@@ -39,24 +39,13 @@ fn parts(v: &str) -> (String, String, String) {
 /// The access-log line of the request with id `rid`, waited for: the
 /// handler's own line (which carries the id too) is written first, and lines
 /// reach the pipe through a non-blocking writer a moment after the response.
+#[track_caller]
 fn access_line(s: &Starter, rid: &str) -> serde_json::Value {
-    let find = || {
-        s.output()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["request_id"] == rid && l["message"] == "request completed")
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(line) = find() {
-            return line;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access line for {rid}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.expect_json_line(
+        &format!("access line of {rid}"),
+        Duration::from_secs(5),
+        |l| l["request_id"] == rid && l["message"] == "request completed",
+    )
 }
 
 fn a_traceparent_is_joined_and_answered(kind: Kind) {

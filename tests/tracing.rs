@@ -3,7 +3,9 @@
 //! real collector (rotel) over gRPC and HTTP/protobuf.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{free_port, ExportedSpan, Kind, OtlpReceiver, Rotel, Starter};
+use opskit_conformance::{
+    eventually_every, free_port, ExportedSpan, Kind, OtlpReceiver, Rotel, Starter,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -32,20 +34,13 @@ fn exporting(kind: Kind, endpoint: &str, extra: &[(&str, &str)]) -> Starter {
 }
 
 /// The JSON log line of request `rid` with `message`, waited for.
+#[track_caller]
 fn log_line(s: &Starter, rid: &str, message: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = s
-            .output()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["request_id"] == rid && l["message"] == message);
-        if let Some(l) = found {
-            return l;
-        }
-        assert!(Instant::now() < deadline, "no line {message:?} for {rid}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.expect_json_line(
+        &format!("{message:?} line for {rid}"),
+        Duration::from_secs(5),
+        |l| l["request_id"] == rid && l["message"] == message,
+    )
 }
 
 fn span_for(receiver: &OtlpReceiver, path: &str) -> ExportedSpan {
@@ -264,15 +259,19 @@ fn a_dead_collector_costs_nothing_but_counted_drops(kind: Kind) {
             .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
             .unwrap_or(0.0)
     };
-    let deadline = Instant::now() + WAIT;
-    while dropped() < SAMPLED as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "dropped spans counted: {}",
-            dropped()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually_every(
+        "every sampled span counted as dropped",
+        WAIT,
+        Duration::from_millis(100),
+        || {
+            let n = dropped();
+            if n >= SAMPLED as f64 {
+                Ok(())
+            } else {
+                Err(format!("{n} of {SAMPLED}"))
+            }
+        },
+    );
     assert!(s.wait_for_output(r#""signal":"traces""#, Duration::from_secs(5)));
     // Not one more: the polls above were not counted.
     assert_eq!(dropped(), SAMPLED as f64, "one count per sampled span");
