@@ -203,7 +203,8 @@ impl fmt::Display for ConfigProblem {
 /// Every configuration problem found at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigReport {
-    /// The problems, in the order found.
+    /// The problems: the library's in the order of the reference
+    /// ([`VARS`]), then the application's in the order found.
     pub problems: Vec<ConfigProblem>,
 }
 

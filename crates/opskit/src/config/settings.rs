@@ -15,6 +15,14 @@
 //!
 //! Value parsers shared by several subsystems, and the [`Reader`] that
 //! collects every problem, are in `parse.rs`.
+//!
+//! A new variable is declared in its subsystem's file, read in that file's
+//! `read` (before anything is combined), and listed in [`VARS`] where the
+//! reference should show it. A variable read but not listed (or listed
+//! twice) fails `every_variable_read_is_in_the_reference_once` below; one
+//! without an invalid value fails tests/config_every_problem.rs; the
+//! generated docs/configuration.md and .env.example are checked by
+//! tests/config_reference.rs.
 
 use super::parse::Reader;
 use super::{health, logging, metrics, otel, ratelimit, security, sentry, server};
