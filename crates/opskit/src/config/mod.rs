@@ -29,18 +29,25 @@
 //! ```
 
 mod app;
+mod health;
+mod logging;
+mod metrics;
+mod otel;
 mod parse;
+mod ratelimit;
 mod reference;
+mod security;
+mod sentry;
+mod server;
 mod settings;
 mod unknown;
 
 pub use app::{field_names, AppConfig, NoAppConfig, Validator};
-pub use parse::FromVar;
+pub use logging::{AccessLogLevels, AccessLogSettings, LogFormat};
+pub use parse::{FromVar, HeaderName, List, Ratio};
 pub use reference::{env_example, markdown_reference};
-pub use settings::{
-    AccessLogLevels, AccessLogSettings, HeaderName, List, LogFormat, Ratio, SentrySettings,
-    Settings, VARS,
-};
+pub use sentry::SentrySettings;
+pub use settings::{Settings, VARS};
 pub(crate) use unknown::{strict, strict_report, unknown_vars};
 
 use std::collections::BTreeMap;
@@ -196,7 +203,8 @@ impl fmt::Display for ConfigProblem {
 /// Every configuration problem found at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigReport {
-    /// The problems, in the order found.
+    /// The problems: the library's in the order of the reference
+    /// ([`VARS`]), then the application's in the order found.
     pub problems: Vec<ConfigProblem>,
 }
 

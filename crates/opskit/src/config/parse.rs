@@ -1,5 +1,8 @@
-//! Parsers for variable values. Each returns what was wrong without echoing the value.
+//! Reading variables: the [`Reader`] that collects every problem, and the
+//! value parsers shared by several subsystems (each subsystem's own are in
+//! its file). Each parser returns what was wrong without echoing the value.
 
+use super::{ConfigReport, Env, VarSpec};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -131,6 +134,143 @@ impl FromVar for NonZeroDuration {
                 Err("the value is 0: a client could hold a connection forever".to_owned())
             }
             d => Ok(Self(d)),
+        }
+    }
+}
+
+/// Reads variables and collects every problem.
+///
+/// Every check is part of a parser ([`FromVar`]) read through here, so each
+/// invalid variable adds its problem and none hides the next. A subsystem
+/// reads all of its variables first and only then combines them (with `?`
+/// on the values read: `None` when one was invalid); a check across
+/// variables, made after they are read, pushes onto [`Reader::report`].
+pub(crate) struct Reader<'a> {
+    env: &'a Env,
+    pub(crate) report: ConfigReport,
+    /// The names read, in order (tests compare them with `VARS`).
+    #[cfg(test)]
+    pub(crate) names: Vec<&'static str>,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(env: &'a Env) -> Self {
+        Self {
+            env,
+            report: ConfigReport::default(),
+            #[cfg(test)]
+            names: Vec::new(),
+        }
+    }
+
+    /// The parsed value, the parsed default when unset, or `None` (problem recorded
+    /// when the value is invalid).
+    pub(crate) fn read<T: FromVar>(&mut self, spec: &VarSpec) -> Option<T> {
+        #[cfg(test)]
+        self.names.push(spec.name);
+        let raw = self.env.get(spec.name).or(spec.default)?;
+        match T::from_var(raw) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.report.push(spec.name, spec.expected, problem);
+                None
+            }
+        }
+    }
+}
+
+/// A ratio from 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratio(pub f64);
+
+impl FromVar for Ratio {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match value.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(Self(r)),
+            Ok(_) => Err("the number is not between 0 and 1".to_owned()),
+            Err(_) => Err("the value is not a number".to_owned()),
+        }
+    }
+}
+
+/// A comma-separated list; empty items are dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct List(pub Vec<String>);
+
+impl FromVar for List {
+    fn from_var(value: &str) -> Result<Self, String> {
+        Ok(Self(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
+}
+
+/// A lower-case HTTP header name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderName(pub String);
+
+impl FromVar for HeaderName {
+    fn from_var(value: &str) -> Result<Self, String> {
+        http::HeaderName::from_bytes(value.trim().as_bytes())
+            .map(|h| Self(h.as_str().to_owned()))
+            .map_err(|_| "the value is not a valid header name".to_owned())
+    }
+}
+
+/// The non-empty items of a comma-separated list, numbered from 1.
+pub(super) fn items(value: &str) -> impl Iterator<Item = (usize, &str)> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, item)| (i + 1, item))
+}
+
+/// A path prefix: empty, or `/` followed by path characters, no trailing `/`.
+pub(super) struct PathPrefix(pub(super) String);
+
+impl FromVar for PathPrefix {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let v = value.trim().trim_end_matches('/');
+        let ok = v.is_empty()
+            || (v.starts_with('/')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b)));
+        if ok {
+            Ok(Self(v.to_owned()))
+        } else {
+            Err("the value is not a path such as /_ops".to_owned())
+        }
+    }
+}
+
+/// A [`PathPrefix`] that is not empty (`/metrics`).
+pub(super) struct NonEmptyPath(pub(super) String);
+
+impl FromVar for NonEmptyPath {
+    fn from_var(value: &str) -> Result<Self, String> {
+        match PathPrefix::from_var(value)?.0 {
+            p if p.is_empty() => Err("the path is empty".to_owned()),
+            p => Ok(Self(p)),
+        }
+    }
+}
+
+/// A secret of at least 16 characters.
+pub(super) struct LongSecret(pub(super) crate::Secret);
+
+impl FromVar for LongSecret {
+    fn from_var(value: &str) -> Result<Self, String> {
+        if value.chars().count() >= 16 {
+            Ok(Self(crate::Secret::new(value)))
+        } else {
+            Err("the value is too short (value not shown)".to_owned())
         }
     }
 }

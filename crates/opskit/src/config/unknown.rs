@@ -41,7 +41,7 @@ impl UnknownVar {
 /// parser, default). An invalid value counts as off here;
 /// [`super::Settings::from_env`] reports it.
 pub(crate) fn strict(env: &Env) -> bool {
-    super::settings::Reader::new(env)
+    super::parse::Reader::new(env)
         .read::<bool>(&super::settings::STRICT_ENV)
         .unwrap_or(false)
 }
