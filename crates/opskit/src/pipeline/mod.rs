@@ -518,11 +518,16 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
 
     fn record(&self, status: u16, aborted: bool, response_size: Option<u64>) {
         let route = self.kept.route();
+        // Read only for error reports: a 5xx or a panic (the recorder
+        // decides which of those it reports).
         #[cfg(feature = "sentry")]
-        let [host, accept, content_type] = self
-            .report
-            .each_ref()
-            .map(|v| v.as_ref().and_then(|v| visible_ascii(M::bytes(v))));
+        let [host, accept, content_type] = if status >= 500 || self.panic.is_some() {
+            self.report
+                .each_ref()
+                .map(|v| v.as_ref().and_then(|v| visible_ascii(M::bytes(v))))
+        } else {
+            [None; 3]
+        };
         #[cfg(not(feature = "sentry"))]
         let (host, accept, content_type) = (None, None, None);
         let outcome = Outcome {
