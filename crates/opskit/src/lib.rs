@@ -14,10 +14,12 @@ pub mod ratelimit;
 pub mod recorder;
 #[cfg(feature = "sentry")]
 pub mod report;
+mod request;
 pub mod request_id;
 mod response_headers;
 mod secret;
 pub mod security;
+mod service;
 mod shutdown;
 mod time;
 pub mod trace;
@@ -32,10 +34,11 @@ pub use actix_adapter::{OpsActixService, OpsMiddleware};
 #[cfg(feature = "axum")]
 pub use axum_adapter::ServeError;
 pub use config::AppConfig;
-pub use ops::{init, Builder, InitError, Ops, ServiceInfo, EXIT_CONFIG, EXIT_SOFTWARE};
+pub use ops::{init, Builder, InitError, Ops, EXIT_CONFIG, EXIT_SOFTWARE};
 pub use problem::Problem;
 pub use request_id::RequestId;
 pub use secret::{redact_urls, Secret};
+pub use service::ServiceInfo;
 pub use shutdown::Shutdown;
 /// The URL type for configuration fields (`url::Url`, with serde).
 pub use url::Url;

@@ -24,6 +24,7 @@
 //! assert_eq!(m.series(), 1);
 //! ```
 
+use crate::request::{method_index, METHODS};
 use metrics::{Counter, Gauge, Histogram, Label};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -61,16 +62,9 @@ pub const BODY_SIZE_BUCKETS: [f64; 10] = [
     16_777_216.0,
 ];
 
-/// The methods that keep their name; index + 1 is their code (0: `_OTHER`).
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
-
+/// A method's code: its index in [`METHODS`] + 1 (0: `_OTHER`).
 fn method_code(method: &str) -> u8 {
-    METHODS
-        .iter()
-        .position(|m| *m == method)
-        .map_or(0, |i| i as u8 + 1)
+    method_index(method).map_or(0, |i| i as u8 + 1)
 }
 
 fn method_name(code: u8) -> &'static str {
@@ -320,7 +314,7 @@ struct Inner {
     count: AtomicUsize,
     overflow: OnceLock<(Series, Counter)>,
     /// `http_server_active_requests` by method code and scheme, made on first use.
-    active: [OnceLock<ActiveSlot>; 20],
+    active: [OnceLock<ActiveSlot>; (METHODS.len() + 1) * 2],
     #[cfg(otlp)]
     otel: Option<crate::otel::OtelInstruments>,
 }

@@ -133,7 +133,7 @@ pub fn refuse_path(path: &str) -> Option<Problem> {
 /// 404). A route that does handle such a method answers as it likes. The
 /// method is not echoed back.
 pub fn replace_unrouted(method: &str, status: u16, empty_body: bool) -> Option<Problem> {
-    (empty_body && matches!(status, 404 | 405) && crate::recorder::known_method(method).is_none())
+    (empty_body && matches!(status, 404 | 405) && crate::request::known_method(method).is_none())
         .then(|| Problem::new(501).detail("this service does not implement the request method"))
 }
 

@@ -14,7 +14,7 @@ pub(crate) mod transport;
 pub(crate) use breadcrumbs::{take_breadcrumbs, BreadcrumbLayer};
 
 use crate::config::SentrySettings;
-use crate::recorder::{known_method, Outcome};
+use crate::request::{known_method, Outcome};
 use crate::{RequestId, ServiceInfo};
 use sentry::protocol::{
     Breadcrumb, Context, Event, Exception, IpAddress, Level, Map, Mechanism, Request,

@@ -1,0 +1,221 @@
+//! OpenTelemetry export over OTLP (features `otlp-http`, `otlp-grpc`),
+//! configured from the standard `OTEL_*` variables, read through opskit's
+//! validated configuration (so `.env`, `Builder::set` and the all-problems
+//! report apply).
+//!
+//! Two signals leave the process:
+//! - **traces**: one server span per sampled request, built by the
+//!   [`Recorder`](crate::recorder::Recorder) when the request finishes (one
+//!   `SpanData`, no live span object while the handler runs) and handed to
+//!   the SDK's `BatchSpanProcessor`: a bounded queue drained by its own
+//!   thread. A full queue or a failed export drops spans — counted in
+//!   `opskit_otlp_spans_dropped_total{reason}` — and never blocks a request.
+//!   The same pipeline backs an `SdkTracerProvider` (installed as the global
+//!   one) for spans the application starts itself.
+//! - **metrics**: the HTTP server metrics (`http.server.request.duration`,
+//!   `http.server.active_requests`, `http.server.request.body.size`,
+//!   `http.server.response.body.size`) from a periodic reader on its own thread.
+//!
+//! Both export over OTLP/HTTP (protobuf or JSON, through `ureq`) or OTLP/gRPC
+//! (tonic, on a small runtime of its own so export never depends on the
+//! application's runtime being alive, e.g. while it shuts down).
+
+use std::time::Duration;
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http/protobuf` (the default, port 4318).
+    HttpProtobuf,
+    /// `http/json`.
+    HttpJson,
+    /// `grpc` (port 4317; feature `otlp-grpc`).
+    Grpc,
+}
+
+impl Protocol {
+    /// The name used in `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HttpProtobuf => "http/protobuf",
+            Self::HttpJson => "http/json",
+            Self::Grpc => "grpc",
+        }
+    }
+
+    /// The protocol of an endpoint when none is configured: `grpc` for port
+    /// 4317 (the collector's gRPC port), `http/protobuf` otherwise. The spec's
+    /// default is `http/protobuf` everywhere, but `…:4317` with HTTP is the
+    /// most common OTLP misconfiguration there is, and fails silently.
+    pub fn inferred(endpoint: &str) -> Self {
+        match url::Url::parse(endpoint).ok().and_then(|u| u.port()) {
+            Some(4317) => Self::Grpc,
+            _ => Self::HttpProtobuf,
+        }
+    }
+}
+
+/// The batch span processor's bounds (`OTEL_BSP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// `OTEL_BSP_SCHEDULE_DELAY`: time between two exports.
+    pub schedule_delay: Duration,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans kept waiting at most; more are dropped.
+    pub max_queue_size: usize,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: spans per export at most.
+    pub max_export_batch_size: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            schedule_delay: Duration::from_millis(5000),
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+        }
+    }
+}
+
+/// OpenTelemetry settings (`OTEL_*`; see the configuration reference).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OtelSettings {
+    /// `OTEL_SDK_DISABLED`.
+    pub disabled: bool,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, without a trailing slash.
+    pub endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, used as is.
+    pub metrics_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, used as is.
+    pub traces_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`None`: inferred from the port).
+    pub protocol: Option<Protocol>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`.
+    pub traces_protocol: Option<Protocol>,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (replace the general ones for traces).
+    pub traces_headers: Option<Vec<(String, String)>>,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`.
+    pub timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`.
+    pub traces_timeout: Option<Duration>,
+    /// `OTEL_METRIC_EXPORT_INTERVAL`.
+    pub metric_export_interval: Duration,
+    /// `OTEL_RESOURCE_ATTRIBUTES`.
+    pub resource_attributes: Vec<(String, String)>,
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: crate::trace::Sampler,
+    /// `OTEL_PROPAGATORS`.
+    pub propagation: crate::trace::Propagation,
+    /// `OTEL_BSP_*`.
+    pub batch: BatchSettings,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        Self {
+            disabled: false,
+            endpoint: None,
+            metrics_endpoint: None,
+            traces_endpoint: None,
+            protocol: None,
+            traces_protocol: None,
+            headers: Vec::new(),
+            traces_headers: None,
+            timeout: Duration::from_secs(10),
+            traces_timeout: None,
+            metric_export_interval: Duration::from_secs(60),
+            resource_attributes: Vec::new(),
+            sampler: crate::trace::Sampler::default(),
+            propagation: crate::trace::Propagation::default(),
+            batch: BatchSettings::default(),
+        }
+    }
+}
+
+/// Where and how one signal is exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The full URL (`…/v1/traces` over HTTP; the endpoint as is over gRPC).
+    pub url: String,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Headers (gRPC metadata) sent with every export.
+    pub headers: Vec<(String, String)>,
+    /// Longest time one export may take.
+    pub timeout: Duration,
+}
+
+impl OtelSettings {
+    fn target(
+        &self,
+        specific: Option<&String>,
+        path: &str,
+        protocol: Option<Protocol>,
+        headers: Option<&Vec<(String, String)>>,
+        timeout: Option<Duration>,
+    ) -> Option<Target> {
+        if self.disabled {
+            return None;
+        }
+        let (base, as_is) = match specific {
+            Some(u) => (u.clone(), true),
+            None => (self.endpoint.clone()?, false),
+        };
+        let protocol = protocol
+            .or(self.protocol)
+            .unwrap_or_else(|| Protocol::inferred(&base));
+        let url = if as_is || protocol == Protocol::Grpc {
+            base
+        } else {
+            format!("{base}{path}")
+        };
+        Some(Target {
+            url,
+            protocol,
+            headers: headers.unwrap_or(&self.headers).clone(),
+            timeout: timeout.unwrap_or(self.timeout),
+        })
+    }
+
+    /// Where metrics go, if they are exported.
+    pub fn metrics_target(&self) -> Option<Target> {
+        self.target(
+            self.metrics_endpoint.as_ref(),
+            "/v1/metrics",
+            None,
+            None,
+            None,
+        )
+    }
+
+    /// Where spans go, if they are exported.
+    pub fn traces_target(&self) -> Option<Target> {
+        self.target(
+            self.traces_endpoint.as_ref(),
+            "/v1/traces",
+            self.traces_protocol,
+            self.traces_headers.as_ref(),
+            self.traces_timeout,
+        )
+    }
+}
+
+#[cfg(otlp)]
+pub use export::SpanSink;
+#[cfg(otlp)]
+pub(crate) use export::{HistogramBounds, MetricsPipeline, OtelInstruments, TracesPipeline};
+#[cfg(otlp)]
+pub(crate) use span::server_span;
+
+#[cfg(otlp)]
+mod export;
+#[cfg(otlp)]
+mod span;
+
+#[cfg(otlp)]
+pub(crate) use export::Transport;
+
+#[cfg(test)]
+mod tests;
