@@ -57,9 +57,13 @@ fn header_lines<'h>(
 }
 
 fn to_response(p: ProbeResponse) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
-        .content_type(p.content_type)
-        .body(p.body)
+    let mut res = HttpResponse::build(
+        StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+    );
+    if let Some(challenge) = p.www_authenticate {
+        res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, challenge));
+    }
+    res.content_type(p.content_type).body(p.body)
 }
 
 impl<C: Send + Sync + 'static> Ops<C> {
@@ -86,14 +90,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
                             .headers()
                             .get(actix_web::http::header::AUTHORIZATION)
                             .map(|v| v.as_bytes());
-                        let mut res = to_response(endpoint.respond(auth));
-                        if res.status() == StatusCode::UNAUTHORIZED {
-                            res.headers_mut().insert(
-                                actix_web::http::header::WWW_AUTHENTICATE,
-                                HeaderValue::from_static("Bearer"),
-                            );
-                        }
-                        ready(res)
+                        ready(to_response(endpoint.respond(auth)))
                     }),
                 );
             }

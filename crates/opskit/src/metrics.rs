@@ -678,14 +678,8 @@ impl Endpoint {
     /// exposition text, or 401 when a token is configured and not given.
     pub fn respond(&self, authorization: Option<&[u8]>) -> crate::health::ProbeResponse {
         if let Some(token) = &self.token {
-            let given = authorization.and_then(|a| a.strip_prefix(b"Bearer "));
-            if !given.is_some_and(|g| crate::health::constant_time_eq(g, token.expose().as_bytes()))
-            {
-                return crate::health::ProbeResponse {
-                    status: 401,
-                    content_type: "text/plain; charset=utf-8",
-                    body: "a bearer token is required\n".to_owned(),
-                };
+            if !crate::health::bearer_matches(authorization, token) {
+                return crate::health::ProbeResponse::unauthorized();
             }
         }
         (self.before_render)();
@@ -693,6 +687,7 @@ impl Endpoint {
             status: 200,
             content_type: CONTENT_TYPE,
             body: self.exporter.render(),
+            www_authenticate: None,
         }
     }
 }
@@ -764,17 +759,9 @@ fn answer_scrape(
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
         .map(|(_, v)| v.trim().as_bytes().to_vec());
     let answer = if method != "GET" {
-        crate::health::ProbeResponse {
-            status: 405,
-            content_type: "text/plain; charset=utf-8",
-            body: "only GET\n".to_owned(),
-        }
+        crate::health::ProbeResponse::text(405, "only GET\n".to_owned())
     } else if target.split('?').next() != Some(path) {
-        crate::health::ProbeResponse {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("metrics are at {path}\n"),
-        }
+        crate::health::ProbeResponse::text(404, format!("metrics are at {path}\n"))
     } else {
         endpoint.respond(authorization.as_deref())
     };
@@ -784,14 +771,13 @@ fn answer_scrape(
         404 => "Not Found",
         _ => "Method Not Allowed",
     };
-    let auth = if answer.status == 401 {
-        "www-authenticate: Bearer\r\n"
-    } else {
-        ""
-    };
+    let challenge = answer
+        .www_authenticate
+        .map(|c| format!("www-authenticate: {c}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{auth}connection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n",
         answer.status,
         answer.content_type,
         answer.body.len()

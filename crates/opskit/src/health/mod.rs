@@ -310,6 +310,38 @@ pub struct ProbeResponse {
     pub content_type: &'static str,
     /// The body.
     pub body: String,
+    /// The `WWW-Authenticate` challenge to send with it: `Bearer` on the 401
+    /// of a route behind a bearer token ([`ProbeResponse::unauthorized`]).
+    pub www_authenticate: Option<&'static str>,
+}
+
+impl ProbeResponse {
+    /// A `text/plain` answer.
+    pub(crate) fn text(status: u16, body: String) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body,
+            www_authenticate: None,
+        }
+    }
+
+    /// The 401 of a route behind a bearer token, with its `Bearer` challenge
+    /// (RFC 6750): the one place that rule is written.
+    pub(crate) fn unauthorized() -> Self {
+        Self {
+            www_authenticate: Some("Bearer"),
+            ..Self::text(401, "a bearer token is required\n".to_owned())
+        }
+    }
+}
+
+/// Whether `authorization` (the header's value) is `Bearer <token>`, compared
+/// in constant time.
+pub(crate) fn bearer_matches(authorization: Option<&[u8]>, token: &crate::Secret) -> bool {
+    authorization
+        .and_then(|a| a.strip_prefix(b"Bearer "))
+        .is_some_and(|given| constant_time_eq(given, token.expose().as_bytes()))
 }
 
 /// Service identity shown in `/health`.
@@ -446,7 +478,7 @@ impl Health {
             return self.report(status, blocker, &selected, &outcomes, authorized);
         }
         if !verbose {
-            return text(
+            return ProbeResponse::text(
                 status,
                 match (ok, blocker) {
                     (true, _) => "ok\n".to_owned(),
@@ -477,17 +509,13 @@ impl Health {
             probe.name(),
             if ok { "passed" } else { "failed" }
         ));
-        text(status, body)
+        ProbeResponse::text(status, body)
     }
 
     fn authorized(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let Some(given) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        constant_time_eq(given, token.expose().as_bytes())
+        self.token
+            .as_ref()
+            .is_none_or(|token| bearer_matches(authorization, token))
     }
 
     fn report(
@@ -541,6 +569,7 @@ impl Health {
             status,
             content_type: "application/json",
             body: Value::Object(body).to_string(),
+            www_authenticate: None,
         }
     }
 }
@@ -553,14 +582,7 @@ fn unknown_check() -> ProbeResponse {
         status: 404,
         content_type: crate::problem::CONTENT_TYPE,
         body: String::from_utf8(problem.to_json()).unwrap_or_default(),
-    }
-}
-
-fn text(status: u16, body: String) -> ProbeResponse {
-    ProbeResponse {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body,
+        www_authenticate: None,
     }
 }
 
@@ -579,7 +601,7 @@ fn parse_query(query: &str) -> (bool, Vec<&str>) {
     (verbose, excluded)
 }
 
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
