@@ -19,6 +19,28 @@
 //! Both export over OTLP/HTTP (protobuf or JSON, through `ureq`) or OTLP/gRPC
 //! (tonic, on a small runtime of its own so export never depends on the
 //! application's runtime being alive, e.g. while it shuts down).
+//!
+//! Where each signal goes follows the variables as the OpenTelemetry
+//! specification has them (the signal's own endpoint used as is, the
+//! general one with `/v1/traces` or `/v1/metrics` appended), with one
+//! addition: port 4317 without a protocol means gRPC.
+//!
+//! ```
+//! use opskit::otel::{OtelSettings, Protocol};
+//! let mut settings = OtelSettings::default();
+//! assert!(settings.traces_target().is_none(), "no endpoint: nothing is exported");
+//!
+//! settings.endpoint = Some("http://collector:4318".into());
+//! let traces = settings.traces_target().unwrap();
+//! assert_eq!(traces.url, "http://collector:4318/v1/traces");
+//! assert_eq!(traces.protocol, Protocol::HttpProtobuf);
+//!
+//! settings.endpoint = Some("http://collector:4317".into());
+//! assert_eq!(settings.metrics_target().unwrap().protocol, Protocol::Grpc);
+//!
+//! settings.disabled = true; // OTEL_SDK_DISABLED=true
+//! assert!(settings.metrics_target().is_none());
+//! ```
 
 use std::time::Duration;
 

@@ -24,7 +24,8 @@ use tracing::{Level, Span};
 /// The `error.type` of a request cut at the shutdown deadline.
 const SHUTDOWN_CUT: &str = "shutdown";
 
-pub use crate::request::{header_text, known_method, Outcome};
+pub use crate::request::Outcome;
+pub(crate) use crate::request::{header_text, known_method};
 
 /// The per-request policy shared by every adapter. Built once at start-up.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ pub(crate) fn method_index(method: &str) -> Option<usize> {
 
 /// `method` as a static string when it is one of [`METHODS`] (anything else
 /// is `_OTHER`).
-pub fn known_method(method: &str) -> Option<&'static str> {
+pub(crate) fn known_method(method: &str) -> Option<&'static str> {
     method_index(method).map(|i| METHODS[i])
 }
 
@@ -131,7 +131,7 @@ impl<'a> Outcome<'a> {
 /// 9110 lets a value carry bytes beyond ASCII, and clients send UTF-8 in
 /// `User-Agent`), up to the first byte that is not; `None` when that leaves
 /// nothing. `HeaderValue::to_str` refuses anything beyond visible ASCII.
-pub fn header_text(value: &[u8]) -> Option<&str> {
+pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
     let text = match std::str::from_utf8(value) {
         Ok(text) => text,
         // The prefix up to `valid_up_to` is valid UTF-8 by definition.

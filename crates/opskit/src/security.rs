@@ -98,7 +98,7 @@ impl std::fmt::Display for Csp {
 pub const DEFAULT_PERMISSIONS_POLICY: &str = "accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), fullscreen=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), payment=(), picture-in-picture=(), publickey-credentials-get=(), screen-wake-lock=(), sync-xhr=(), usb=(), xr-spatial-tracking=()";
 
 /// Response headers removed because they leak implementation details.
-pub const REMOVED_HEADERS: [&str; 2] = ["server", "x-powered-by"];
+pub(crate) const REMOVED_HEADERS: [&str; 2] = ["server", "x-powered-by"];
 
 /// When a request counts as HTTPS (for HSTS and `upgrade-insecure-requests`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -514,7 +514,7 @@ fn hex(s: &[u8]) -> Option<u128> {
 
 /// `version-traceid-parentid-flags`; `None` for anything the spec says to
 /// ignore.
-pub fn parse_traceparent(v: &[u8]) -> Option<(u128, u64, u8)> {
+pub(crate) fn parse_traceparent(v: &[u8]) -> Option<(u128, u64, u8)> {
     let v = v.trim_ascii();
     if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
         return None;

@@ -311,7 +311,7 @@ pub struct ProbeResponse {
     /// The body.
     pub body: String,
     /// The `WWW-Authenticate` challenge to send with it: `Bearer` on the 401
-    /// of a route behind a bearer token ([`ProbeResponse::unauthorized`]).
+    /// of a route behind a bearer token when the token is missing or wrong.
     pub www_authenticate: Option<&'static str>,
 }
 

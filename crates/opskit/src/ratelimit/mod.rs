@@ -5,7 +5,7 @@
 //! Written here rather than on `governor`: governor's keyed limiter grows
 //! without bound until `retain_recent` is called and has no Redis backend,
 //! while the same GCRA step must run in memory and, atomically, in Redis;
-//! the step itself is a dozen lines ([`gcra::decide`]).
+//! the step itself is a dozen lines (`gcra::decide`).
 //!
 //! ```
 //! use opskit::ratelimit::{Limiter, LimitSettings, Quota, RequestInfo};
@@ -19,7 +19,7 @@
 //! assert!(!limiter.check_memory(&info).unwrap().decision.allowed);
 //! ```
 
-pub mod gcra;
+mod gcra;
 mod ip;
 mod memory;
 #[cfg(feature = "redis")]
@@ -166,7 +166,7 @@ impl std::fmt::Debug for RequestInfo<'_> {
 }
 
 /// The names of the fields [`Checked::headers`] may answer.
-pub const FIELD_NAMES: [&str; 6] = [
+pub(crate) const FIELD_NAMES: [&str; 6] = [
     "ratelimit-policy",
     "ratelimit",
     "retry-after",
@@ -336,7 +336,8 @@ impl Limiter {
     }
 
     /// The policy for a path: its name and quota; `None` when not limited.
-    pub fn policy(&self, path: &str) -> Option<(Arc<str>, Quota)> {
+    #[cfg(test)]
+    pub(crate) fn policy(&self, path: &str) -> Option<(Arc<str>, Quota)> {
         self.policy_index(path)
             .map(|(i, q)| (self.inner.names[i].clone(), q))
     }
