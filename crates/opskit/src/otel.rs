@@ -169,58 +169,64 @@ pub struct Target {
     pub timeout: Duration,
 }
 
+/// What one signal sets for itself (`OTEL_EXPORTER_OTLP_TRACES_*`), over
+/// the general variables.
+struct SignalOverrides<'a> {
+    /// The signal's own endpoint, used as is.
+    endpoint: Option<&'a String>,
+    /// Appended to the general endpoint over HTTP (`/v1/traces`).
+    path: &'static str,
+    protocol: Option<Protocol>,
+    headers: Option<&'a Vec<(String, String)>>,
+    timeout: Option<Duration>,
+}
+
 impl OtelSettings {
-    fn target(
-        &self,
-        specific: Option<&String>,
-        path: &str,
-        protocol: Option<Protocol>,
-        headers: Option<&Vec<(String, String)>>,
-        timeout: Option<Duration>,
-    ) -> Option<Target> {
+    fn target(&self, signal: SignalOverrides<'_>) -> Option<Target> {
         if self.disabled {
             return None;
         }
-        let (base, as_is) = match specific {
+        let (base, as_is) = match signal.endpoint {
             Some(u) => (u.clone(), true),
             None => (self.endpoint.clone()?, false),
         };
-        let protocol = protocol
+        let protocol = signal
+            .protocol
             .or(self.protocol)
             .unwrap_or_else(|| Protocol::inferred(&base));
         let url = if as_is || protocol == Protocol::Grpc {
             base
         } else {
-            format!("{base}{path}")
+            format!("{base}{}", signal.path)
         };
         Some(Target {
             url,
             protocol,
-            headers: headers.unwrap_or(&self.headers).clone(),
-            timeout: timeout.unwrap_or(self.timeout),
+            headers: signal.headers.unwrap_or(&self.headers).clone(),
+            timeout: signal.timeout.unwrap_or(self.timeout),
         })
     }
 
     /// Where metrics go, if they are exported.
     pub fn metrics_target(&self) -> Option<Target> {
-        self.target(
-            self.metrics_endpoint.as_ref(),
-            "/v1/metrics",
-            None,
-            None,
-            None,
-        )
+        self.target(SignalOverrides {
+            endpoint: self.metrics_endpoint.as_ref(),
+            path: "/v1/metrics",
+            protocol: None,
+            headers: None,
+            timeout: None,
+        })
     }
 
     /// Where spans go, if they are exported.
     pub fn traces_target(&self) -> Option<Target> {
-        self.target(
-            self.traces_endpoint.as_ref(),
-            "/v1/traces",
-            self.traces_protocol,
-            self.traces_headers.as_ref(),
-            self.traces_timeout,
-        )
+        self.target(SignalOverrides {
+            endpoint: self.traces_endpoint.as_ref(),
+            path: "/v1/traces",
+            protocol: self.traces_protocol,
+            headers: self.traces_headers.as_ref(),
+            timeout: self.traces_timeout,
+        })
     }
 }
 
