@@ -369,8 +369,9 @@ impl Default for Recorder {
     }
 }
 
-/// The recorder read through what it records (Prometheus metrics).
-#[cfg(all(test, feature = "prometheus"))]
+/// The recorder read through what it records (Prometheus metrics), with a
+/// server that cuts requests at the shutdown deadline.
+#[cfg(all(test, feature = "prometheus", any(feature = "axum", feature = "actix")))]
 mod tests {
     use super::*;
 

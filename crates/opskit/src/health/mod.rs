@@ -326,8 +326,9 @@ impl ProbeResponse {
         }
     }
 
-    /// The 401 of a route behind a bearer token, with its `Bearer` challenge
-    /// (RFC 6750): the one place that rule is written.
+    /// The 401 of a route behind a bearer token (`/metrics`), with its
+    /// `Bearer` challenge (RFC 6750): the one place that rule is written.
+    #[cfg(feature = "prometheus")]
     pub(crate) fn unauthorized() -> Self {
         Self {
             www_authenticate: Some("Bearer"),
