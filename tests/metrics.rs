@@ -246,11 +246,10 @@ fn metrics_can_have_a_port_of_their_own(kind: Kind) {
     s.get("/users/1").unwrap();
     // Not on the application's port any more ...
     assert_eq!(s.get("/metrics").unwrap().status, 404);
-    // ... but on its own, with the same token rule.
-    assert_eq!(
-        request(addr, "GET", "/metrics", &[], b"").unwrap().status,
-        401
-    );
+    // ... but on its own, with the same token rule and challenge.
+    let denied = request(addr, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
     let auth = format!("Bearer {token}");
     let r = request(addr, "GET", "/metrics", &[("authorization", &auth)], b"").unwrap();
     assert_eq!(r.status, 200);

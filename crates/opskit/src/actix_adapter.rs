@@ -13,7 +13,7 @@ use actix_web::dev::{
     forward_ready, ResourceMap, Service, ServiceRequest, ServiceResponse, Transform,
 };
 use actix_web::error::InternalError;
-use actix_web::http::header::{HeaderMap, HeaderValue};
+use actix_web::http::header::HeaderMap;
 use actix_web::http::StatusCode;
 use actix_web::http::{Method, Uri};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -28,9 +28,13 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 fn to_response(p: ProbeResponse) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
-        .content_type(p.content_type)
-        .body(p.body)
+    let mut res = HttpResponse::build(
+        StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+    );
+    if let Some(challenge) = p.www_authenticate {
+        res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, challenge));
+    }
+    res.content_type(p.content_type).body(p.body)
 }
 
 impl<C: Send + Sync + 'static> Ops<C> {
@@ -57,14 +61,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
                             .headers()
                             .get(actix_web::http::header::AUTHORIZATION)
                             .map(|v| v.as_bytes());
-                        let mut res = to_response(endpoint.respond(auth));
-                        if res.status() == StatusCode::UNAUTHORIZED {
-                            res.headers_mut().insert(
-                                actix_web::http::header::WWW_AUTHENTICATE,
-                                HeaderValue::from_static("Bearer"),
-                            );
-                        }
-                        ready(res)
+                        ready(to_response(endpoint.respond(auth)))
                     }),
                 );
             }

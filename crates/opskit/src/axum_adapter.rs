@@ -11,24 +11,14 @@ use axum::routing::get;
 use axum::Router;
 
 fn to_response(p: ProbeResponse) -> Response {
+    let challenge = p.www_authenticate.map(|c| [(header::WWW_AUTHENTICATE, c)]);
     (
         StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
         [(header::CONTENT_TYPE, p.content_type)],
+        challenge,
         p.body,
     )
         .into_response()
-}
-
-#[cfg(feature = "prometheus")]
-fn metrics_response(p: ProbeResponse) -> Response {
-    let mut res = to_response(p);
-    if res.status() == StatusCode::UNAUTHORIZED {
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            axum::http::HeaderValue::from_static("Bearer"),
-        );
-    }
-    res
 }
 
 fn probe_routes<S: Clone + Send + Sync + 'static>(health: &Health, prefix: &str) -> Router<S> {
@@ -80,7 +70,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
                         let endpoint = endpoint.clone();
                         async move {
                             let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-                            metrics_response(endpoint.respond(auth))
+                            to_response(endpoint.respond(auth))
                         }
                     }),
                 )

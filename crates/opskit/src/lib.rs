@@ -15,11 +15,13 @@ pub mod ratelimit;
 pub mod recorder;
 #[cfg(feature = "sentry")]
 pub mod report;
+mod request;
 pub mod request_id;
 mod response_headers;
 mod secret;
 pub mod security;
 mod server;
+mod service;
 mod shutdown;
 mod time;
 pub mod trace;
@@ -32,12 +34,13 @@ mod axum_adapter;
 #[cfg(feature = "actix")]
 pub use actix_adapter::{OpsActixService, OpsMiddleware};
 pub use config::AppConfig;
-pub use ops::{init, Builder, InitError, Ops, ServiceInfo, EXIT_CONFIG, EXIT_SOFTWARE};
+pub use ops::{init, Builder, InitError, Ops, EXIT_CONFIG, EXIT_SOFTWARE};
 pub use problem::Problem;
 pub use request_id::RequestId;
 pub use secret::{redact_urls, Secret};
 #[cfg(feature = "axum")]
 pub use server::ServeError;
+pub use service::ServiceInfo;
 pub use shutdown::Shutdown;
 /// The URL type for configuration fields (`url::Url`, with serde).
 pub use url::Url;

@@ -24,6 +24,7 @@
 //! assert_eq!(m.series(), 1);
 //! ```
 
+use crate::request::{method_index, METHODS};
 use metrics::{Counter, Gauge, Histogram, Label};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -61,16 +62,9 @@ pub const BODY_SIZE_BUCKETS: [f64; 10] = [
     16_777_216.0,
 ];
 
-/// The methods that keep their name; index + 1 is their code (0: `_OTHER`).
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
-
+/// A method's code: its index in [`METHODS`] + 1 (0: `_OTHER`).
 fn method_code(method: &str) -> u8 {
-    METHODS
-        .iter()
-        .position(|m| *m == method)
-        .map_or(0, |i| i as u8 + 1)
+    method_index(method).map_or(0, |i| i as u8 + 1)
 }
 
 fn method_name(code: u8) -> &'static str {
@@ -320,7 +314,7 @@ struct Inner {
     count: AtomicUsize,
     overflow: OnceLock<(Series, Counter)>,
     /// `http_server_active_requests` by method code and scheme, made on first use.
-    active: [OnceLock<ActiveSlot>; 20],
+    active: [OnceLock<ActiveSlot>; (METHODS.len() + 1) * 2],
     #[cfg(otlp)]
     otel: Option<crate::otel::OtelInstruments>,
 }
@@ -556,329 +550,11 @@ pub fn describe() {
 }
 
 #[cfg(feature = "prometheus")]
-pub use exporter::Exporter;
-
+mod exporter;
 #[cfg(feature = "prometheus")]
-mod exporter {
-    use super::{
-        MetricsSettings, BODY_SIZE_BUCKETS, REQUEST_BODY_SIZE, REQUEST_DURATION, RESPONSE_BODY_SIZE,
-    };
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-    use std::sync::OnceLock;
-    use std::time::Duration;
-
-    /// The Prometheus text format's content type.
-    pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-    /// The Prometheus exporter: renders every metric recorded through the
-    /// `metrics` facade — opskit's and the application's — plus process metrics.
-    #[derive(Clone)]
-    pub struct Exporter {
-        handle: PrometheusHandle,
-        process: &'static metrics_process::Collector,
-    }
-
-    impl std::fmt::Debug for Exporter {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Exporter").finish_non_exhaustive()
-        }
-    }
-
-    static INSTALLED: OnceLock<Option<Exporter>> = OnceLock::new();
-
-    impl Exporter {
-        /// Installs the Prometheus recorder as the global `metrics` recorder
-        /// (once per process; later calls get the same exporter). `None` when
-        /// another recorder was installed first: metrics then go to that one.
-        pub fn install(settings: &MetricsSettings) -> Option<Self> {
-            INSTALLED
-                .get_or_init(|| {
-                    let builder = PrometheusBuilder::new()
-                        .set_buckets_for_metric(
-                            Matcher::Full(REQUEST_DURATION.to_owned()),
-                            &settings.duration_buckets,
-                        )
-                        .and_then(|b| {
-                            b.set_buckets_for_metric(
-                                Matcher::Full(REQUEST_BODY_SIZE.to_owned()),
-                                &BODY_SIZE_BUCKETS,
-                            )
-                        })
-                        .and_then(|b| {
-                            b.set_buckets_for_metric(
-                                Matcher::Full(RESPONSE_BODY_SIZE.to_owned()),
-                                &BODY_SIZE_BUCKETS,
-                            )
-                        });
-                    let handle = match builder.and_then(PrometheusBuilder::install_recorder) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot install the Prometheus recorder (another metrics recorder is installed?); /metrics is off");
-                            return None;
-                        }
-                    };
-                    // Histograms are kept as raw samples until drained: drain
-                    // them regularly even when nobody scrapes (bounded memory).
-                    let upkeep = handle.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("opskit-metrics-upkeep".to_owned())
-                        .spawn(move || loop {
-                            std::thread::sleep(Duration::from_secs(5));
-                            upkeep.run_upkeep();
-                        });
-                    if let Err(e) = spawned {
-                        tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
-                    }
-                    let process: &'static metrics_process::Collector =
-                        Box::leak(Box::new(metrics_process::Collector::default()));
-                    process.describe();
-                    super::describe();
-                    Some(Self { handle, process })
-                })
-                .clone()
-        }
-
-        /// The exposition text (process metrics refreshed first).
-        pub fn render(&self) -> String {
-            self.process.collect();
-            self.handle.render()
-        }
-    }
-}
-
+pub(crate) use exporter::listen;
 #[cfg(feature = "prometheus")]
-pub use exporter::CONTENT_TYPE;
-
-/// The `/metrics` endpoint, framework-neutral: adapters route to it.
-#[cfg(feature = "prometheus")]
-#[derive(Clone)]
-pub struct Endpoint {
-    exporter: Exporter,
-    token: Option<crate::Secret>,
-    /// Refreshes opskit's own counters (drops) right before rendering.
-    before_render: Arc<dyn Fn() + Send + Sync>,
-}
-
-#[cfg(feature = "prometheus")]
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "prometheus")]
-impl Endpoint {
-    pub(crate) fn new(
-        exporter: Exporter,
-        token: Option<crate::Secret>,
-        before_render: Arc<dyn Fn() + Send + Sync>,
-    ) -> Self {
-        Self {
-            exporter,
-            token,
-            before_render,
-        }
-    }
-
-    /// The answer to a scrape with this `Authorization` header: 200 with the
-    /// exposition text, or 401 when a token is configured and not given.
-    pub fn respond(&self, authorization: Option<&[u8]>) -> crate::health::ProbeResponse {
-        if let Some(token) = &self.token {
-            let given = authorization.and_then(|a| a.strip_prefix(b"Bearer "));
-            if !given.is_some_and(|g| crate::health::constant_time_eq(g, token.expose().as_bytes()))
-            {
-                return crate::health::ProbeResponse {
-                    status: 401,
-                    content_type: "text/plain; charset=utf-8",
-                    body: "a bearer token is required\n".to_owned(),
-                };
-            }
-        }
-        (self.before_render)();
-        crate::health::ProbeResponse {
-            status: 200,
-            content_type: CONTENT_TYPE,
-            body: self.exporter.render(),
-        }
-    }
-}
-
-/// Serves `endpoint` at `path` on `addr` from a thread of its own
-/// (`OPSKIT_METRICS_ADDR`): scrapes stay off the application's port and work
-/// with any framework and runtime. Hand-written rather than a hyper server
-/// because it needs no async runtime at `init` time and answers one kind of
-/// request: a GET from a scraper, one connection at a time, with timeouts and
-/// an 8 KiB limit on the request head.
-#[cfg(feature = "prometheus")]
-pub(crate) fn listen(
-    addr: std::net::SocketAddr,
-    path: String,
-    endpoint: Endpoint,
-) -> std::io::Result<()> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    tracing::info!(address = %listener.local_addr()?, path = %path, "serving metrics");
-    std::thread::Builder::new()
-        .name("opskit-metrics-listener".to_owned())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        if let Err(e) = answer_scrape(stream, &path, &endpoint) {
-                            tracing::debug!(error = %e, "metrics connection failed");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics listener cannot accept");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })?;
-    Ok(())
-}
-
-#[cfg(feature = "prometheus")]
-fn answer_scrape(
-    mut stream: std::net::TcpStream,
-    path: &str,
-    endpoint: &Endpoint,
-) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > 8192 {
-            return stream.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let mut lines = head.split("\r\n");
-    let mut request = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = (
-        request.next().unwrap_or_default(),
-        request.next().unwrap_or_default(),
-    );
-    let authorization = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim().as_bytes().to_vec());
-    let answer = if method != "GET" {
-        crate::health::ProbeResponse {
-            status: 405,
-            content_type: "text/plain; charset=utf-8",
-            body: "only GET\n".to_owned(),
-        }
-    } else if target.split('?').next() != Some(path) {
-        crate::health::ProbeResponse {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("metrics are at {path}\n"),
-        }
-    } else {
-        endpoint.respond(authorization.as_deref())
-    };
-    let reason = match answer.status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        _ => "Method Not Allowed",
-    };
-    let auth = if answer.status == 401 {
-        "www-authenticate: Bearer\r\n"
-    } else {
-        ""
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{auth}connection: close\r\n\r\n",
-        answer.status,
-        answer.content_type,
-        answer.body.len()
-    )?;
-    stream.write_all(answer.body.as_bytes())?;
-    stream.flush()
-}
+pub use exporter::{Endpoint, Exporter, CONTENT_TYPE};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn methods_and_errors_are_bounded() {
-        assert_eq!(method_name(method_code("PATCH")), "PATCH");
-        assert_eq!(method_name(method_code("BREW")), "_OTHER");
-        assert_eq!(status_text(503), "503");
-        assert_eq!(status_text(599), "5xx");
-    }
-
-    #[cfg(feature = "prometheus")]
-    #[test]
-    fn series_are_capped() {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let finish = |m: &HttpMetrics, status: u16| {
-            m.finish(&Request {
-                status: Some(status),
-                ..Request::new("GET")
-            });
-        };
-        metrics::with_local_recorder(&recorder, || {
-            let m = HttpMetrics::new(&MetricsSettings {
-                max_series: 10,
-                ..Default::default()
-            });
-            // 60 label sets: the first 10 are kept, the other 50 overflow.
-            for status in 200..260 {
-                finish(&m, status);
-            }
-            assert_eq!(m.series(), 10);
-            // A kept label set again: found, not added, not overflowing.
-            finish(&m, 200);
-            // An overflowed one again: still the overflow series.
-            finish(&m, 259);
-            assert_eq!(m.series(), 10);
-        });
-        let text = handle.render();
-        let counts: Vec<(&str, f64)> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("http_server_request_duration_seconds_count{"))
-            .filter_map(|l| {
-                let (labels, n) = l.rsplit_once(' ')?;
-                Some((labels, n.parse().ok()?))
-            })
-            .collect();
-        assert_eq!(counts.len(), 11, "10 kept and the overflow series:\n{text}");
-        let overflow: Vec<_> = counts
-            .iter()
-            .filter(|(labels, _)| labels.contains(r#"otel_metric_overflow="true""#))
-            .collect();
-        assert_eq!(overflow.len(), 1, "{text}");
-        assert_eq!(overflow[0].1, 51.0, "{text}");
-        assert!(
-            !overflow[0].0.contains("http_response_status_code"),
-            "the overflow series has no other labels: {text}"
-        );
-        let kept: f64 = counts.iter().map(|(_, n)| n).sum::<f64>() - overflow[0].1;
-        assert_eq!(kept, 11.0, "{text}");
-        assert!(
-            text.contains(r#"http_response_status_code="200"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"http_response_status_code="209""#),
-            "{text}"
-        );
-        assert!(
-            !text.contains(r#"http_response_status_code="210""#),
-            "{text}"
-        );
-        assert!(text.contains(&format!("\n{OVERFLOW} 51\n")), "{text}");
-    }
-}
+mod tests;

@@ -2,6 +2,7 @@
 
 use crate::config::{AppConfig, ConfigReport, Env, NoAppConfig, Settings};
 use crate::health::Health;
+use crate::service::ServiceInfo;
 use crate::Shutdown;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,17 +47,6 @@ impl InitError {
         eprintln!("opskit: {self}");
         std::process::exit(self.exit_code())
     }
-}
-
-/// The service's identity, as shown in logs, traces and health output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceInfo {
-    /// `OTEL_SERVICE_NAME`, else the name given in code, else `unknown_service:<exe>`.
-    pub name: String,
-    /// The version given in code, else `unknown`.
-    pub version: String,
-    /// `OPSKIT_ENVIRONMENT`.
-    pub environment: String,
 }
 
 /// Reads config from the environment, validates it, installs logging and
@@ -248,10 +238,12 @@ impl Builder {
         };
         #[cfg(feature = "sentry")]
         let reporter = crate::report::Reporter::new(&settings.sentry, &service, self.before_send);
+        // With error reports on, the log events inside a request become
+        // the breadcrumbs of its report.
         #[cfg(feature = "sentry")]
-        let breadcrumbs = reporter.is_some();
+        let breadcrumbs = reporter.as_ref().map(|_| crate::report::BreadcrumbLayer);
         #[cfg(not(feature = "sentry"))]
-        let breadcrumbs = false;
+        let breadcrumbs = None::<tracing_subscriber::layer::Identity>;
         let log_guard = if self.no_logging {
             None
         } else {
@@ -298,21 +290,23 @@ impl Builder {
         #[cfg(otlp)]
         let mut transport = crate::otel::Transport::default();
         #[cfg(otlp)]
-        let (otlp, otel_instruments) = match (metrics_on, settings.otel.metrics_target()) {
-            (true, Some(target)) => crate::otel::MetricsPipeline::start(
-                &settings.otel,
-                &target,
-                &service,
-                &settings.metrics.duration_buckets,
-                &mut transport,
-            )
-            .map_or((None, None), |(p, i)| (Some(p), Some(i))),
-            _ => (None, None),
-        };
+        let (otlp, otel_instruments) = metrics_on
+            .then(|| {
+                let bounds = crate::otel::HistogramBounds {
+                    duration: &settings.metrics.duration_buckets,
+                    body_size: &crate::metrics::BODY_SIZE_BUCKETS,
+                };
+                crate::otel::MetricsPipeline::start(
+                    &settings.otel,
+                    &service,
+                    bounds,
+                    &mut transport,
+                )
+            })
+            .flatten()
+            .unzip();
         #[cfg(otlp)]
-        let traces = settings.otel.traces_target().and_then(|target| {
-            crate::otel::TracesPipeline::start(&settings.otel, &target, &service, &mut transport)
-        });
+        let traces = crate::otel::TracesPipeline::start(&settings.otel, &service, &mut transport);
         #[cfg(otlp)]
         let recorder = recorder.with_spans(traces.as_ref().map(crate::otel::TracesPipeline::sink));
         #[cfg(not(otlp))]

@@ -117,7 +117,7 @@ impl Problem {
 /// (`/users/%ff`), given before routing: Axum's `Path` extractor would
 /// refuse it in text/plain, Actix would hand the handler the escapes
 /// undecoded. Both adapters call this, so both answer the same.
-pub fn refuse_path(path: &str) -> Option<Problem> {
+pub(crate) fn refuse_path(path: &str) -> Option<Problem> {
     percent_encoding::percent_decode_str(path)
         .decode_utf8()
         .is_err()
@@ -132,8 +132,8 @@ pub fn refuse_path(path: &str) -> Option<Problem> {
 /// §9.1), identically in every framework (Axum's router says 405, Actix's
 /// 404). A route that does handle such a method answers as it likes. The
 /// method is not echoed back.
-pub fn replace_unrouted(method: &str, status: u16, empty_body: bool) -> Option<Problem> {
-    (empty_body && matches!(status, 404 | 405) && crate::recorder::known_method(method).is_none())
+pub(crate) fn replace_unrouted(method: &str, status: u16, empty_body: bool) -> Option<Problem> {
+    (empty_body && matches!(status, 404 | 405) && crate::request::known_method(method).is_none())
         .then(|| Problem::new(501).detail("this service does not implement the request method"))
 }
 

@@ -35,27 +35,29 @@ where
 }
 
 use crate::config::{LogFormat, Settings};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Registry};
 
-/// Installs the global subscriber; the guard flushes buffered lines on drop,
-/// the counter counts lines dropped because the writer fell behind.
-pub(crate) fn install(
+/// The subscriber under the formatting layer: the registry and the level filter.
+pub(crate) type Filtered = Layered<EnvFilter, Registry>;
+
+/// Installs the global subscriber, with `extra` (another layer that sees
+/// every event the filter lets through, such as the error reports'
+/// breadcrumbs) under the formatting layer; the guard flushes buffered
+/// lines on drop, the counter counts lines dropped because the writer fell
+/// behind.
+pub(crate) fn install<L>(
     settings: &Settings,
-    breadcrumbs: bool,
-) -> Result<(WriterGuard, DroppedLines), String> {
+    extra: Option<L>,
+) -> Result<(WriterGuard, DroppedLines), String>
+where
+    L: tracing_subscriber::Layer<Filtered> + Send + Sync + 'static,
+{
     let (writer, guard) = non_blocking(std::io::stdout(), DEFAULT_LIMIT);
     let dropped = writer.dropped();
     let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| e.to_string())?;
-    #[cfg(feature = "sentry")]
-    let crumbs = breadcrumbs.then_some(crate::report::BreadcrumbLayer);
-    #[cfg(not(feature = "sentry"))]
-    let crumbs: Option<tracing_subscriber::layer::Identity> = {
-        let _ = breadcrumbs;
-        None
-    };
-    let registry = tracing_subscriber::registry().with(filter).with(crumbs);
+    let registry = tracing_subscriber::registry().with(filter).with(extra);
     let result = match settings.log_format {
         LogFormat::Json => registry.with(json_layer(writer)).try_init(),
         LogFormat::Pretty => registry

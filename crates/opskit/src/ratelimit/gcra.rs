@@ -98,7 +98,7 @@ pub struct Decision {
 }
 
 /// One GCRA step: the decision and the new TAT (unchanged when refused).
-pub fn decide(quota: &Quota, tat: Option<u64>, now: u64) -> (Decision, u64) {
+pub(crate) fn decide(quota: &Quota, tat: Option<u64>, now: u64) -> (Decision, u64) {
     let t = quota.interval_us();
     let tau = quota.tolerance_us();
     let tat = tat.unwrap_or(now).max(now);

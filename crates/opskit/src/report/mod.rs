@@ -7,6 +7,36 @@
 //! `sentry-panic` hook (opskit catches panics itself and reports each one
 //! exactly once). The transport is opskit's own (see [`DeliveryStats`]) so that
 //! deliveries have timeouts and failures are counted.
+//!
+//! `init` builds the reporter from `SENTRY_*`; by hand it is one call, and
+//! every envelope ends up counted as sent, failed or dropped:
+//!
+//! ```
+//! use opskit::config::SentrySettings;
+//! use opskit::report::Reporter;
+//! use std::sync::atomic::Ordering::Relaxed;
+//! use std::time::Duration;
+//!
+//! let service = opskit::ServiceInfo {
+//!     name: "billing".into(),
+//!     version: "1.4.2".into(),
+//!     environment: "test".into(),
+//! };
+//! // A DSN whose server is down: the report is counted as failed.
+//! let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+//! let mut settings = SentrySettings::with_dsn(opskit::Secret::new(format!("http://public@{closed}/1")));
+//! let reporter = Reporter::from_settings(&settings, &service).unwrap();
+//! reporter.report_panic("the worker panicked", "src/worker.rs:12");
+//! reporter.flush(Duration::from_secs(5));
+//! assert_eq!(reporter.stats().failed.load(Relaxed), 1);
+//! // Hand it to the recorder: every 5xx and panic of a request is reported.
+//! let recorder = opskit::recorder::Recorder::default().with_reporter(Some(reporter));
+//! # let _ = recorder;
+//!
+//! // No DSN (`SENTRY_DSN` unset): no reporter, nothing is sent.
+//! settings.dsn = None;
+//! assert!(Reporter::from_settings(&settings, &service).is_none());
+//! ```
 
 mod breadcrumbs;
 pub(crate) mod transport;
@@ -14,7 +44,7 @@ pub(crate) mod transport;
 pub(crate) use breadcrumbs::{take_breadcrumbs, BreadcrumbLayer};
 
 use crate::config::SentrySettings;
-use crate::recorder::{known_method, Outcome};
+use crate::request::{known_method, Outcome};
 use crate::{RequestId, ServiceInfo};
 use sentry::protocol::{
     Breadcrumb, Context, Event, Exception, IpAddress, Level, Map, Mechanism, Request,

@@ -1,0 +1,110 @@
+//! Carrying the current request's trace context on to the calls it makes:
+//! the thread's current context (entered around every poll of a request),
+//! the outgoing headers, and a tower layer for HTTP clients.
+
+use super::TraceContext;
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<TraceContext>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `cx` the current trace context of this thread until dropped
+/// (adapters hold one around every poll of a request's future, so code in
+/// the handler sees its request's context; tasks it spawns do not).
+pub(crate) struct Entered(Option<TraceContext>);
+
+impl Entered {
+    pub(crate) fn enter(cx: &TraceContext) -> Self {
+        Self(CURRENT.with(|c| c.replace(Some(cx.clone()))))
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// The current request's trace context, inside a request.
+pub fn current() -> Option<TraceContext> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Adds `traceparent` (and `tracestate`, and `baggage` when propagated)
+/// for the current request to the headers of an outgoing HTTP call; does
+/// nothing outside a request.
+pub fn inject(headers: &mut http::HeaderMap) {
+    for (name, value) in outgoing_headers() {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// The headers an outgoing call made inside the current request carries,
+/// for any HTTP client (`ureq`, `reqwest`, `awc`…): `traceparent`, and
+/// `tracestate`/`baggage` when the request brought them. Empty outside a
+/// request. Read it on the request's task: a `spawn_blocking` closure or a
+/// spawned task does not see the request (capture the headers first).
+///
+/// ```
+/// let headers = opskit::trace::outgoing_headers();
+/// assert!(headers.is_empty(), "outside a request");
+/// ```
+pub fn outgoing_headers() -> Vec<(&'static str, String)> {
+    let Some(cx) = current() else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(3);
+    if cx.propagate {
+        out.push(("traceparent", cx.traceparent()));
+        if let Some(ts) = cx.tracestate() {
+            out.push(("tracestate", ts.to_owned()));
+        }
+    }
+    if let Some(b) = cx.baggage() {
+        out.push(("baggage", b.to_owned()));
+    }
+    out
+}
+
+/// A tower layer for HTTP clients (hyper-util's `Client`, `reqwest`
+/// through `tower` adapters, tonic channels): every request sent from
+/// inside a request carries its trace context on ([`inject`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateLayer;
+
+impl<S> tower_layer::Layer<S> for PropagateLayer {
+    type Service = Propagate<S>;
+    fn layer(&self, inner: S) -> Propagate<S> {
+        Propagate { inner }
+    }
+}
+
+/// The service of [`PropagateLayer`].
+#[derive(Debug, Clone)]
+pub struct Propagate<S> {
+    inner: S,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Propagate<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        inject(req.headers_mut());
+        self.inner.call(req)
+    }
+}
