@@ -179,9 +179,9 @@ fn run_actix(
                 tracing::subscriber::set_global_default(subscriber).expect("subscriber");
                 let (rec, security, limiter) = opskit_parts(v, &sink);
                 drive!(App::new()
-                    .wrap(opskit::OpsMiddleware::with_rate_limiter(
+                    .wrap(opskit::OpsMiddleware::from(&OpsLayer::with_rate_limiter(
                         rec, security, limiter
-                    ))
+                    )))
                     .route("/users/{id}", web::get().to(actix_user)))
             }
         }

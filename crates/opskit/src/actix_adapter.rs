@@ -4,8 +4,6 @@
 use crate::health::{Probe, ProbeResponse};
 use crate::pipeline::{Answer, Begun, BodyCounter, Failure, Head, InFlight, Kept, Next, Pipeline};
 use crate::ratelimit::LimitCheck;
-use crate::recorder::Recorder;
-use crate::security::SecurityPolicy;
 use crate::Ops;
 use actix_web::body::BodySize;
 use actix_web::body::MessageBody;
@@ -100,36 +98,26 @@ impl<C: Send + Sync + 'static> Ops<C> {
         }
     }
 
-    /// The middleware with the whole per-request stack, for `App::wrap`.
+    /// The middleware with the whole per-request stack, for `App::wrap`:
+    /// the same policy as [`Ops::layer`]'s.
     pub fn actix_middleware(&self) -> OpsMiddleware {
-        OpsMiddleware::with_rate_limiter(
-            self.recorder().clone(),
-            crate::security::SecurityPolicy::new(&self.settings().security),
-            Some(self.rate_limiter().clone()),
-        )
+        OpsMiddleware::from(&self.layer())
     }
 }
 
-/// The Actix middleware; get it from [`Ops::actix_middleware`].
+/// The Actix middleware; get it from [`Ops::actix_middleware`], or from an
+/// [`OpsLayer`](crate::layer::OpsLayer) with `OpsMiddleware::from(&layer)`.
 #[derive(Debug, Clone)]
 pub struct OpsMiddleware {
     pipeline: Arc<Pipeline<HeaderMap>>,
 }
 
-impl OpsMiddleware {
-    /// The middleware around this recorder and security policy.
-    pub fn new(recorder: Recorder, security: SecurityPolicy) -> Self {
-        Self::with_rate_limiter(recorder, security, None)
-    }
-
-    /// The same with a rate limiter (used when it limits anything).
-    pub fn with_rate_limiter(
-        recorder: Recorder,
-        security: SecurityPolicy,
-        limiter: Option<crate::ratelimit::Limiter>,
-    ) -> Self {
+/// The policy of a tower [`OpsLayer`](crate::layer::OpsLayer), for Actix: build
+/// the layer (`OpsLayer::new`, `OpsLayer::with_rate_limiter`) and convert it.
+impl From<&crate::layer::OpsLayer> for OpsMiddleware {
+    fn from(layer: &crate::layer::OpsLayer) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(recorder, security, limiter)),
+            pipeline: Arc::new(layer.pipeline().for_map()),
         }
     }
 }
@@ -182,11 +170,8 @@ struct ActixKept {
 }
 
 impl Kept for ActixKept {
-    fn method(&self) -> &str {
-        self.method.as_str()
-    }
-    fn path(&self) -> &str {
-        self.uri.path()
+    fn target(&self) -> (&str, &str) {
+        (self.method.as_str(), self.uri.path())
     }
     /// The router's own match when the response still carried the request
     /// (no second match), else the path matched against the resource map

@@ -27,8 +27,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// `text` without its test-only items (an attribute `#[cfg(test)]` or
-/// `#[cfg(all(test, …))]` and the item after it, up to its matching brace or
-/// its `;`) and without its comment lines.
+/// `#[cfg(all(test, …))]` and the item after it, up to its matching brace,
+/// its `;`, or its `,` for a field) and without its comment lines.
 fn without_tests(text: &str) -> String {
     let code: String = text
         .lines()
@@ -54,6 +54,11 @@ fn without_tests(text: &str) -> String {
         for (i, c) in rest[body..].char_indices() {
             match c {
                 '{' => depth += 1,
+                // The enclosing item closes: the test-only item was a field.
+                '}' if depth == 0 => {
+                    end = body + i;
+                    break;
+                }
                 '}' => {
                     depth -= 1;
                     if depth == 0 {
@@ -61,7 +66,7 @@ fn without_tests(text: &str) -> String {
                         break;
                     }
                 }
-                ';' if depth == 0 => {
+                ';' | ',' if depth == 0 => {
                     end = body + i + 1;
                     break;
                 }

@@ -9,6 +9,7 @@ use crate::Problem;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -122,20 +123,21 @@ where
 
 /// A response made by opskit.
 fn full<B>(status: http::StatusCode, body: Vec<u8>) -> Response<OpsBody<B>> {
-    let mut res = Response::new(OpsBody::full(Bytes::from(body)));
+    let mut res = Response::new(OpsBody::Right(Full::new(Bytes::from(body))));
     *res.status_mut() = status;
     res
 }
 
 fn problem<B>(p: &Problem) -> Response<OpsBody<B>> {
     p.to_response::<Vec<u8>>()
-        .map(|v| OpsBody::full(Bytes::from(v)))
+        .map(|v| OpsBody::Right(Full::new(Bytes::from(v))))
 }
 
 impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
     S: Service<Request<RequestBody<B>>, Response = Response<ResB>>,
     ResB: Body<Data = Bytes>,
+    ResB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Output = Result<Response<OpsBody<ResB>>, S::Error>;
 
@@ -196,7 +198,7 @@ where
                     res.body().size_hint().exact() == Some(0),
                 ) {
                     Some(p) => problem(&p),
-                    None => res.map(OpsBody::inner),
+                    None => res.map(OpsBody::Left),
                 }
             }
             Ok(Err(e)) => {

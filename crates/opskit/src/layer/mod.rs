@@ -75,6 +75,13 @@ impl OpsLayer {
     }
 }
 
+impl OpsLayer {
+    /// The per-request policy (the Actix middleware converts it).
+    pub(crate) fn pipeline(&self) -> &Pipeline<http::HeaderMap> {
+        &self.pipeline
+    }
+}
+
 impl<S> Layer<S> for OpsLayer {
     type Service = OpsService<S>;
     fn layer(&self, inner: S) -> Self::Service {

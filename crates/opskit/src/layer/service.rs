@@ -39,11 +39,8 @@ pub(super) struct TowerKept {
 }
 
 impl Kept for TowerKept {
-    fn method(&self) -> &str {
-        self.method.as_str()
-    }
-    fn path(&self) -> &str {
-        self.uri.path()
+    fn target(&self) -> (&str, &str) {
+        (self.method.as_str(), self.uri.path())
     }
     fn route(&self) -> Option<Cow<'_, str>> {
         #[cfg(feature = "axum")]
@@ -74,6 +71,7 @@ where
     S::Error: Send + 'static,
     ReqB: Body + Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<OpsBody<ResB>>;
     type Error = S::Error;

@@ -30,9 +30,9 @@
 
 mod scope;
 
-pub(crate) use scope::{
-    install_panic_hook, panic_message, panic_problem, InRequestFuture, RequestScope,
-};
+#[cfg(feature = "actix")]
+pub(crate) use scope::InRequestFuture;
+pub(crate) use scope::{install_panic_hook, panic_message, panic_problem, RequestScope};
 
 use crate::ratelimit::{Checked, LimitCheck, Limiter, RequestInfo};
 use crate::recorder::{Outcome, Recorder, Started};
@@ -49,10 +49,8 @@ use std::time::Duration;
 /// What an adapter keeps of its request until the response (cheap clones of
 /// its own types: the request itself moves into the handler).
 pub(crate) trait Kept {
-    /// The request method.
-    fn method(&self) -> &str;
-    /// The path as sent, without the query.
-    fn path(&self) -> &str;
+    /// The request method, and the path as sent (without the query).
+    fn target(&self) -> (&str, &str);
     /// The route template that matched, if any.
     fn route(&self) -> Option<Cow<'_, str>>;
 }
@@ -135,6 +133,10 @@ pub(crate) struct Pipeline<M: HeaderMapLike> {
     recorder: Recorder,
     headers: Prepared<M>,
     names: Names<M>,
+    /// The limiter as given (also when it limits nothing: its trusted
+    /// proxies still name the client), for [`Self::for_map`].
+    #[cfg(feature = "actix")]
+    limiter: Option<Limiter>,
 }
 
 impl<M: HeaderMapLike> std::fmt::Debug for Pipeline<M> {
@@ -159,7 +161,6 @@ struct Names<M: HeaderMapLike> {
     x_forwarded_for: M::Name,
     origin: M::Name,
     request_method: M::Name,
-    #[cfg(feature = "sentry")]
     report: [M::Name; 3],
 }
 
@@ -176,7 +177,6 @@ impl<M: HeaderMapLike> Names<M> {
             x_forwarded_for: M::static_name("x-forwarded-for"),
             origin: M::static_name("origin"),
             request_method: M::static_name("access-control-request-method"),
-            #[cfg(feature = "sentry")]
             report: [
                 M::static_name("host"),
                 M::static_name("accept"),
@@ -201,8 +201,7 @@ struct Wanted<'a, M: HeaderMapLike> {
     origin: Option<&'a [u8]>,
     request_method: Option<&'a [u8]>,
     user_agent: Option<&'a M::Value>,
-    /// Host, Accept, Content-Type: read only for error reports.
-    #[cfg(feature = "sentry")]
+    /// Host (the span's `server.address`), Accept, Content-Type (error reports).
     report: [Option<&'a M::Value>; 3],
 }
 
@@ -217,7 +216,6 @@ impl<'a, M: HeaderMapLike> Wanted<'a, M> {
             origin: None,
             request_method: None,
             user_agent: None,
-            #[cfg(feature = "sentry")]
             report: [None; 3],
         };
         for (name, value) in h.entries() {
@@ -253,7 +251,6 @@ impl<'a, M: HeaderMapLike> Wanted<'a, M> {
             } else if *name == n.request_method {
                 &mut w.request_method
             } else {
-                #[cfg(feature = "sentry")]
                 if let Some(i) = n.report.iter().position(|r| r == name) {
                     w.report[i].get_or_insert(value);
                 }
@@ -266,7 +263,6 @@ impl<'a, M: HeaderMapLike> Wanted<'a, M> {
 }
 
 /// A header value as text, when it is visible ASCII (as `http`'s `to_str`).
-#[cfg(feature = "sentry")]
 fn visible_ascii(b: &[u8]) -> Option<&str> {
     b.iter()
         .all(|&c| c == b'\t' || (32..127).contains(&c))
@@ -282,10 +278,22 @@ impl<M: HeaderMapLike> Pipeline<M> {
         limiter: Option<Limiter>,
     ) -> Self {
         Self {
+            #[cfg(feature = "actix")]
+            limiter: limiter.clone(),
             headers: Prepared::new(&recorder, security, limiter),
             recorder,
             names: Names::new(),
         }
+    }
+
+    /// The same policy for another framework's header map.
+    #[cfg(feature = "actix")]
+    pub(crate) fn for_map<N: HeaderMapLike>(&self) -> Pipeline<N> {
+        Pipeline::new(
+            self.recorder.clone(),
+            self.headers.security.clone(),
+            self.limiter.clone(),
+        )
     }
 
     /// Starts a request: every step before the handler, in order.
@@ -360,7 +368,6 @@ impl<M: HeaderMapLike> Pipeline<M> {
                 .content_length
                 .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
             user_agent: w.user_agent.cloned(),
-            #[cfg(feature = "sentry")]
             report: w.report.map(|v| v.cloned()),
             nonce,
             cors,
@@ -386,7 +393,6 @@ pub(crate) struct InFlight<M: HeaderMapLike, K: Kept> {
     peer: Option<IpAddr>,
     request_size: Option<u64>,
     user_agent: Option<M::Value>,
-    #[cfg(feature = "sentry")]
     report: [Option<M::Value>; 3],
     nonce: Option<CspNonce>,
     cors: Vec<(&'static str, String)>,
@@ -419,11 +425,13 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
     }
 
     /// The request's log span, trace context and timers.
+    #[cfg(feature = "actix")]
     pub(crate) fn started(&self) -> &Started {
         &self.started
     }
 
     /// What the adapter kept of the request.
+    #[cfg(feature = "actix")]
     pub(crate) fn kept_mut(&mut self) -> &mut K {
         &mut self.kept
     }
@@ -487,7 +495,7 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
         if self.cut_off() {
             return Some(self.pipeline.headers.security.body_too_large());
         }
-        crate::problem::replace_unrouted(self.kept.method(), status, empty_body)
+        crate::problem::replace_unrouted(self.kept.target().0, status, empty_body)
     }
 
     /// Ends the request: adds opskit's headers to the response about to be
@@ -518,21 +526,21 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
 
     fn record(&self, status: u16, aborted: bool, response_size: Option<u64>) {
         let route = self.kept.route();
-        // Read only for error reports: a 5xx or a panic (the recorder
+        // Host is the span's `server.address`; Accept and Content-Type are
+        // read only for error reports: a 5xx or a panic (the recorder
         // decides which of those it reports).
-        #[cfg(feature = "sentry")]
-        let [host, accept, content_type] = if status >= 500 || self.panic.is_some() {
-            self.report
-                .each_ref()
-                .map(|v| v.as_ref().and_then(|v| visible_ascii(M::bytes(v))))
-        } else {
-            [None; 3]
+        let text = |i: usize| {
+            let v: &Option<M::Value> = &self.report[i];
+            v.as_ref().and_then(|v| visible_ascii(M::bytes(v)))
         };
-        #[cfg(not(feature = "sentry"))]
-        let (host, accept, content_type) = (None, None, None);
+        let (host, accept, content_type) = match status >= 500 || self.panic.is_some() {
+            true => (text(0), text(1), text(2)),
+            false => (text(0), None, None),
+        };
+        let (method, path) = self.kept.target();
         let outcome = Outcome {
-            method: self.kept.method(),
-            path: self.kept.path(),
+            method,
+            path,
             route: route.as_deref(),
             status,
             client: self.client,

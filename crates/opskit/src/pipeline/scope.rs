@@ -4,11 +4,7 @@
 
 use crate::recorder::Started;
 use crate::Problem;
-use pin_project_lite::pin_project;
 use std::any::Any;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 thread_local! {
     static IN_REQUEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -51,24 +47,38 @@ impl<'a> RequestScope<'a> {
     }
 }
 
-pin_project! {
-    /// Marks the thread as running request code, in the request's trace
-    /// context, around every poll of `F` (for adapters whose future is
-    /// already inside the request's log span).
-    pub(crate) struct InRequestFuture<F> {
-        #[pin]
-        pub(crate) inner: F,
-        pub(crate) trace: Option<crate::trace::TraceContext>,
-    }
-}
+#[cfg(feature = "actix")]
+pub(crate) use in_request::InRequestFuture;
 
-impl<F: Future> Future for InRequestFuture<F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let _in_request = InRequest::enter();
-        let this = self.project();
-        let _trace = this.trace.as_ref().map(crate::trace::Entered::enter);
-        this.inner.poll(cx)
+/// For adapters whose handler future is already inside the request's log
+/// span (Actix's, instrumented as a whole).
+#[cfg(feature = "actix")]
+mod in_request {
+    use super::InRequest;
+    use pin_project_lite::pin_project;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pin_project! {
+        /// Marks the thread as running request code, in the request's trace
+        /// context, around every poll of `F` (for adapters whose future is
+        /// already inside the request's log span).
+        pub(crate) struct InRequestFuture<F> {
+            #[pin]
+            pub(crate) inner: F,
+            pub(crate) trace: Option<crate::trace::TraceContext>,
+        }
+    }
+
+    impl<F: Future> Future for InRequestFuture<F> {
+        type Output = F::Output;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            let _in_request = InRequest::enter();
+            let this = self.project();
+            let _trace = this.trace.as_ref().map(crate::trace::Entered::enter);
+            this.inner.poll(cx)
+        }
     }
 }
 
