@@ -1,7 +1,7 @@
 //! Actix-web adapter: the middleware that runs the [pipeline](crate::pipeline)
 //! and the operational routes (the server is [`Ops::serve_actix`]).
 
-use crate::health::{Probe, ProbeResponse};
+use crate::health::ProbeResponse;
 use crate::pipeline::{Answer, Begun, BodyCounter, Failure, Head, InFlight, Kept, Next, Pipeline};
 use crate::ratelimit::LimitCheck;
 use crate::Ops;
@@ -41,56 +41,21 @@ impl<C: Send + Sync + 'static> Ops<C> {
     /// `?exclude=`), and `/health`, under `OPSKIT_HEALTH_PREFIX`; and
     /// `/metrics` (`OPSKIT_METRICS_PATH`, feature `prometheus`).
     pub fn actix_routes(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
-        let health = self.health().clone();
-        let prefix = self.settings().health_prefix.clone();
-        #[cfg(feature = "prometheus")]
-        let metrics = self
-            .metrics_endpoint()
-            .cloned()
-            .map(|e| (e, self.settings().metrics.path.clone()));
+        let endpoints = self.operational_endpoints();
         move |cfg: &mut web::ServiceConfig| {
-            #[cfg(feature = "prometheus")]
-            if let Some((endpoint, path)) = &metrics {
+            for endpoint in &endpoints {
                 let endpoint = endpoint.clone();
+                let path = endpoint.path.clone();
                 cfg.route(
-                    path,
+                    &path,
                     web::get().to(move |req: HttpRequest| {
-                        let auth = req
-                            .headers()
-                            .get(actix_web::http::header::AUTHORIZATION)
-                            .map(|v| v.as_bytes());
-                        ready(to_response(endpoint.respond(auth)))
-                    }),
-                );
-            }
-            for probe in Probe::ALL {
-                let name = probe.path_segment();
-                let h = health.clone();
-                cfg.route(
-                    &format!("{prefix}/{name}"),
-                    web::get().to(move |req: HttpRequest| {
-                        let h = h.clone();
+                        let endpoint = endpoint.clone();
                         async move {
-                            let auth = req
-                                .headers()
-                                .get(actix_web::http::header::AUTHORIZATION)
-                                .map(|v| v.as_bytes());
-                            let q = Some(req.query_string()).filter(|q| !q.is_empty());
-                            to_response(h.respond(probe, None, q, auth).await)
-                        }
-                    }),
-                );
-                if probe == Probe::Report {
-                    continue;
-                }
-                let h = health.clone();
-                cfg.route(
-                    &format!("{prefix}/{name}/{{check}}"),
-                    web::get().to(move |check: web::Path<String>, req: HttpRequest| {
-                        let h = h.clone();
-                        async move {
-                            let q = Some(req.query_string()).filter(|q| !q.is_empty());
-                            to_response(h.respond(probe, Some(&check), q, None).await)
+                            let h = req.headers();
+                            let auth = h.get(actix_web::http::header::AUTHORIZATION);
+                            let auth = auth.map(|v| v.as_bytes());
+                            let (check, q) = (req.match_info().get("check"), req.query_string());
+                            to_response(endpoint.answer(check, Some(q), auth).await)
                         }
                     }),
                 );

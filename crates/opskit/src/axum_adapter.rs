@@ -1,7 +1,7 @@
 //! Axum's operational routes (the per-request stack is the tower
 //! [layer](crate::layer); the server is [`Ops::serve`]).
 
-use crate::health::{Health, Probe, ProbeResponse};
+use crate::health::ProbeResponse;
 use crate::Ops;
 use axum::extract::{Path, RawQuery};
 use axum::http::HeaderMap;
@@ -21,36 +21,6 @@ fn to_response(p: ProbeResponse) -> Response {
         .into_response()
 }
 
-fn probe_routes<S: Clone + Send + Sync + 'static>(health: &Health, prefix: &str) -> Router<S> {
-    let mut router = Router::new();
-    for probe in Probe::ALL {
-        let name = probe.path_segment();
-        let h = health.clone();
-        router = router.route(
-            &format!("{prefix}/{name}"),
-            get(move |RawQuery(q): RawQuery, headers: HeaderMap| {
-                let h = h.clone();
-                async move {
-                    let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-                    to_response(h.respond(probe, None, q.as_deref(), auth).await)
-                }
-            }),
-        );
-        if probe == Probe::Report {
-            continue;
-        }
-        let h = health.clone();
-        router = router.route(
-            &format!("{prefix}/{name}/{{check}}"),
-            get(move |Path(check): Path<String>, RawQuery(q): RawQuery| {
-                let h = h.clone();
-                async move { to_response(h.respond(probe, Some(&check), q.as_deref(), None).await) }
-            }),
-        );
-    }
-    router
-}
-
 impl<C: Send + Sync + 'static> Ops<C> {
     /// The operational endpoints: `/livez`, `/readyz`, `/startupz` (each also
     /// `/{probe}/{check}`, with `?verbose` and `?exclude=`), and `/health`,
@@ -59,24 +29,20 @@ impl<C: Send + Sync + 'static> Ops<C> {
     ///
     /// Merge them into the application's router: `app.merge(ops.routes())`.
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        let router = probe_routes(self.health(), &self.settings().health_prefix);
-        #[cfg(feature = "prometheus")]
-        let router = match self.metrics_endpoint() {
-            Some(endpoint) => {
-                let endpoint = endpoint.clone();
-                router.route(
-                    &self.settings().metrics.path,
-                    get(move |headers: HeaderMap| {
-                        let endpoint = endpoint.clone();
-                        async move {
-                            let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-                            to_response(endpoint.respond(auth))
-                        }
-                    }),
-                )
-            }
-            None => router,
-        };
+        let mut router = Router::new();
+        for endpoint in self.operational_endpoints() {
+            let path = endpoint.path.clone();
+            let handler =
+                move |check: Option<Path<String>>, RawQuery(q): RawQuery, h: HeaderMap| {
+                    let endpoint = endpoint.clone();
+                    async move {
+                        let auth = h.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+                        let check = check.as_ref().map(|Path(c)| c.as_str());
+                        to_response(endpoint.answer(check, q.as_deref(), auth).await)
+                    }
+                };
+            router = router.route(&path, get(handler));
+        }
         router
     }
 }

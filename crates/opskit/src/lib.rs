@@ -7,6 +7,8 @@ pub mod health;
 pub mod layer;
 pub mod logging;
 pub mod metrics;
+#[cfg(any(feature = "axum", feature = "actix"))]
+mod operational;
 mod ops;
 pub mod otel;
 mod pipeline;
