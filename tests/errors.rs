@@ -15,6 +15,7 @@ opskit_conformance::conformance!(
     client_ip_only_with_send_pii,
     sampled_requests_become_transactions,
     a_dead_sentry_costs_nothing_but_a_counter,
+    sentry_sample_rate_sends_that_share_of_events,
 );
 
 const SECRET_HEADERS: [(&str, &str); 3] = [
@@ -253,6 +254,55 @@ fn a_dead_sentry_costs_nothing_but_a_counter(kind: Kind) {
             "{name}: failed {failed}, dropped {dropped}"
         );
     }
+}
+
+/// Sends `n` failing requests, stops the starter (its queue is flushed) and
+/// returns `[sent, failed, dropped]`.
+fn fail_then_stop(mut s: Starter, n: usize) -> [u64; 3] {
+    for _ in 0..n {
+        assert_eq!(s.get("/demo/error").unwrap().status, 500);
+    }
+    s.signal("TERM");
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(15)).unwrap().code(),
+        Some(0)
+    );
+    delivery_counts(&s)
+}
+
+/// `SENTRY_SAMPLE_RATE` is the share of error events sent: none at 0, about
+/// half at 0.5 (those sampled out are not counted as lost either).
+fn sentry_sample_rate_sends_that_share_of_events(kind: Kind) {
+    let rx = SentryReceiver::start();
+    let none = Starter::spawn(
+        kind,
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("SENTRY_SAMPLE_RATE", "0"),
+            ("OPSKIT_SHUTDOWN_DELAY", "0s"),
+        ],
+    );
+    assert_eq!(fail_then_stop(none, 20), [0, 0, 0]);
+    assert!(rx.events().is_empty(), "{:?}", rx.events());
+    // 60 events stay under the 64-event queue: none is dropped. Outside
+    // 10..=50 of 60 has a chance of about 1e-7.
+    let rx = SentryReceiver::start();
+    let half = Starter::spawn(
+        kind,
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("SENTRY_SAMPLE_RATE", "0.5"),
+            ("OPSKIT_SHUTDOWN_DELAY", "0s"),
+        ],
+    );
+    let [sent, failed, dropped] = fail_then_stop(half, 60);
+    assert_eq!((failed, dropped), (0, 0));
+    assert!((10..=50).contains(&sent), "{sent} of 60 events sent");
+    assert_eq!(
+        rx.wait_for_events(sent as usize, Duration::from_secs(10))
+            .len() as u64,
+        sent
+    );
 }
 
 /// `[sent, failed, dropped]` from the line logged at shutdown.
