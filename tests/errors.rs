@@ -16,6 +16,7 @@ opskit_conformance::conformance!(
     sampled_requests_become_transactions,
     a_dead_sentry_costs_nothing_but_a_counter,
     sentry_sample_rate_sends_that_share_of_events,
+    a_429_with_retry_after_makes_the_transport_back_off,
 );
 
 const SECRET_HEADERS: [(&str, &str); 3] = [
@@ -303,6 +304,87 @@ fn sentry_sample_rate_sends_that_share_of_events(kind: Kind) {
             .len() as u64,
         sent
     );
+}
+
+/// A Sentry endpoint that answers every envelope `429` with `Retry-After:
+/// retry_after` (one request per connection); returns its DSN and the
+/// count of envelopes it got.
+fn rate_limited_sentry(
+    retry_after: u64,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dsn = format!("http://testkey@{}/42", listener.local_addr().unwrap());
+    let posts = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (dsn, posts)
+}
+
+/// A `429` makes the transport send nothing more for `Retry-After` seconds:
+/// the events meanwhile are counted as dropped, none is posted. With
+/// `Retry-After: 0` every event is posted (and refused: failed).
+fn a_429_with_retry_after_makes_the_transport_back_off(kind: Kind) {
+    use std::sync::atomic::Ordering;
+    for (retry_after, posted, counts) in [(3600, 1, [0, 1, 9]), (0, 10, [0, 10, 0])] {
+        let (dsn, posts) = rate_limited_sentry(retry_after);
+        let s = Starter::spawn(
+            kind,
+            &[("SENTRY_DSN", &dsn), ("OPSKIT_SHUTDOWN_DELAY", "0s")],
+        );
+        // One at a time: each event is delivered (or given up) before the next.
+        let mut s = s;
+        for i in 0..10 {
+            assert_eq!(s.get("/demo/error").unwrap().status, 500);
+            if retry_after == 0 {
+                eventually_every(
+                    "the envelope posted",
+                    Duration::from_secs(10),
+                    Duration::from_millis(10),
+                    || posts.load(Ordering::SeqCst) > i,
+                );
+            }
+        }
+        s.signal("TERM");
+        assert_eq!(
+            s.wait_exit(Duration::from_secs(15)).unwrap().code(),
+            Some(0)
+        );
+        assert_eq!(
+            (posts.load(Ordering::SeqCst), delivery_counts(&s)),
+            (posted, counts),
+            "Retry-After: {retry_after}"
+        );
+    }
 }
 
 /// `[sent, failed, dropped]` from the line logged at shutdown.
