@@ -17,6 +17,7 @@ opskit_conformance::conformance!(
     a_dead_sentry_costs_nothing_but_a_counter,
     sentry_sample_rate_sends_that_share_of_events,
     a_429_with_retry_after_makes_the_transport_back_off,
+    a_full_queue_drops_events_and_counts_them,
 );
 
 const SECRET_HEADERS: [(&str, &str); 3] = [
@@ -385,6 +386,43 @@ fn a_429_with_retry_after_makes_the_transport_back_off(kind: Kind) {
             "Retry-After: {retry_after}"
         );
     }
+}
+
+/// `opskit_error_reports_total{outcome=…}` for sent, failed, dropped.
+fn report_counters(s: &Starter) -> [f64; 3] {
+    let text = s.get("/metrics").unwrap().text();
+    ["sent", "failed", "dropped"].map(|o| {
+        let series = format!(r#"opskit_error_reports_total{{outcome="{o}"}} "#);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    })
+}
+
+/// A Sentry that accepts and never answers holds one delivery for
+/// `OPSKIT_SENTRY_TIMEOUT`; the 64-event queue fills and every event past
+/// it is dropped at once and counted, while requests go on unhindered.
+fn a_full_queue_drops_events_and_counts_them(kind: Kind) {
+    const EVENTS: usize = 100;
+    const QUEUE: usize = 64;
+    let hole = BlackHole::start();
+    let dsn = format!("http://testkey@{}/42", hole.addr());
+    let s = Starter::spawn(
+        kind,
+        &[("SENTRY_DSN", &dsn), ("OPSKIT_SENTRY_TIMEOUT", "60s")],
+    );
+    assert_eq!(report_counters(&s), [0.0, 0.0, 0.0]);
+    for _ in 0..EVENTS {
+        assert_eq!(s.get("/demo/error").unwrap().status, 500);
+    }
+    // At most one in the black hole and a full queue wait; no delivery has
+    // ended yet, so nothing is sent or failed.
+    let [sent, failed, dropped] = report_counters(&s);
+    assert_eq!((sent, failed), (0.0, 0.0));
+    assert!(
+        dropped >= (EVENTS - QUEUE - 1) as f64 && dropped <= EVENTS as f64,
+        "{dropped} of {EVENTS} dropped with a queue of {QUEUE}"
+    );
 }
 
 /// `[sent, failed, dropped]` from the line logged at shutdown.
