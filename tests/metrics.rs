@@ -476,9 +476,10 @@ fn a_request_the_client_left_is_aborted_499(kind: Kind) {
         Duration::from_millis(100),
         || {
             let text = s.get("/metrics").unwrap().text();
-            match series_value(&text, want) {
-                Some(n) if n == 1.0 => Ok(()),
-                _ => Err(duration_series(&text)),
+            if series_value(&text, want) == Some(1.0) {
+                Ok(())
+            } else {
+                Err(duration_series(&text))
             }
         },
     );
