@@ -294,22 +294,28 @@ fn moved_operational_paths_stay_quiet(kind: Kind) {
 
 /// `OPSKIT_ACCESS_LOG=false` writes no access line for any outcome, while
 /// the application's own lines are still written.
+/// `RUST_LOG=info,opskit::access=off` silences it the same way.
 fn access_log_off_writes_no_access_lines(kind: Kind) {
-    let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG", "false")]);
-    for (path, id) in [
-        ("/users/1", "off-200"),
-        ("/nope", "off-404"),
-        ("/demo/error", "off-500"),
+    for env in [
+        ("OPSKIT_ACCESS_LOG", "false"),
+        ("RUST_LOG", "info,opskit::access=off"),
     ] {
-        s.request("GET", path, &[("x-request-id", id)], b"")
-            .unwrap();
+        let s = Starter::spawn(kind, &[env]);
+        for (path, id) in [
+            ("/users/1", "off-200"),
+            ("/nope", "off-404"),
+            ("/demo/error", "off-500"),
+        ] {
+            s.request("GET", path, &[("x-request-id", id)], b"")
+                .unwrap();
+        }
+        let lines = lines_after_marker(&s, "off-marker");
+        let access: Vec<&Value> = lines
+            .iter()
+            .filter(|v| v["target"] == "opskit::access")
+            .collect();
+        assert!(access.is_empty(), "{env:?}: {access:#?}");
     }
-    let lines = lines_after_marker(&s, "off-marker");
-    let access: Vec<&Value> = lines
-        .iter()
-        .filter(|v| v["target"] == "opskit::access")
-        .collect();
-    assert!(access.is_empty(), "{access:#?}");
 }
 
 /// `OPSKIT_ACCESS_LOG_LEVELS` sets the level per outcome; `off` drops that
