@@ -7,6 +7,7 @@ use opskit_conformance::{chromium_dump_dom, Kind, Starter, StaticPage};
 opskit_conformance::conformance!(
     csp_blocks_the_inline_script_without_the_nonce,
     another_origin_cannot_frame_the_page,
+    with_the_headers_off_the_same_checks_fail,
 );
 
 /// The text of the element with `id` in a DOM dump.
@@ -38,6 +39,12 @@ fn csp_blocks_the_inline_script_without_the_nonce(kind: Kind) {
 
 fn another_origin_cannot_frame_the_page(kind: Kind) {
     let s = Starter::spawn(kind, &[]);
+    assert_eq!(framed_by_another_origin(&s), "embed");
+}
+
+/// Who of `/demo/page` and `/demo/embed` ran when framed by another origin
+/// (sorted, comma-separated; `none` when neither did).
+fn framed_by_another_origin(s: &Starter) -> String {
     // Another origin (another port) frames the default page and, as the
     // control, `/demo/embed`, whose own CSP allows any framer; each frame that
     // loads posts a message to the parent, which lists who did.
@@ -59,5 +66,16 @@ window.addEventListener("message", function (e) {{
         addr = s.addr
     ));
     let dom = chromium_dump_dom(&parent.url(), 3000);
-    assert_eq!(text_of(&dom, "framed"), "embed", "{dom}");
+    text_of(&dom, "framed")
+}
+
+/// The control for both checks above: with `OPSKIT_SECURITY_HEADERS=false`
+/// the browser runs the inline script and lets another origin frame the page.
+fn with_the_headers_off_the_same_checks_fail(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_SECURITY_HEADERS", "false")]);
+    let dom = chromium_dump_dom(&format!("http://{}/demo/page", s.addr), 2000);
+    assert_eq!(text_of(&dom, "allowed"), "ran", "{dom}");
+    assert_eq!(text_of(&dom, "inline"), "ran", "{dom}");
+    assert_eq!(text_of(&dom, "violations"), "none", "{dom}");
+    assert_eq!(framed_by_another_origin(&s), "embed,page");
 }

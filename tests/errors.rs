@@ -15,6 +15,9 @@ opskit_conformance::conformance!(
     client_ip_only_with_send_pii,
     sampled_requests_become_transactions,
     a_dead_sentry_costs_nothing_but_a_counter,
+    sentry_sample_rate_sends_that_share_of_events,
+    a_429_with_retry_after_makes_the_transport_back_off,
+    a_full_queue_drops_events_and_counts_them,
 );
 
 const SECRET_HEADERS: [(&str, &str); 3] = [
@@ -253,6 +256,173 @@ fn a_dead_sentry_costs_nothing_but_a_counter(kind: Kind) {
             "{name}: failed {failed}, dropped {dropped}"
         );
     }
+}
+
+/// Sends `n` failing requests, stops the starter (its queue is flushed) and
+/// returns `[sent, failed, dropped]`.
+fn fail_then_stop(mut s: Starter, n: usize) -> [u64; 3] {
+    for _ in 0..n {
+        assert_eq!(s.get("/demo/error").unwrap().status, 500);
+    }
+    s.signal("TERM");
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(15)).unwrap().code(),
+        Some(0)
+    );
+    delivery_counts(&s)
+}
+
+/// `SENTRY_SAMPLE_RATE` is the share of error events sent: none at 0, about
+/// half at 0.5 (those sampled out are not counted as lost either).
+fn sentry_sample_rate_sends_that_share_of_events(kind: Kind) {
+    let rx = SentryReceiver::start();
+    let none = Starter::spawn(
+        kind,
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("SENTRY_SAMPLE_RATE", "0"),
+            ("OPSKIT_SHUTDOWN_DELAY", "0s"),
+        ],
+    );
+    assert_eq!(fail_then_stop(none, 20), [0, 0, 0]);
+    assert!(rx.events().is_empty(), "{:?}", rx.events());
+    // 60 events stay under the 64-event queue: none is dropped. Outside
+    // 10..=50 of 60 has a chance of about 1e-7.
+    let rx = SentryReceiver::start();
+    let half = Starter::spawn(
+        kind,
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("SENTRY_SAMPLE_RATE", "0.5"),
+            ("OPSKIT_SHUTDOWN_DELAY", "0s"),
+        ],
+    );
+    let [sent, failed, dropped] = fail_then_stop(half, 60);
+    assert_eq!((failed, dropped), (0, 0));
+    assert!((10..=50).contains(&sent), "{sent} of 60 events sent");
+    assert_eq!(
+        rx.wait_for_events(sent as usize, Duration::from_secs(10))
+            .len() as u64,
+        sent
+    );
+}
+
+/// A Sentry endpoint that answers every envelope `429` with `Retry-After:
+/// retry_after` (one request per connection); returns its DSN and the
+/// count of envelopes it got.
+fn rate_limited_sentry(
+    retry_after: u64,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dsn = format!("http://testkey@{}/42", listener.local_addr().unwrap());
+    let posts = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (dsn, posts)
+}
+
+/// A `429` makes the transport send nothing more for `Retry-After` seconds:
+/// the events meanwhile are counted as dropped, none is posted. With
+/// `Retry-After: 0` every event is posted (and refused: failed).
+fn a_429_with_retry_after_makes_the_transport_back_off(kind: Kind) {
+    use std::sync::atomic::Ordering;
+    for (retry_after, posted, counts) in [(3600, 1, [0, 1, 9]), (0, 10, [0, 10, 0])] {
+        let (dsn, posts) = rate_limited_sentry(retry_after);
+        let s = Starter::spawn(
+            kind,
+            &[("SENTRY_DSN", &dsn), ("OPSKIT_SHUTDOWN_DELAY", "0s")],
+        );
+        // One at a time: each event is delivered (or given up) before the next.
+        let mut s = s;
+        for i in 0..10 {
+            assert_eq!(s.get("/demo/error").unwrap().status, 500);
+            if retry_after == 0 {
+                eventually_every(
+                    "the envelope posted",
+                    Duration::from_secs(10),
+                    Duration::from_millis(10),
+                    || posts.load(Ordering::SeqCst) > i,
+                );
+            }
+        }
+        s.signal("TERM");
+        assert_eq!(
+            s.wait_exit(Duration::from_secs(15)).unwrap().code(),
+            Some(0)
+        );
+        assert_eq!(
+            (posts.load(Ordering::SeqCst), delivery_counts(&s)),
+            (posted, counts),
+            "Retry-After: {retry_after}"
+        );
+    }
+}
+
+/// `opskit_error_reports_total{outcome=…}` for sent, failed, dropped.
+fn report_counters(s: &Starter) -> [f64; 3] {
+    let text = s.get("/metrics").unwrap().text();
+    ["sent", "failed", "dropped"].map(|o| {
+        let series = format!(r#"opskit_error_reports_total{{outcome="{o}"}} "#);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    })
+}
+
+/// A Sentry that accepts and never answers holds one delivery for
+/// `OPSKIT_SENTRY_TIMEOUT`; the 64-event queue fills and every event past
+/// it is dropped at once and counted, while requests go on unhindered.
+fn a_full_queue_drops_events_and_counts_them(kind: Kind) {
+    const EVENTS: usize = 100;
+    const QUEUE: usize = 64;
+    let hole = BlackHole::start();
+    let dsn = format!("http://testkey@{}/42", hole.addr());
+    let s = Starter::spawn(
+        kind,
+        &[("SENTRY_DSN", &dsn), ("OPSKIT_SENTRY_TIMEOUT", "60s")],
+    );
+    assert_eq!(report_counters(&s), [0.0, 0.0, 0.0]);
+    for _ in 0..EVENTS {
+        assert_eq!(s.get("/demo/error").unwrap().status, 500);
+    }
+    // At most one in the black hole and a full queue wait; no delivery has
+    // ended yet, so nothing is sent or failed.
+    let [sent, failed, dropped] = report_counters(&s);
+    assert_eq!((sent, failed), (0.0, 0.0));
+    assert!(
+        dropped >= (EVENTS - QUEUE - 1) as f64 && dropped <= EVENTS as f64,
+        "{dropped} of {EVENTS} dropped with a queue of {QUEUE}"
+    );
 }
 
 /// `[sent, failed, dropped]` from the line logged at shutdown.

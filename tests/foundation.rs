@@ -15,6 +15,9 @@ opskit_conformance::conformance!(
     readiness_drops_at_once_during_the_shutdown_delay,
     drain_stops_at_the_shutdown_timeout,
     starts_with_no_environment_at_all,
+    dotenv_is_read_and_the_process_environment_wins,
+    opskit_commit_is_shown_in_health,
+    pretty_lines_are_coloured_on_a_terminal_unless_no_color,
 );
 
 fn serves_the_starter_routes(kind: Kind) {
@@ -250,4 +253,113 @@ fn both_starters_answer_identically() {
         assert_eq!(a.header("content-type"), b.header("content-type"), "{path}");
         assert_eq!(a.body, b.body, "{path}: {} vs {}", a.text(), b.text());
     }
+}
+
+/// A fresh working directory for one test and starter, holding `.env` with `lines`.
+fn dir_with_dotenv(test: &str, kind: Kind, lines: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "opskit-{test}-{}-{}",
+        kind.bin_name(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), lines).unwrap();
+    dir
+}
+
+/// A `.env` in the working directory is read; a variable set in the process
+/// environment wins over the file's value (an empty one counts as unset).
+fn dotenv_is_read_and_the_process_environment_wins(kind: Kind) {
+    let dir = dir_with_dotenv(
+        "dotenv",
+        kind,
+        "APP_GREETING=\"from the file\"\nOPSKIT_COMMIT=file-commit\nOPSKIT_ENVIRONMENT=staging\n",
+    );
+    let mut cmd = opskit_conformance::command(kind, &[]);
+    cmd.current_dir(&dir);
+    let s = Starter::spawn_command(kind, cmd);
+    assert_eq!(s.get("/").unwrap().json()["message"], "from the file");
+    let h = s.get("/health").unwrap().json();
+    assert_eq!(
+        (h["commit"].as_str(), h["environment"].as_str()),
+        (Some("file-commit"), Some("staging"))
+    );
+    drop(s);
+    let mut cmd = opskit_conformance::command(
+        kind,
+        &[
+            ("APP_GREETING", "from the process"),
+            ("OPSKIT_COMMIT", "env-commit"),
+        ],
+    );
+    cmd.current_dir(&dir);
+    let s = Starter::spawn_command(kind, cmd);
+    assert_eq!(s.get("/").unwrap().json()["message"], "from the process");
+    let h = s.get("/health").unwrap().json();
+    assert_eq!(h["commit"], "env-commit");
+    assert_eq!(
+        h["environment"], "staging",
+        "the file still fills what the process leaves unset"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `OPSKIT_COMMIT` is the commit `/health` shows, over the one given in code.
+fn opskit_commit_is_shown_in_health(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_COMMIT", "0123abc")]);
+    let h = s.get("/health").unwrap().json();
+    assert_eq!(h["commit"], "0123abc");
+    let s = Starter::spawn(kind, &[]);
+    let h = s.get("/health").unwrap().json();
+    assert_ne!(h["commit"], "0123abc");
+    assert!(h["commit"].as_str().is_some_and(|c| !c.is_empty()), "{h}");
+}
+
+/// The starter run under a pseudo-terminal (util-linux `script`), its
+/// output read through the harness as usual.
+fn spawn_on_a_terminal(kind: Kind, env: &[(&str, &str)]) -> Starter {
+    let inner = opskit_conformance::command(kind, env);
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qfec"])
+        .arg(kind.bin_path())
+        .arg("/dev/null")
+        .env("TERM", "xterm-256color")
+        // Only what `env` says: not the test's own NO_COLOR.
+        .env_remove("NO_COLOR");
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    if let Some(dir) = inner.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    Starter::spawn_command(kind, cmd)
+}
+
+/// `OPSKIT_LOG_FORMAT=pretty` colours its lines on a terminal, and never
+/// when `NO_COLOR` is set (to any value).
+fn pretty_lines_are_coloured_on_a_terminal_unless_no_color(kind: Kind) {
+    let pretty = [("OPSKIT_LOG_FORMAT", "pretty"), ("RUST_LOG", "info")];
+    let s = spawn_on_a_terminal(kind, &pretty);
+    s.get("/users/5").unwrap();
+    let line = s.expect_line("access line", Duration::from_secs(10), |l| {
+        l.contains("request completed")
+    });
+    assert!(line.contains('\u{1b}'), "coloured on a terminal: {line:?}");
+    let mut env = pretty.to_vec();
+    env.push(("NO_COLOR", "1"));
+    let s = spawn_on_a_terminal(kind, &env);
+    s.get("/users/5").unwrap();
+    let line = s.expect_line("access line", Duration::from_secs(10), |l| {
+        l.contains("request completed")
+    });
+    assert!(!line.contains('\u{1b}'), "NO_COLOR: {line:?}");
+    assert!(
+        s.output().iter().all(|l| !l.contains('\u{1b}')),
+        "NO_COLOR: {:#?}",
+        s.output()
+    );
 }

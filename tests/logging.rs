@@ -14,6 +14,10 @@ opskit_conformance::conformance!(
     panic_is_logged_with_its_request_id,
     refused_and_timed_out_requests_keep_their_route,
     successful_probes_are_not_logged,
+    moved_operational_paths_stay_quiet,
+    access_log_off_writes_no_access_lines,
+    access_log_levels_follow_the_setting,
+    sampling_drops_only_successes,
     pretty_format_for_development,
     a_utf8_user_agent_is_kept_and_cut_at_a_character_boundary,
 );
@@ -225,6 +229,179 @@ fn successful_probes_are_not_logged(kind: Kind) {
         .unwrap();
     let lines = lines_once_logged(&s, "probe");
     assert_eq!(access_lines_for(&lines, "probe").len(), 1);
+}
+
+/// Sends a request that the starter's handler logs ("user looked up") and
+/// waits for that line: every access line of an earlier request, written
+/// through the same ordered writer before its response was complete, is in
+/// the output by then. Returns all JSON lines.
+#[track_caller]
+fn lines_after_marker(s: &Starter, marker: &str) -> Vec<Value> {
+    s.request("GET", "/users/99", &[("x-request-id", marker)], b"")
+        .unwrap();
+    s.expect_json_line(
+        &format!("handler line of {marker}"),
+        Duration::from_secs(10),
+        |v| v["message"] == "user looked up" && v["request_id"] == marker,
+    );
+    s.json_lines()
+}
+
+/// With the probes under `OPSKIT_HEALTH_PREFIX` and the scrape at another
+/// `OPSKIT_METRICS_PATH`, their successful answers are still not logged
+/// (the default skip list follows the routes); a failure there is.
+fn moved_operational_paths_stay_quiet(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_HEALTH_PREFIX", "/_ops"),
+            ("OPSKIT_METRICS_PATH", "/_ops/prom"),
+        ],
+    );
+    for (i, p) in [
+        "/_ops/livez",
+        "/_ops/readyz",
+        "/_ops/readyz/disk",
+        "/_ops/startupz",
+        "/_ops/prom",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("moved-{i}");
+        let r = s.request("GET", p, &[("x-request-id", &id)], b"").unwrap();
+        assert_eq!(r.status, 200, "{p}");
+    }
+    // The old paths are now ordinary 404s: logged like any failure.
+    let r = s
+        .request("GET", "/livez", &[("x-request-id", "old-livez")], b"")
+        .unwrap();
+    assert_eq!(r.status, 404);
+    let lines = lines_after_marker(&s, "after-moved");
+    let logged: Vec<&Value> = lines
+        .iter()
+        .filter(|v| {
+            v["target"] == "opskit::access"
+                && v["request_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("moved-"))
+        })
+        .collect();
+    assert!(logged.is_empty(), "moved probes logged: {logged:#?}");
+    assert_eq!(access_lines_for(&lines, "old-livez").len(), 1);
+    assert_eq!(access_lines_for(&lines, "after-moved").len(), 1);
+}
+
+/// `OPSKIT_ACCESS_LOG=false` writes no access line for any outcome, while
+/// the application's own lines are still written.
+/// `RUST_LOG=info,opskit::access=off` silences it the same way.
+fn access_log_off_writes_no_access_lines(kind: Kind) {
+    for env in [
+        ("OPSKIT_ACCESS_LOG", "false"),
+        ("RUST_LOG", "info,opskit::access=off"),
+    ] {
+        let s = Starter::spawn(kind, &[env]);
+        for (path, id) in [
+            ("/users/1", "off-200"),
+            ("/nope", "off-404"),
+            ("/demo/error", "off-500"),
+        ] {
+            s.request("GET", path, &[("x-request-id", id)], b"")
+                .unwrap();
+        }
+        let lines = lines_after_marker(&s, "off-marker");
+        let access: Vec<&Value> = lines
+            .iter()
+            .filter(|v| v["target"] == "opskit::access")
+            .collect();
+        assert!(access.is_empty(), "{env:?}: {access:#?}");
+    }
+}
+
+/// `OPSKIT_ACCESS_LOG_LEVELS` sets the level per outcome; `off` drops that
+/// outcome's lines; a level below `RUST_LOG` is filtered out.
+fn access_log_levels_follow_the_setting(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG_LEVELS", "warn,off,info")]);
+    for (path, id) in [
+        ("/users/1", "lv-200"),
+        ("/nope", "lv-404"),
+        ("/demo/error", "lv-500"),
+    ] {
+        s.request("GET", path, &[("x-request-id", id)], b"")
+            .unwrap();
+    }
+    let lines = lines_after_marker(&s, "lv-marker");
+    let level = |id: &str| -> Vec<Value> {
+        access_lines_for(&lines, id)
+            .iter()
+            .map(|v| v["level"].clone())
+            .collect()
+    };
+    assert_eq!(level("lv-200"), ["WARN"]);
+    assert_eq!(level("lv-404"), Vec::<Value>::new());
+    assert_eq!(level("lv-500"), ["INFO"]);
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_ACCESS_LOG_LEVELS", "debug,warn,error"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    s.request("GET", "/users/1", &[("x-request-id", "dbg-200")], b"")
+        .unwrap();
+    let lines = lines_after_marker(&s, "dbg-marker");
+    assert!(access_lines_for(&lines, "dbg-200").is_empty());
+}
+
+/// `OPSKIT_ACCESS_LOG_SAMPLE_RATE` keeps that share of the successful
+/// requests' lines; client and server errors are always logged.
+fn sampling_drops_only_successes(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG_SAMPLE_RATE", "0")]);
+    for (path, id) in [
+        ("/users/1", "s0-200"),
+        ("/nope", "s0-404"),
+        ("/demo/error", "s0-500"),
+    ] {
+        s.request("GET", path, &[("x-request-id", id)], b"")
+            .unwrap();
+    }
+    // The marker itself is a success: not logged either, its handler line is.
+    let lines = lines_after_marker(&s, "s0-marker");
+    assert!(access_lines_for(&lines, "s0-200").is_empty());
+    assert!(access_lines_for(&lines, "s0-marker").is_empty());
+    assert_eq!(access_lines_for(&lines, "s0-404").len(), 1);
+    assert_eq!(access_lines_for(&lines, "s0-500").len(), 1);
+    // Half of 200 successes: outside 50..=150 has a chance of about 1e-12.
+    let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG_SAMPLE_RATE", "0.5")]);
+    for i in 0..200 {
+        let id = format!("half-{i}");
+        let r = s
+            .request("GET", "/", &[("x-request-id", &id)], b"")
+            .unwrap();
+        assert_eq!(r.status, 200);
+        s.request(
+            "GET",
+            "/nope",
+            &[("x-request-id", &format!("miss-{i}"))],
+            b"",
+        )
+        .unwrap();
+    }
+    let lines = lines_after_marker(&s, "half-marker");
+    let count = |prefix: &str| {
+        lines
+            .iter()
+            .filter(|v| {
+                v["target"] == "opskit::access"
+                    && v["request_id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(prefix))
+            })
+            .count()
+    };
+    let kept = count("half-");
+    assert!((50..=150).contains(&kept), "{kept} of 200 successes logged");
+    assert_eq!(count("miss-"), 200, "every 404 is logged");
 }
 
 fn pretty_format_for_development(kind: Kind) {

@@ -16,6 +16,9 @@ opskit_conformance::conformance!(
     metrics_can_have_a_port_of_their_own,
     a_real_prometheus_computes_p95_and_the_error_rate,
     every_opskit_counter_is_described_and_present_from_start_up,
+    custom_duration_buckets_replace_the_default_ones,
+    a_timed_out_request_has_error_type_timeout,
+    a_request_the_client_left_is_aborted_499,
 );
 
 /// The distinct label sets of the request-duration histogram.
@@ -392,6 +395,106 @@ fn alert_rules_pass_promtool() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The `le` values of the request-duration histogram of `route`.
+fn duration_buckets(text: &str, route: &str) -> Vec<String> {
+    let needle = format!(r#"http_route="{route}""#);
+    text.lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_bucket{"))
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            let le = l.split(r#"le=""#).nth(1)?;
+            Some(le.split('"').next()?.to_owned())
+        })
+        .collect()
+}
+
+/// `OPSKIT_METRICS_BUCKETS` replaces OpenTelemetry's buckets of the duration
+/// histogram with exactly the listed ones (and `+Inf`).
+fn custom_duration_buckets_replace_the_default_ones(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_METRICS_BUCKETS", "0.1,0.25,2")]);
+    assert_eq!(s.get("/demo/slow?ms=300").unwrap().status, 200);
+    let text = s.get("/metrics").unwrap().text();
+    assert_eq!(
+        duration_buckets(&text, "/demo/slow"),
+        ["0.1", "0.25", "2", "+Inf"],
+        "{text}"
+    );
+    // It slept 300 ms: not in the buckets below that.
+    let below = |le: &str| {
+        series_value(
+            &text,
+            &format!(
+                r#"http_server_request_duration_seconds_bucket{{http_request_method="GET",url_scheme="http",http_route="/demo/slow",http_response_status_code="200",le="{le}"}}"#
+            ),
+        )
+    };
+    assert_eq!(
+        (below("0.1"), below("0.25")),
+        (Some(0.0), Some(0.0)),
+        "{text}"
+    );
+    assert_eq!(below("+Inf"), Some(1.0), "{text}");
+    // The body-size histograms keep their own buckets.
+    assert!(
+        text.contains(r#"http_server_response_body_size_bytes_bucket{"#)
+            && text.contains(r#"le="64"}"#)
+    );
+}
+
+/// A request cut off by `OPSKIT_REQUEST_TIMEOUT` is recorded with its route,
+/// the timeout status and `error_type="timeout"`.
+fn a_timed_out_request_has_error_type_timeout(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_REQUEST_TIMEOUT", "200ms")]);
+    assert_eq!(s.get("/demo/slow?ms=5000").unwrap().status, 504);
+    let text = s.get("/metrics").unwrap().text();
+    let series = duration_series(&text);
+    let want = r#"{http_request_method="GET",url_scheme="http",http_route="/demo/slow",http_response_status_code="504",error_type="timeout"}"#;
+    assert!(
+        series.contains(&format!("http_server_request_duration_seconds_count{want}")),
+        "{series:#?}"
+    );
+}
+
+/// A client that leaves before the answer: the request is recorded with
+/// `error_type="aborted"` and no status label, and logged once with 499.
+fn a_request_the_client_left_is_aborted_499(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let pending = opskit_conformance::send(
+        s.addr,
+        b"GET /demo/slow?ms=30000 HTTP/1.1\r\nHost: x\r\nx-request-id: gone-1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    s.expect_in_flight(1);
+    drop(pending);
+    let want = r#"http_server_request_duration_seconds_count{http_request_method="GET",url_scheme="http",http_route="/demo/slow",error_type="aborted"}"#;
+    eventually_every(
+        "an aborted request in the metrics",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let text = s.get("/metrics").unwrap().text();
+            if series_value(&text, want) == Some(1.0) {
+                Ok(())
+            } else {
+                Err(duration_series(&text))
+            }
+        },
+    );
+    let line = s.expect_json_line("access line of gone-1", Duration::from_secs(10), |v| {
+        v["target"] == "opskit::access" && v["request_id"] == "gone-1"
+    });
+    assert_eq!(line["message"], "request aborted by the client");
+    assert_eq!(line["http.response.status_code"], 499);
+    assert_eq!(line["http.route"], "/demo/slow");
+    assert_eq!(
+        s.json_lines()
+            .iter()
+            .filter(|v| v["target"] == "opskit::access" && v["request_id"] == "gone-1")
+            .count(),
+        1
+    );
 }
 
 /// The value of the series `series` (name and labels as rendered), if present.

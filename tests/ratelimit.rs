@@ -9,6 +9,9 @@ opskit_conformance::conformance!(
     five_per_minute_admits_five_then_answers_429,
     spoofed_forwarded_for_does_not_change_the_key,
     route_policies_exemptions_and_legacy_headers,
+    burst_sets_how_many_pass_at_once,
+    header_keys_give_each_value_its_own_quota,
+    forwarded_header_names_the_client,
     replicas_share_one_quota_in_redis,
     a_redis_outage_follows_the_failure_policy,
 );
@@ -148,6 +151,103 @@ fn route_policies_exemptions_and_legacy_headers(kind: Kind) {
     assert!(get(&s, "/", &[]).header("ratelimit").is_none());
 }
 
+/// `OPSKIT_RATE_LIMIT_BURST` is how many requests pass at once, below or
+/// above the quota; the policy header still states the quota.
+fn burst_sets_how_many_pass_at_once(kind: Kind) {
+    // One request per 6 minutes on average: none is refilled during the test.
+    for (burst, admitted) in [("3", 3), ("5", 5)] {
+        let quota = if burst == "3" { "10/1h" } else { "2/1h" };
+        let s = Starter::spawn(
+            kind,
+            &[
+                ("OPSKIT_RATE_LIMIT", quota),
+                ("OPSKIT_RATE_LIMIT_BURST", burst),
+            ],
+        );
+        let first = get(&s, "/", &[]);
+        let q = quota.split('/').next().unwrap();
+        assert_eq!(
+            first.header("ratelimit-policy"),
+            Some(format!(r#""default";q={q};w=3600"#).as_str())
+        );
+        let rl = first.header("ratelimit").unwrap();
+        assert!(
+            rl.starts_with(&format!(r#""default";r={};t="#, admitted - 1)),
+            "burst {burst}: {rl}"
+        );
+        let statuses: Vec<u16> = std::iter::once(first.status)
+            .chain((0..admitted).map(|_| get(&s, "/", &[]).status))
+            .collect();
+        let mut expected = vec![200; admitted];
+        expected.push(429);
+        assert_eq!(statuses, expected, "quota {quota}, burst {burst}");
+    }
+}
+
+/// `OPSKIT_RATE_LIMIT_KEY=header:x-api-key`: each value of the header has its
+/// own quota, whatever the address; requests without it are keyed by IP.
+fn header_keys_give_each_value_its_own_quota(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_RATE_LIMIT", "1/1m"),
+            ("OPSKIT_RATE_LIMIT_KEY", "header:x-api-key"),
+        ],
+    );
+    let key = |k: &str| get(&s, "/", &[("x-api-key", k)]).status;
+    assert_eq!(key("team-a"), 200);
+    assert_eq!(key("team-a"), 429);
+    assert_eq!(key("team-b"), 200, "another value, another quota");
+    assert_eq!(key("team-b"), 429);
+    // Without the header: the IP's own quota, not shared with any key.
+    assert_eq!(get(&s, "/", &[]).status, 200);
+    assert_eq!(get(&s, "/", &[]).status, 429);
+    assert_eq!(key("team-c"), 200);
+}
+
+/// `OPSKIT_FORWARDED_HEADER=forwarded`: through a trusted proxy the client is
+/// the right-most untrusted `for=` of RFC 7239 `Forwarded` (quoted IPv6 with
+/// a port included); `X-Forwarded-For` is then ignored.
+fn forwarded_header_names_the_client(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_RATE_LIMIT", "2/1m"),
+            ("OPSKIT_TRUSTED_PROXIES", "127.0.0.0/8, 10.0.0.0/8"),
+            ("OPSKIT_FORWARDED_HEADER", "forwarded"),
+        ],
+    );
+    let fwd = |v: &str| get(&s, "/", &[("forwarded", v)]).status;
+    assert_eq!(fwd("for=203.0.113.1;proto=https"), 200);
+    assert_eq!(
+        fwd("for=6.6.6.6, for=203.0.113.1;proto=http, for=10.0.0.7"),
+        200
+    );
+    assert_eq!(fwd("for=\"203.0.113.1:4711\""), 429);
+    assert_eq!(fwd(r#"for="[2001:db8:1:2::1]:4711""#), 200);
+    assert_eq!(fwd("for=\"[2001:db8:1:2::ffff]\""), 200);
+    assert_eq!(fwd(r#"for="[2001:db8:1:2::9]""#), 429, "one quota per /64");
+    // X-Forwarded-For is not read: both requests are the peer's.
+    let xff = |v: &str| get(&s, "/", &[("x-forwarded-for", v)]).status;
+    assert_eq!((xff("198.51.100.1"), xff("198.51.100.2")), (200, 200));
+    assert_eq!(xff("198.51.100.3"), 429);
+    // The access log names the same client.
+    let r = s
+        .request(
+            "GET",
+            "/users/1",
+            &[("forwarded", "for=192.0.2.60"), ("x-request-id", "fwd-log")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let line = s.expect_json_line("access line of fwd-log", Duration::from_secs(10), |v| {
+        v["target"] == "opskit::access" && v["request_id"] == "fwd-log"
+    });
+    assert_eq!(line["client.address"], "192.0.2.60");
+    assert_eq!(line["network.peer.address"], "127.0.0.1");
+}
+
 fn redis_env(redis: &Redis, quota: &str) -> Vec<(&'static str, String)> {
     vec![
         ("OPSKIT_RATE_LIMIT", quota.to_owned()),
@@ -209,6 +309,14 @@ fn a_redis_outage_follows_the_failure_policy(kind: Kind) {
         "{metrics}"
     );
     assert!(open.wait_for_output("Redis cannot decide", Duration::from_secs(5)));
+    // Fail-closed counts each refusal: the frozen one and the five above.
+    let metrics = get(&closed, "/metrics", &[]).text();
+    assert!(
+        metrics.contains(
+            r#"opskit_rate_limit_decisions_total{policy="default",decision="rejected_store_failed"} 6"#
+        ),
+        "{metrics}"
+    );
     // Redis back (empty): limits apply again — fail-open only ever admits,
     // so a 429 proves Redis decides once more.
     redis.resume();

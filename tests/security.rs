@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 opskit_conformance::conformance!(
     every_response_carries_the_full_header_set,
     hsts_and_upgrade_only_over_https,
+    https_never_and_always_override_the_forwarding_headers,
+    hsts_max_age_sets_or_turns_off_hsts,
+    coep_is_sent_only_when_turned_on,
+    headers_off_sends_none_but_still_strips_server,
     a_body_over_the_limit_gets_413,
     a_chunked_body_is_cut_off_at_the_limit,
     an_http2_body_without_length_is_cut_off_at_the_limit,
@@ -118,6 +122,137 @@ fn hsts_and_upgrade_only_over_https(kind: Kind) {
         s.get("/").unwrap().header("strict-transport-security"),
         Some("max-age=31536000; includeSubDomains; preload")
     );
+}
+
+/// `OPSKIT_HTTPS=never` ignores the forwarding headers; `always` needs none.
+fn https_never_and_always_override_the_forwarding_headers(kind: Kind) {
+    let upgrades = |r: &Response| {
+        r.header("content-security-policy")
+            .unwrap()
+            .ends_with(";upgrade-insecure-requests")
+    };
+    let s = Starter::spawn(kind, &[("OPSKIT_HTTPS", "never")]);
+    for via in [
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=192.0.2.1;proto=https"),
+    ] {
+        let r = s.request("GET", "/", &[via], b"").unwrap();
+        assert_eq!(r.header("strict-transport-security"), None, "{via:?}");
+        assert!(!upgrades(&r), "never, {via:?}: {:?}", r.headers);
+        assert_eq!(security_headers(&r).len(), 12, "{via:?}: {:?}", r.headers);
+    }
+    let s = Starter::spawn(kind, &[("OPSKIT_HTTPS", "always")]);
+    for headers in [vec![], vec![("x-forwarded-proto", "http")]] {
+        for path in ["/", "/nope", "/livez"] {
+            let r = s.request("GET", path, &headers, b"").unwrap();
+            assert_eq!(
+                r.header("strict-transport-security"),
+                Some("max-age=31536000; includeSubDomains"),
+                "always, {path} {headers:?}"
+            );
+            assert!(upgrades(&r), "always, {path} {headers:?}: {:?}", r.headers);
+        }
+    }
+}
+
+/// `OPSKIT_HSTS_MAX_AGE` sets the max-age; `0` sends no HSTS at all, even
+/// over HTTPS (the CSP still upgrades).
+fn hsts_max_age_sets_or_turns_off_hsts(kind: Kind) {
+    let https = [("x-forwarded-proto", "https")];
+    let s = Starter::spawn(kind, &[("OPSKIT_HSTS_MAX_AGE", "1d")]);
+    let r = s.request("GET", "/", &https, b"").unwrap();
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=86400; includeSubDomains")
+    );
+    for env in [
+        vec![("OPSKIT_HSTS_MAX_AGE", "0")],
+        vec![
+            ("OPSKIT_HSTS_MAX_AGE", "0"),
+            ("OPSKIT_HSTS_PRELOAD", "true"),
+            ("OPSKIT_HTTPS", "always"),
+        ],
+    ] {
+        let s = Starter::spawn(kind, &env);
+        let r = s.request("GET", "/", &https, b"").unwrap();
+        assert_eq!(
+            r.header("strict-transport-security"),
+            None,
+            "{env:?}: {:?}",
+            r.headers
+        );
+        assert!(r
+            .header("content-security-policy")
+            .unwrap()
+            .ends_with(";upgrade-insecure-requests"));
+        assert_eq!(security_headers(&r).len(), 12, "{env:?}: {:?}", r.headers);
+    }
+}
+
+/// `Cross-Origin-Embedder-Policy` is not sent by default; `OPSKIT_COEP=true`
+/// sends `require-corp` on every response, early answers included.
+fn coep_is_sent_only_when_turned_on(kind: Kind) {
+    let s = Starter::spawn(kind, &[]);
+    let r = s.get("/").unwrap();
+    assert_eq!(r.header("cross-origin-embedder-policy"), None);
+    let s = Starter::spawn(
+        kind,
+        &[("OPSKIT_COEP", "true"), ("OPSKIT_BODY_LIMIT", "1KiB")],
+    );
+    let mut answers: Vec<(&str, Response)> = ["/", "/nope", "/demo/error", "/demo/panic", "/livez"]
+        .into_iter()
+        .map(|p| (p, s.get(p).unwrap()))
+        .collect();
+    answers.push((
+        "413",
+        s.request("POST", "/demo/echo", &[], &[b'x'; 2048]).unwrap(),
+    ));
+    for (what, r) in answers {
+        let coep: Vec<&String> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "cross-origin-embedder-policy")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(coep, ["require-corp"], "{what}: {:?}", r.headers);
+    }
+}
+
+/// `OPSKIT_SECURITY_HEADERS=false` sends none of the headers (HSTS and the
+/// CSP included, over HTTPS too); `Server` and `X-Powered-By` are still removed.
+fn headers_off_sends_none_but_still_strips_server(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_SECURITY_HEADERS", "false"),
+            ("OPSKIT_COEP", "true"),
+        ],
+    );
+    for path in ["/", "/nope", "/demo/error", "/demo/legacy", "/livez"] {
+        for headers in [vec![], vec![("x-forwarded-proto", "https")]] {
+            let r = s.request("GET", path, &headers, b"").unwrap();
+            let sent: Vec<&String> = r
+                .headers
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| {
+                    SECURITY.contains(&k.as_str())
+                        || k.as_str() == "cross-origin-embedder-policy"
+                        || k.as_str() == "content-security-policy-report-only"
+                })
+                .collect();
+            assert!(sent.is_empty(), "{path} {headers:?}: {:?}", r.headers);
+            for name in ["server", "x-powered-by"] {
+                assert!(
+                    r.header(name).is_none(),
+                    "{path}: {name} kept: {:?}",
+                    r.headers
+                );
+            }
+        }
+    }
+    let r = s.get("/demo/legacy").unwrap();
+    assert_eq!((r.status, r.json()["legacy"].as_bool()), (200, Some(true)));
 }
 
 fn a_body_over_the_limit_gets_413(kind: Kind) {

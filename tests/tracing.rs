@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use opskit_conformance::{
-    eventually_every, free_port, ExportedSpan, Kind, OtlpReceiver, Rotel, Starter,
+    eventually_every, free_port, BlackHole, ExportedSpan, Kind, OtlpReceiver, Rotel, Starter,
 };
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ opskit_conformance::conformance!(
     an_outgoing_call_carries_the_trace_on,
     sampling_follows_the_sampler_and_the_caller,
     a_dead_collector_costs_nothing_but_counted_drops,
+    a_full_queue_drops_spans_counted_as_queue_full,
     a_real_collector_receives_spans_over_grpc_and_http,
 );
 
@@ -278,6 +279,59 @@ fn a_dead_collector_costs_nothing_but_counted_drops(kind: Kind) {
     s.signal("TERM");
     let status = s.wait_exit(Duration::from_secs(30));
     assert!(status.is_some_and(|st| st.success()), "{status:?}");
+}
+
+/// `opskit_otlp_spans_dropped_total{reason="<reason>"}` of a `/metrics` text.
+fn spans_dropped(text: &str, reason: &str) -> f64 {
+    let label = format!(r#"reason="{reason}""#);
+    text.lines()
+        .find(|l| l.starts_with("opskit_otlp_spans_dropped_total{") && l.contains(&label))
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .unwrap_or_else(|| panic!("no {reason} series in\n{text}"))
+}
+
+/// A collector that never answers (a black hole) holds the one export in
+/// flight; the queue of `OTEL_BSP_MAX_QUEUE_SIZE` spans fills and every span
+/// past it is dropped and counted with `reason="queue_full"`.
+fn a_full_queue_drops_spans_counted_as_queue_full(kind: Kind) {
+    const QUEUE: u64 = 8;
+    const SAMPLED: u64 = 60;
+    let hole = BlackHole::start();
+    let s = exporting(
+        kind,
+        &format!("http://{}", hole.addr()),
+        &[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "8"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
+            // Only the test's requests are sampled (their caller says so).
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+        ],
+    );
+    assert_eq!(
+        spans_dropped(&s.get("/metrics").unwrap().text(), "queue_full"),
+        0.0
+    );
+    for i in 0..SAMPLED {
+        let r = s
+            .request(
+                "GET",
+                &format!("/users/{i}"),
+                &[("traceparent", PARENT)],
+                b"",
+            )
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // At most one batch in the black hole and one queue full wait; the rest
+    // is dropped, counted as it happens (no export has failed yet).
+    let text = s.get("/metrics").unwrap().text();
+    let dropped = spans_dropped(&text, "queue_full");
+    assert!(
+        dropped >= (SAMPLED - 2 * QUEUE) as f64 && dropped <= SAMPLED as f64,
+        "{dropped} of {SAMPLED} dropped with a queue of {QUEUE}"
+    );
+    assert_eq!(spans_dropped(&text, "export_failed"), 0.0);
 }
 
 fn a_real_collector_receives_spans_over_grpc_and_http(kind: Kind) {

@@ -123,8 +123,10 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
     if !line.contains("listening") {
         return None;
     }
+    // Without the ANSI colour codes a terminal-oriented format may add
+    // (`address\x1b[0m\x1b[2m=\x1b[0m…` on a terminal).
+    let line = strip_ansi(line);
     let rest = &line[line.find("address=")? + "address=".len()..];
-    // Strip ANSI colour codes a terminal-oriented format may add.
     let token: String = rest
         .split_whitespace()
         .next()?
@@ -132,6 +134,27 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
         .filter(|c| c.is_ascii_digit() || *c == '.' || *c == ':' || *c == '[' || *c == ']')
         .collect();
     token.parse().ok()
+}
+
+/// `line` without its ANSI escape sequences (`ESC [ … final byte`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Parameters and intermediates up to the final byte (@ to ~).
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A running starter; killed on drop.

@@ -266,14 +266,27 @@ impl Builder {
             .map(|p| format!("{}/{}", settings.health_prefix, p.path_segment()))
             .chain([settings.metrics.path.clone()])
             .collect();
-        let recorder = crate::recorder::Recorder::new(
-            settings.access_log.clone(),
-            &settings.request_id_header,
-        )
-        .with_trace_response_header(settings.trace_response_header.clone())
-        .with_trace_context(settings.otel.sampler, settings.otel.propagation)
-        .with_shutdown(shutdown.clone())
-        .with_operational_paths(operational.clone());
+        // Unset, the access log's skip list is the probes and the scrape
+        // where they are served (not `/health`: a report people read).
+        let mut access_log = settings.access_log.clone();
+        if access_log.skip_paths.is_none() {
+            access_log.skip_paths = Some(
+                [
+                    crate::health::Probe::Live,
+                    crate::health::Probe::Ready,
+                    crate::health::Probe::Startup,
+                ]
+                .iter()
+                .map(|p| format!("{}/{}", settings.health_prefix, p.path_segment()))
+                .chain([settings.metrics.path.clone()])
+                .collect(),
+            );
+        }
+        let recorder = crate::recorder::Recorder::new(access_log, &settings.request_id_header)
+            .with_trace_response_header(settings.trace_response_header.clone())
+            .with_trace_context(settings.otel.sampler, settings.otel.propagation)
+            .with_shutdown(shutdown.clone())
+            .with_operational_paths(operational.clone());
         #[cfg(feature = "sentry")]
         let recorder = {
             if let Some(r) = &reporter {

@@ -306,7 +306,11 @@ impl Recorder {
         };
         let Some(level) = level else { return };
         if outcome.status < 400 {
-            if a.skip_paths.iter().any(|p| p == outcome.path) {
+            if a.skip_paths
+                .iter()
+                .flatten()
+                .any(|p| crate::ratelimit::path_is_under(outcome.path, p))
+            {
                 return;
             }
             if a.sample_rate < 1.0 && fastrand::f64() >= a.sample_rate {

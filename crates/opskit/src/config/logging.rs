@@ -31,8 +31,8 @@ pub(super) const ACCESS_LOG_LEVELS: VarSpec = VarSpec::new(
 pub(super) const ACCESS_LOG_SKIP_PATHS: VarSpec = VarSpec::new(
     "OPSKIT_ACCESS_LOG_SKIP_PATHS",
     "a comma-separated list of paths",
-    Some("/livez,/readyz,/startupz,/metrics"),
-    "Paths whose successful requests are not logged (probes, scrapes). Failures are always logged.",
+    None,
+    "Paths whose successful requests are not logged, each with the paths below it. Unset: the probes (`/livez`, `/readyz`, `/startupz` under `OPSKIT_HEALTH_PREFIX`) and `OPSKIT_METRICS_PATH`, wherever they are moved. Failures are always logged.",
 );
 pub(super) const ACCESS_LOG_SAMPLE_RATE: VarSpec = VarSpec::new(
     "OPSKIT_ACCESS_LOG_SAMPLE_RATE",
@@ -107,8 +107,11 @@ pub struct AccessLogSettings {
     pub enabled: bool,
     /// `OPSKIT_ACCESS_LOG_LEVELS`.
     pub levels: AccessLogLevels,
-    /// `OPSKIT_ACCESS_LOG_SKIP_PATHS`.
-    pub skip_paths: Vec<String>,
+    /// `OPSKIT_ACCESS_LOG_SKIP_PATHS`: successful requests to these paths
+    /// (or below them) are not logged. `None` (unset): the probes and the
+    /// metrics path, wherever `OPSKIT_HEALTH_PREFIX` and
+    /// `OPSKIT_METRICS_PATH` put them (resolved when opskit starts).
+    pub skip_paths: Option<Vec<String>>,
     /// `OPSKIT_ACCESS_LOG_SAMPLE_RATE`.
     pub sample_rate: f64,
 }
@@ -122,9 +125,7 @@ impl Default for AccessLogSettings {
                 client_error: Some(tracing::Level::WARN),
                 server_error: Some(tracing::Level::ERROR),
             },
-            skip_paths: ["/livez", "/readyz", "/startupz", "/metrics"]
-                .map(str::to_owned)
-                .to_vec(),
+            skip_paths: None,
             sample_rate: 1.0,
         }
     }
@@ -170,7 +171,8 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Logging> {
         access_log: AccessLogSettings {
             enabled: enabled?,
             levels: levels?,
-            skip_paths: skip?.0,
+            // An invalid list is in the report, which refuses the settings.
+            skip_paths: skip.map(|l| l.0),
             sample_rate: sample?.0,
         },
         request_id_header: request_id_header?.0,

@@ -62,6 +62,10 @@ impl<C: Send + Sync + 'static> Ops<C> {
             .disable_signals()
             .client_request_timeout(settings.header_read_timeout)
             .keep_alive(keep_alive)
+            // A client that closes its side has left (as hyper's default
+            // has it): the request is dropped and recorded as aborted (499)
+            // instead of running to the end for nobody.
+            .h1_allow_half_closed(false)
             // Actix takes whole seconds; round up so no request is cut early.
             .shutdown_timeout(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0))
             .listen_auto_h2c(listener)?
@@ -104,6 +108,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
                 let service = actix_http::HttpService::build()
                     .client_request_timeout(ops.settings().header_read_timeout)
                     .keep_alive(keep_alive)
+                    .h1_allow_half_closed(false)
                     .finish(app)
                     .tcp_auto_h2c()
                     .new_service(())
