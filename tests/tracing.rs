@@ -236,18 +236,7 @@ fn a_dead_collector_costs_nothing_but_counted_drops(kind: Kind) {
         ],
     );
     let t = Instant::now();
-    for i in 0..SAMPLED {
-        let r = s
-            .request(
-                "GET",
-                &format!("/users/{i}"),
-                &[("traceparent", PARENT)],
-                b"",
-            )
-            .unwrap();
-        assert_eq!(r.status, 200);
-        assert!(r.header("traceresponse").unwrap().ends_with("-01"));
-    }
+    send_sampled(&s, SAMPLED);
     let took = t.elapsed();
     assert!(took < Duration::from_secs(20), "300 requests took {took:?}");
     let dropped = || -> f64 {
@@ -312,17 +301,7 @@ fn a_full_queue_drops_spans_counted_as_queue_full(kind: Kind) {
         spans_dropped(&s.get("/metrics").unwrap().text(), "queue_full"),
         0.0
     );
-    for i in 0..SAMPLED {
-        let r = s
-            .request(
-                "GET",
-                &format!("/users/{i}"),
-                &[("traceparent", PARENT)],
-                b"",
-            )
-            .unwrap();
-        assert_eq!(r.status, 200);
-    }
+    send_sampled(&s, SAMPLED);
     // At most one batch in the black hole and one queue full wait; the rest
     // is dropped, counted as it happens (no export has failed yet).
     let text = s.get("/metrics").unwrap().text();
@@ -371,4 +350,20 @@ fn a_real_collector_receives_spans_over_grpc_and_http(kind: Kind) {
         "rotel printed:\n{}",
         collector.output()
     );
+}
+
+/// `n` requests whose parent asks for sampling: each is answered, and sampled.
+fn send_sampled(s: &Starter, n: u64) {
+    for i in 0..n {
+        let r = s
+            .request(
+                "GET",
+                &format!("/users/{i}"),
+                &[("traceparent", PARENT)],
+                b"",
+            )
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.header("traceresponse").unwrap().ends_with("-01"));
+    }
 }

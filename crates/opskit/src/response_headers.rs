@@ -448,120 +448,77 @@ fn merge_vary<M: HeaderMapLike>(headers: &mut M, tokens: &str, parsed: Option<&M
     }
 }
 
-impl HeaderMapLike for http::HeaderMap {
-    type Name = http::HeaderName;
-    type Value = http::HeaderValue;
-    const FROM_TEMPLATE: bool = true;
-    fn static_name(name: &'static str) -> Self::Name {
-        http::HeaderName::from_static(name)
-    }
-    fn name(name: &str) -> Option<Self::Name> {
-        http::HeaderName::from_bytes(name.as_bytes()).ok()
-    }
-    fn value(bytes: Bytes) -> Option<Self::Value> {
-        http::HeaderValue::from_maybe_shared(bytes).ok()
-    }
-    fn insert(&mut self, name: Self::Name, value: Self::Value) {
-        http::HeaderMap::insert(self, name, value);
-    }
-    fn append(&mut self, name: Self::Name, value: Self::Value) {
-        http::HeaderMap::append(self, name, value);
-    }
-    fn remove(&mut self, name: &Self::Name) {
-        http::HeaderMap::remove(self, name);
-    }
-    fn contains(&self, name: &Self::Name) -> bool {
-        http::HeaderMap::contains_key(self, name)
-    }
-    fn each_name(&self, f: impl FnMut(&Self::Name)) {
-        self.keys().for_each(f);
-    }
-    fn reserve(&mut self, additional: usize) {
-        http::HeaderMap::reserve(self, additional);
-    }
-    fn each_value(&self, name: &Self::Name, mut f: impl FnMut(&[u8])) {
-        for v in self.get_all(name) {
-            f(v.as_bytes());
+/// [`HeaderMapLike`] for a version of `http`'s types (Axum's `http` 1,
+/// Actix's `http` 0.2): the same body over both, by name.
+macro_rules! header_map_like {
+    ($map:ty, $name:ty, $value:ty, from_template: $from_template:expr) => {
+        impl HeaderMapLike for $map {
+            type Name = $name;
+            type Value = $value;
+            const FROM_TEMPLATE: bool = $from_template;
+            fn static_name(name: &'static str) -> Self::Name {
+                <$name>::from_static(name)
+            }
+            fn name(name: &str) -> Option<Self::Name> {
+                <$name>::from_bytes(name.as_bytes()).ok()
+            }
+            fn value(bytes: Bytes) -> Option<Self::Value> {
+                <$value>::from_maybe_shared(bytes).ok()
+            }
+            fn insert(&mut self, name: Self::Name, value: Self::Value) {
+                <$map>::insert(self, name, value);
+            }
+            fn append(&mut self, name: Self::Name, value: Self::Value) {
+                <$map>::append(self, name, value);
+            }
+            fn remove(&mut self, name: &Self::Name) {
+                <$map>::remove(self, name);
+            }
+            fn contains(&self, name: &Self::Name) -> bool {
+                <$map>::contains_key(self, name)
+            }
+            fn each_name(&self, f: impl FnMut(&Self::Name)) {
+                self.keys().for_each(f);
+            }
+            fn reserve(&mut self, additional: usize) {
+                <$map>::reserve(self, additional);
+            }
+            fn each_value(&self, name: &Self::Name, mut f: impl FnMut(&[u8])) {
+                for v in self.get_all(name) {
+                    f(v.as_bytes());
+                }
+            }
+            fn drain_each(&mut self, mut f: impl FnMut(Option<Self::Name>, Self::Value)) {
+                for (name, value) in self.drain() {
+                    f(name, value);
+                }
+            }
+            fn entries(&self) -> impl Iterator<Item = (&Self::Name, &Self::Value)> {
+                self.iter()
+            }
+            fn bytes(value: &Self::Value) -> &[u8] {
+                value.as_bytes()
+            }
+            // `http` 1's `get_all` is an `IntoIterator`, `http` 0.2's (Actix's) an iterator.
+            #[allow(clippy::useless_conversion)]
+            fn lines<'a>(&'a self, name: &Self::Name) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+                self.get_all(name).into_iter().map(<$value>::as_bytes)
+            }
+            fn get_str(&self, name: &str) -> Option<&[u8]> {
+                self.get(name).map(<$value>::as_bytes)
+            }
         }
-    }
-    fn drain_each(&mut self, mut f: impl FnMut(Option<Self::Name>, Self::Value)) {
-        for (name, value) in self.drain() {
-            f(name, value);
-        }
-    }
-    fn entries(&self) -> impl Iterator<Item = (&Self::Name, &Self::Value)> {
-        self.iter()
-    }
-    fn bytes(value: &Self::Value) -> &[u8] {
-        value.as_bytes()
-    }
-    fn lines<'a>(&'a self, name: &Self::Name) -> impl DoubleEndedIterator<Item = &'a [u8]> {
-        self.get_all(name)
-            .into_iter()
-            .map(http::HeaderValue::as_bytes)
-    }
-    fn get_str(&self, name: &str) -> Option<&[u8]> {
-        self.get(name).map(http::HeaderValue::as_bytes)
-    }
+    };
 }
 
+header_map_like!(http::HeaderMap, http::HeaderName, http::HeaderValue, from_template: true);
 #[cfg(feature = "actix")]
-impl HeaderMapLike for actix_web::http::header::HeaderMap {
-    type Name = actix_web::http::header::HeaderName;
-    type Value = actix_web::http::header::HeaderValue;
-    const FROM_TEMPLATE: bool = false;
-    fn static_name(name: &'static str) -> Self::Name {
-        actix_web::http::header::HeaderName::from_static(name)
-    }
-    fn name(name: &str) -> Option<Self::Name> {
-        actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).ok()
-    }
-    fn value(bytes: Bytes) -> Option<Self::Value> {
-        actix_web::http::header::HeaderValue::from_maybe_shared(bytes).ok()
-    }
-    fn insert(&mut self, name: Self::Name, value: Self::Value) {
-        actix_web::http::header::HeaderMap::insert(self, name, value);
-    }
-    fn append(&mut self, name: Self::Name, value: Self::Value) {
-        actix_web::http::header::HeaderMap::append(self, name, value);
-    }
-    fn remove(&mut self, name: &Self::Name) {
-        actix_web::http::header::HeaderMap::remove(self, name);
-    }
-    fn contains(&self, name: &Self::Name) -> bool {
-        actix_web::http::header::HeaderMap::contains_key(self, name)
-    }
-    fn each_name(&self, f: impl FnMut(&Self::Name)) {
-        self.keys().for_each(f);
-    }
-    fn reserve(&mut self, additional: usize) {
-        actix_web::http::header::HeaderMap::reserve(self, additional);
-    }
-    fn each_value(&self, name: &Self::Name, mut f: impl FnMut(&[u8])) {
-        for v in self.get_all(name) {
-            f(v.as_bytes());
-        }
-    }
-    fn drain_each(&mut self, mut f: impl FnMut(Option<Self::Name>, Self::Value)) {
-        for (name, value) in self.drain() {
-            f(name, value);
-        }
-    }
-    fn entries(&self) -> impl Iterator<Item = (&Self::Name, &Self::Value)> {
-        self.iter()
-    }
-    fn bytes(value: &Self::Value) -> &[u8] {
-        value.as_bytes()
-    }
-    fn lines<'a>(&'a self, name: &Self::Name) -> impl DoubleEndedIterator<Item = &'a [u8]> {
-        self.get_all(name)
-            .map(actix_web::http::header::HeaderValue::as_bytes)
-    }
-    fn get_str(&self, name: &str) -> Option<&[u8]> {
-        self.get(name)
-            .map(actix_web::http::header::HeaderValue::as_bytes)
-    }
-}
+header_map_like!(
+    actix_web::http::header::HeaderMap,
+    actix_web::http::header::HeaderName,
+    actix_web::http::header::HeaderValue,
+    from_template: false
+);
 
 #[cfg(test)]
 mod tests;
