@@ -77,6 +77,7 @@ impl OpsLayer {
 
 impl OpsLayer {
     /// The per-request policy (the Actix middleware converts it).
+    #[cfg(feature = "actix")]
     pub(crate) fn pipeline(&self) -> &Pipeline<http::HeaderMap> {
         &self.pipeline
     }
