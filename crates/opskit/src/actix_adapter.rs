@@ -227,7 +227,11 @@ where
             peer: req.peer_addr().map(|a| a.ip()),
             body_bound: body_bound(&req),
         };
-        let Begun { flight, next, body } = self.pipeline.begin(&head, kept);
+        let Begun {
+            mut flight,
+            next,
+            body,
+        } = self.pipeline.begin(&head, kept);
         if let Some(counter) = body {
             limit_payload(&mut req, counter);
         }
@@ -251,7 +255,6 @@ where
         let service = self.service.clone();
         Box::pin(
             async move {
-                let mut flight = flight;
                 let called = match start {
                     Start::Call(fut) => Ok(fut),
                     Start::Stopped(stop) => Err(stop),

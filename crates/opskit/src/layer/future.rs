@@ -84,29 +84,29 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<RequestBody<B>>>,
 {
-    fn new(flight: Flight, kind: Started<S, B>) -> Self {
+    fn new(flight: Box<Flight>, kind: Started<S, B>) -> Self {
         let (kind, stop) = match kind {
             Ok(kind) => (kind, None),
             Err(stop) => (Kind::Stopped, Some(stop)),
         };
         Self {
             kind,
-            flight: Some(Box::new(flight)),
+            flight: Some(flight),
             stop,
         }
     }
 
-    pub(super) fn call(flight: Flight, inner: &mut S, req: Request<RequestBody<B>>) -> Self {
+    pub(super) fn call(flight: Box<Flight>, inner: &mut S, req: Request<RequestBody<B>>) -> Self {
         let kind = call(inner, req, &flight);
         Self::new(flight, kind)
     }
 
-    pub(super) fn answer(flight: Flight, answer: Answer) -> Self {
+    pub(super) fn answer(flight: Box<Flight>, answer: Answer) -> Self {
         Self::new(flight, Err(Stop::Answer(answer)))
     }
 
     pub(super) fn limited(
-        flight: Flight,
+        flight: Box<Flight>,
         check: LimitCheck,
         inner: S,
         req: Request<RequestBody<B>>,

@@ -99,6 +99,8 @@ where
             body_bound: req.body().size_hint().upper(),
         };
         let Begun { flight, next, body } = self.pipeline.begin(&head, kept);
+        // Boxed once, here: the state is large, and moved on as a pointer.
+        let flight = Box::new(flight);
         let mut req = req.map(|inner| RequestBody::counted(inner, body));
         req.extensions_mut().insert(flight.request_id().clone());
         if let Some(n) = flight.nonce() {
