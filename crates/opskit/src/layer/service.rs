@@ -1,20 +1,18 @@
 //! [`OpsService`]: translates a tower request into the pipeline's terms.
 
 use super::body::{OpsBody, RequestBody};
-use super::future::ResponseFuture;
-use crate::pipeline::{Begun, Head, Kept, Next, Pipeline};
+use super::future::{ResponseFuture, TowerKept};
+use crate::pipeline::{Begun, Head, Next, Pipeline};
 use bytes::Bytes;
-use http::{Method, Request, Response, Uri};
+use http::{Request, Response};
 use http_body::Body;
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-/// The route template type the layer can read from request extensions.
 #[cfg(feature = "axum")]
-type Route = axum::extract::MatchedPath;
+use super::future::Route;
 
 /// The per-request service; see [`OpsLayer`](super::OpsLayer).
 #[derive(Debug, Clone)]
@@ -26,27 +24,6 @@ pub struct OpsService<S> {
 impl<S> OpsService<S> {
     pub(super) fn new(inner: S, pipeline: Arc<Pipeline<http::HeaderMap>>) -> Self {
         Self { inner, pipeline }
-    }
-}
-
-/// What the pipeline keeps of a tower request: reference-counted clones.
-#[derive(Debug)]
-pub(super) struct TowerKept {
-    method: Method,
-    uri: Uri,
-    #[cfg(feature = "axum")]
-    route: Option<Route>,
-}
-
-impl Kept for TowerKept {
-    fn target(&self) -> (&str, &str) {
-        (self.method.as_str(), self.uri.path())
-    }
-    fn route(&self) -> Option<Cow<'_, str>> {
-        #[cfg(feature = "axum")]
-        return self.route.as_ref().map(|r| Cow::Borrowed(r.as_str()));
-        #[cfg(not(feature = "axum"))]
-        None
     }
 }
 
