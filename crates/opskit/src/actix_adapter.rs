@@ -2,7 +2,9 @@
 //! and the operational routes (the server is [`Ops::serve_actix`]).
 
 use crate::health::ProbeResponse;
-use crate::pipeline::{Answer, Begun, BodyCounter, Failure, Head, InFlight, Kept, Next, Pipeline};
+use crate::pipeline::{
+    Answer, Begun, BodyCounter, Failure, Head, InFlight, Kept, Next, Pipeline, Stop,
+};
 use crate::ratelimit::LimitCheck;
 use crate::Ops;
 use actix_web::body::BodySize;
@@ -154,29 +156,12 @@ impl Kept for ActixKept {
 
 type Flight = InFlight<HeaderMap, ActixKept>;
 
-/// How a request stopped without a response from the handler.
-enum Stop {
-    Answer(Answer),
-    Failed(Failure),
-}
-
 /// How a request starts: the handler's future, a stop, or the (Redis) rate
 /// limit to await before calling the handler.
 enum Start<F> {
     Call(F),
     Limit(LimitCheck, ServiceRequest),
     Stopped(Stop),
-}
-
-/// Calls the service inside the request's scope, catching a panic.
-fn call<S: Service<ServiceRequest>>(
-    service: &S,
-    req: ServiceRequest,
-    flight: &Flight,
-) -> Result<S::Future, Stop> {
-    let _scope = flight.scope();
-    std::panic::catch_unwind(AssertUnwindSafe(|| service.call(req)))
-        .map_err(|payload| Stop::Failed(Failure::Panicked(payload)))
 }
 
 /// A bound on the body's size before it is read: its `Content-Length`; 0
@@ -244,7 +229,7 @@ where
         // `ServiceResponse` here would break Actix's router, which needs the
         // request uniquely owned while it matches.)
         let start = match next {
-            Next::Call => match call(&*self.service, req, &flight) {
+            Next::Call => match flight.call(|| self.service.call(req)) {
                 Ok(fut) => Start::Call(fut),
                 Err(stop) => Start::Stopped(stop),
             },
@@ -260,7 +245,7 @@ where
                     Start::Stopped(stop) => Err(stop),
                     Start::Limit(check, req) => match flight.admit(check.await) {
                         Some(answer) => Err(Stop::Answer(answer)),
-                        None => call(&*service, req, &flight),
+                        None => flight.call(|| service.call(req)),
                     },
                 };
                 let ended = match called {

@@ -2,7 +2,7 @@
 //! timeout) and hands how it ended to the pipeline.
 
 use super::body::{OpsBody, RequestBody};
-use crate::pipeline::{Answer, Failure, InFlight, Kept};
+use crate::pipeline::{Answer, Failure, InFlight, Kept, Stop};
 use crate::ratelimit::LimitCheck;
 use crate::Problem;
 use bytes::Bytes;
@@ -48,12 +48,6 @@ type Flight = InFlight<http::HeaderMap, TowerKept>;
 type Started<S, B> =
     Result<Kind<<S as Service<Request<RequestBody<B>>>>::Future, S, Request<RequestBody<B>>>, Stop>;
 
-/// How a request stopped without a response from the handler.
-enum Stop {
-    Answer(Answer),
-    Failed(Failure),
-}
-
 pin_project! {
     /// The future of [`OpsService`](super::OpsService).
     pub struct ResponseFuture<S, B>
@@ -90,19 +84,16 @@ where
     }
 }
 
-/// Calls the service inside the request's scope, catching a panic.
+/// Calls the service, within the request timeout.
 fn call<S, R>(inner: &mut S, req: R, flight: &Flight) -> Result<Kind<S::Future, S, R>, Stop>
 where
     S: Service<R>,
 {
-    let _scope = flight.scope();
-    match catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
-        Ok(future) => Ok(Kind::Running {
-            future,
-            deadline: flight.timeout().map(tokio::time::sleep),
-        }),
-        Err(payload) => Err(Stop::Failed(Failure::Panicked(payload))),
-    }
+    let future = flight.call(|| inner.call(req))?;
+    Ok(Kind::Running {
+        future,
+        deadline: flight.timeout().map(tokio::time::sleep),
+    })
 }
 
 impl<S, B> ResponseFuture<S, B>

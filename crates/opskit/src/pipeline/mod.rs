@@ -98,6 +98,13 @@ pub(crate) enum Failure {
     TimedOut,
 }
 
+/// How a request stopped without a response from its handler: answered
+/// early, or the handler failed.
+pub(crate) enum Stop {
+    Answer(Answer),
+    Failed(Failure),
+}
+
 /// The start of a request: its state, what to do next, and the counter the
 /// adapter wraps the body in when its size is not bounded by the limit.
 pub(crate) struct Begun<M: HeaderMapLike, K: Kept> {
@@ -439,6 +446,14 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
     /// The request's context on this thread: the handler runs inside it.
     pub(crate) fn scope(&self) -> RequestScope<'_> {
         RequestScope::enter(&self.started)
+    }
+
+    /// Calls the handler (`call` makes its future) inside the request's
+    /// scope, catching a panic.
+    pub(crate) fn call<T>(&self, call: impl FnOnce() -> T) -> Result<T, Stop> {
+        let _scope = self.scope();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+            .map_err(|payload| Stop::Failed(Failure::Panicked(payload)))
     }
 
     /// How long the handler may run.
