@@ -311,12 +311,16 @@ impl<M: HeaderMapLike> Pipeline<M> {
         let started = self
             .recorder
             .start(w.request_id, head.method, https, &w.trace);
+        // The declared body size, read once: the limit's check, the metrics.
+        let declared = w
+            .content_length
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
         let nonce = security.nonce_enabled().then(CspNonce::generate);
         let cors = security.cors(head.method, w.origin, w.request_method);
         let answer = match &cors {
             CorsDecision::Preflight(_) => Some(Answer::NoContent),
             _ => crate::problem::refuse_path(head.path)
-                .or_else(|| security.check_body(w.content_length))
+                .or_else(|| security.check_body(declared))
                 .map(Answer::Problem),
         };
         let cors = match cors {
@@ -371,9 +375,7 @@ impl<M: HeaderMapLike> Pipeline<M> {
             https,
             client,
             peer: head.peer,
-            request_size: w
-                .content_length
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
+            request_size: declared,
             user_agent: w.user_agent.cloned(),
             report: w.report.map(|v| v.cloned()),
             nonce,
