@@ -39,6 +39,8 @@ pub(crate) trait HeaderMapLike: Clone + Default + Sync {
     fn entries(&self) -> impl Iterator<Item = (&Self::Name, &Self::Value)>;
     /// A value's bytes.
     fn bytes(value: &Self::Value) -> &[u8];
+    /// A value as text, when it is visible ASCII (`HeaderValue::to_str`).
+    fn text(value: &Self::Value) -> Option<&str>;
     /// Every value of `name`, in order.
     fn lines<'a>(&'a self, name: &Self::Name) -> impl DoubleEndedIterator<Item = &'a [u8]>;
     /// The first value of a header named at run time (lower case).
@@ -498,6 +500,9 @@ macro_rules! header_map_like {
             }
             fn bytes(value: &Self::Value) -> &[u8] {
                 value.as_bytes()
+            }
+            fn text(value: &Self::Value) -> Option<&str> {
+                value.to_str().ok()
             }
             // `http` 1's `get_all` is an `IntoIterator`, `http` 0.2's (Actix's) an iterator.
             #[allow(clippy::useless_conversion)]

@@ -269,14 +269,6 @@ impl<'a, M: HeaderMapLike> Wanted<'a, M> {
     }
 }
 
-/// A header value as text, when it is visible ASCII (as `http`'s `to_str`).
-fn visible_ascii(b: &[u8]) -> Option<&str> {
-    b.iter()
-        .all(|&c| c == b'\t' || (32..127).contains(&c))
-        .then(|| std::str::from_utf8(b).ok())
-        .flatten()
-}
-
 impl<M: HeaderMapLike> Pipeline<M> {
     /// The pipeline around this recorder, security policy and rate limiter.
     pub(crate) fn new(
@@ -546,10 +538,7 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
         // Host is the span's `server.address`; Accept and Content-Type are
         // read only for error reports: a 5xx or a panic (the recorder
         // decides which of those it reports).
-        let text = |i: usize| {
-            let v: &Option<M::Value> = &self.report[i];
-            v.as_ref().and_then(|v| visible_ascii(M::bytes(v)))
-        };
+        let text = |i: usize| self.report[i].as_ref().and_then(M::text);
         let (host, accept, content_type) = match status >= 500 || self.panic.is_some() {
             true => (text(0), text(1), text(2)),
             false => (text(0), None, None),
