@@ -3,9 +3,8 @@
 
 use crate::health::ProbeResponse;
 use crate::pipeline::{
-    Answer, Begun, BodyCounter, Failure, Head, InFlight, Kept, Next, Pipeline, Stop,
+    Begun, BodyBound, BodyCounter, Failure, Head, InFlight, Kept, Next, Pipeline, Stop,
 };
-use crate::ratelimit::LimitCheck;
 use crate::Ops;
 use actix_web::body::BodySize;
 use actix_web::body::MessageBody;
@@ -156,29 +155,6 @@ impl Kept for ActixKept {
 
 type Flight = InFlight<HeaderMap, ActixKept>;
 
-/// How a request starts: the handler's future, a stop, or the (Redis) rate
-/// limit to await before calling the handler.
-enum Start<F> {
-    Call(F),
-    Limit(LimitCheck, ServiceRequest),
-    Stopped(Stop),
-}
-
-/// A bound on the body's size before it is read: its `Content-Length`; 0
-/// for HTTP/1 without one or `Transfer-Encoding` (no body); else unknown.
-fn body_bound(req: &ServiceRequest) -> Option<u64> {
-    use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-    match req.headers().get(CONTENT_LENGTH) {
-        Some(v) => v.to_str().ok()?.trim().parse().ok(),
-        None if req.headers().contains_key(TRANSFER_ENCODING)
-            || req.version() >= actix_web::http::Version::HTTP_2 =>
-        {
-            None
-        }
-        None => Some(0),
-    }
-}
-
 impl<S, B> Service<ServiceRequest> for OpsActixService<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
@@ -210,7 +186,9 @@ where
             routed_path,
             headers: req.headers(),
             peer: req.peer_addr().map(|a| a.ip()),
-            body_bound: body_bound(&req),
+            body: BodyBound::FromHeaders {
+                http2: req.version() >= actix_web::http::Version::HTTP_2,
+            },
         };
         let Begun {
             mut flight,
@@ -224,41 +202,30 @@ where
         if let Some(n) = flight.nonce() {
             req.extensions_mut().insert(n.clone());
         }
-        // A panic becomes an `Err` holding the problem: Actix renders it through
-        // `ResponseError`. (Keeping a clone of the `HttpRequest` to build a
-        // `ServiceResponse` here would break Actix's router, which needs the
-        // request uniquely owned while it matches.)
-        let start = match next {
-            Next::Call => match flight.call(|| self.service.call(req)) {
-                Ok(fut) => Start::Call(fut),
-                Err(stop) => Start::Stopped(stop),
-            },
-            Next::Answer(answer) => Start::Stopped(Stop::Answer(answer)),
-            Next::Limit(check) => Start::Limit(check, req),
-        };
         let span = flight.started().span.clone();
         let service = self.service.clone();
         Box::pin(
             async move {
-                let called = match start {
-                    Start::Call(fut) => Ok(fut),
-                    Start::Stopped(stop) => Err(stop),
-                    Start::Limit(check, req) => match flight.admit(check.await) {
+                let admitted = match next {
+                    Next::Call => Ok(req),
+                    Next::Answer(answer) => Err(Stop::Answer(answer)),
+                    Next::Limit(check) => match flight.admit(check.await) {
                         Some(answer) => Err(Stop::Answer(answer)),
-                        None => flight.call(|| service.call(req)),
+                        None => Ok(req),
                     },
                 };
-                let ended = match called {
+                let ended = match admitted.and_then(|req| flight.call(|| service.call(req))) {
                     Ok(fut) => run(fut, &flight).await,
                     Err(stop) => Err(stop),
                 };
+                // An answer of opskit's is an `Err` that Actix renders through
+                // `ResponseError`. (Keeping a clone of the `HttpRequest` to build
+                // a `ServiceResponse` would break Actix's router, which needs the
+                // request uniquely owned while it matches.)
                 let result: Result<ServiceResponse<B>, actix_web::Error> = match ended {
                     Ok(Ok(res)) => {
                         flight.kept_mut().matched = Some(res.request().match_pattern());
-                        let empty = matches!(
-                            res.response().body().size(),
-                            BodySize::None | BodySize::Sized(0)
-                        );
+                        let empty = res.response().body().size().is_eof();
                         match flight.replacement(res.status().as_u16(), empty) {
                             Some(p) => Err(p.into()),
                             None => Ok(res),
@@ -266,19 +233,9 @@ where
                     }
                     Ok(Err(e)) => {
                         let status = e.as_response_error().status_code().as_u16();
-                        match flight.replacement(status, false) {
-                            Some(p) => Err(p.into()),
-                            None => Err(e),
-                        }
+                        Err(flight.replacement(status, false).map_or(e, Into::into))
                     }
-                    // A preflight or a refused request: answered without the handler.
-                    Err(Stop::Answer(Answer::NoContent)) => Err(InternalError::from_response(
-                        "",
-                        HttpResponse::NoContent().finish(),
-                    )
-                    .into()),
-                    Err(Stop::Answer(Answer::Problem(p))) => Err(p.into()),
-                    Err(Stop::Failed(failure)) => Err(flight.failure(failure).into()),
+                    Err(stop) => Err(flight.answer(stop).into()),
                 };
                 match result {
                     Ok(mut res) => {

@@ -2,9 +2,8 @@
 //! timeout) and hands how it ended to the pipeline.
 
 use super::body::{OpsBody, RequestBody};
-use crate::pipeline::{Answer, Failure, InFlight, Kept, Stop};
+use crate::pipeline::{Failure, InFlight, Kept, Next, Stop};
 use crate::ratelimit::LimitCheck;
-use crate::Problem;
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use http_body::Body;
@@ -14,7 +13,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tower_service::Service;
 
 /// The route template type the layer can read from request extensions.
@@ -44,10 +43,6 @@ impl Kept for TowerKept {
 
 type Flight = InFlight<http::HeaderMap, TowerKept>;
 
-/// How a request goes on once started: the handler runs, or it stopped.
-type Started<S, B> =
-    Result<Kind<<S as Service<Request<RequestBody<B>>>>::Future, S, Request<RequestBody<B>>>, Stop>;
-
 pin_project! {
     /// The future of [`OpsService`](super::OpsService).
     pub struct ResponseFuture<S, B>
@@ -61,7 +56,6 @@ pin_project! {
         // glibc's slow allocation path and is copied on each move, while a
         // separate box of the state stays in the per-thread cache.
         flight: Option<Box<Flight>>,
-        stop: Option<Stop>,
     }
 }
 
@@ -71,7 +65,8 @@ pin_project! {
         Running { #[pin] future: F, #[pin] deadline: Option<tokio::time::Sleep> },
         /// Waiting for the (Redis) rate limit; then the service is called.
         Limited { check: LimitCheck, call: Option<(S, R)> },
-        Stopped,
+        /// Answered without the handler, or the handler failed to start.
+        Stopped { stop: Option<Stop> },
     }
 }
 
@@ -85,68 +80,46 @@ where
 }
 
 /// Calls the service, within the request timeout.
-fn call<S, R>(inner: &mut S, req: R, flight: &Flight) -> Result<Kind<S::Future, S, R>, Stop>
-where
-    S: Service<R>,
-{
-    let future = flight.call(|| inner.call(req))?;
-    Ok(Kind::Running {
-        future,
-        deadline: flight.timeout().map(tokio::time::sleep),
-    })
+fn call<S: Service<R>, R>(inner: &mut S, req: R, flight: &Flight) -> Kind<S::Future, S, R> {
+    match flight.call(|| inner.call(req)) {
+        Ok(future) => Kind::Running {
+            future,
+            deadline: flight.timeout().map(tokio::time::sleep),
+        },
+        Err(stop) => Kind::Stopped { stop: Some(stop) },
+    }
 }
 
 impl<S, B> ResponseFuture<S, B>
 where
-    S: Service<Request<RequestBody<B>>>,
+    S: Service<Request<RequestBody<B>>> + Clone,
 {
-    fn new(flight: Box<Flight>, kind: Started<S, B>) -> Self {
-        let (kind, stop) = match kind {
-            Ok(kind) => (kind, None),
-            Err(stop) => (Kind::Stopped, Some(stop)),
+    /// Goes on as the pipeline said (`next`) with the request.
+    pub(super) fn new(
+        flight: Box<Flight>,
+        next: Next,
+        inner: &mut S,
+        req: Request<RequestBody<B>>,
+    ) -> Self {
+        let kind = match next {
+            Next::Call => call(inner, req, &flight),
+            Next::Answer(answer) => Kind::Stopped {
+                stop: Some(Stop::Answer(answer)),
+            },
+            // The service that was made ready takes this request once
+            // admitted; the clone waits for the next one (tower's rule for
+            // moving a call into a future).
+            Next::Limit(check) => {
+                let clone = inner.clone();
+                let call = Some((std::mem::replace(inner, clone), req));
+                Kind::Limited { check, call }
+            }
         };
         Self {
             kind,
             flight: Some(flight),
-            stop,
         }
     }
-
-    pub(super) fn call(flight: Box<Flight>, inner: &mut S, req: Request<RequestBody<B>>) -> Self {
-        let kind = call(inner, req, &flight);
-        Self::new(flight, kind)
-    }
-
-    pub(super) fn answer(flight: Box<Flight>, answer: Answer) -> Self {
-        Self::new(flight, Err(Stop::Answer(answer)))
-    }
-
-    pub(super) fn limited(
-        flight: Box<Flight>,
-        check: LimitCheck,
-        inner: S,
-        req: Request<RequestBody<B>>,
-    ) -> Self {
-        Self::new(
-            flight,
-            Ok(Kind::Limited {
-                check,
-                call: Some((inner, req)),
-            }),
-        )
-    }
-}
-
-/// A response made by opskit.
-fn full<B>(status: http::StatusCode, body: Vec<u8>) -> Response<OpsBody<B>> {
-    let mut res = Response::new(OpsBody::Right(Full::new(Bytes::from(body))));
-    *res.status_mut() = status;
-    res
-}
-
-fn problem<B>(p: &Problem) -> Response<OpsBody<B>> {
-    p.to_response::<Vec<u8>>()
-        .map(|v| OpsBody::Right(Full::new(Bytes::from(v))))
 }
 
 impl<S, B, ResB> Future for ResponseFuture<S, B>
@@ -163,9 +136,6 @@ where
             panic!("`ResponseFuture` polled after it completed");
         };
         let ended = loop {
-            if let Some(stop) = this.stop.take() {
-                break Err(stop);
-            }
             match this.kind.as_mut().project() {
                 KindProj::Running { future, deadline } => {
                     let _scope = flight.scope();
@@ -178,30 +148,26 @@ where
                         },
                     }
                 }
-                KindProj::Limited {
-                    check,
-                    call: pending,
-                } => {
+                KindProj::Limited { check, call: next } => {
                     let checked = {
                         let _scope = flight.scope();
-                        match check.as_mut().poll(cx) {
-                            Poll::Ready(checked) => checked,
-                            Poll::Pending => return Poll::Pending,
-                        }
+                        ready!(check.as_mut().poll(cx))
                     };
-                    let Some((mut inner, req)) = pending.take() else {
+                    let Some((mut inner, req)) = next.take() else {
                         unreachable!("the call is taken once, when the check ends")
                     };
-                    let next = match flight.admit(checked) {
-                        Some(answer) => Err(Stop::Answer(answer)),
+                    let kind = match flight.admit(checked) {
+                        Some(answer) => Kind::Stopped {
+                            stop: Some(Stop::Answer(answer)),
+                        },
                         None => call(&mut inner, req, flight),
                     };
-                    match next {
-                        Ok(kind) => this.kind.set(kind),
-                        Err(stop) => *this.stop = Some(stop),
-                    }
+                    this.kind.set(kind);
                 }
-                KindProj::Stopped => unreachable!("a stopped request's stop is taken above"),
+                KindProj::Stopped { stop } => match stop.take() {
+                    Some(stop) => break Err(stop),
+                    None => unreachable!("a stop is taken once, with the flight"),
+                },
             }
         };
         let Some(mut flight) = this.flight.take() else {
@@ -209,11 +175,9 @@ where
         };
         let mut res = match ended {
             Ok(Ok(res)) => {
-                match flight.replacement(
-                    res.status().as_u16(),
-                    res.body().size_hint().exact() == Some(0),
-                ) {
-                    Some(p) => problem(&p),
+                let empty = res.body().size_hint().exact() == Some(0);
+                match flight.replacement(res.status().as_u16(), empty) {
+                    Some(p) => p.to_response::<Full<Bytes>>().map(OpsBody::Right),
                     None => res.map(OpsBody::Left),
                 }
             }
@@ -221,9 +185,10 @@ where
                 flight.failed();
                 return Poll::Ready(Err(e));
             }
-            Err(Stop::Answer(Answer::NoContent)) => full(http::StatusCode::NO_CONTENT, Vec::new()),
-            Err(Stop::Answer(Answer::Problem(p))) => problem(&p),
-            Err(Stop::Failed(failure)) => problem(&flight.failure(failure)),
+            Err(stop) => flight
+                .answer(stop)
+                .to_response::<Full<Bytes>>()
+                .map(OpsBody::Right),
         };
         let status = res.status().as_u16();
         let size = res.body().size_hint().exact();

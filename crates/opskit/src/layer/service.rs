@@ -2,7 +2,7 @@
 
 use super::body::{OpsBody, RequestBody};
 use super::future::{ResponseFuture, TowerKept};
-use crate::pipeline::{Begun, Head, Next, Pipeline};
+use crate::pipeline::{Begun, BodyBound, Head, Pipeline};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -73,7 +73,7 @@ where
             routed_path: req.uri().path(),
             headers: req.headers(),
             peer: peer(&req),
-            body_bound: req.body().size_hint().upper(),
+            body: BodyBound::Known(req.body().size_hint().upper()),
         };
         let Begun { flight, next, body } = self.pipeline.begin(&head, kept);
         // Boxed once, here: the state is large, and moved on as a pointer.
@@ -83,17 +83,6 @@ where
         if let Some(n) = flight.nonce() {
             req.extensions_mut().insert(n.clone());
         }
-        match next {
-            Next::Call => ResponseFuture::call(flight, &mut self.inner, req),
-            Next::Answer(answer) => ResponseFuture::answer(flight, answer),
-            Next::Limit(check) => {
-                // The service that was made ready takes this request once
-                // admitted; the clone waits for the next one (tower's rule
-                // for moving a call into a future).
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::limited(flight, check, inner, req)
-            }
-        }
+        ResponseFuture::new(flight, next, &mut self.inner, req)
     }
 }

@@ -66,10 +66,25 @@ pub(crate) struct Head<'a, M> {
     pub(crate) headers: &'a M,
     /// The socket peer's address.
     pub(crate) peer: Option<IpAddr>,
-    /// A bound on the body's size known before it is read: its declared
-    /// `Content-Length`, or 0 for a request that cannot carry a body.
-    /// `None`: unknown (chunked HTTP/1.1, HTTP/2 without `Content-Length`).
-    pub(crate) body_bound: Option<u64>,
+    /// What bounds the body's size before it is read.
+    pub(crate) body: BodyBound,
+}
+
+/// What the adapter knows of the body's size before it is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BodyBound {
+    /// The framework's own bound (an `http_body` size hint's upper bound):
+    /// `None` when unknown.
+    Known(Option<u64>),
+    /// Read from the headers, HTTP's message framing (RFC 9112 §6.3): the
+    /// declared `Content-Length`; none for an HTTP/1 request with neither it
+    /// nor `Transfer-Encoding` (no body); unknown otherwise (chunked,
+    /// HTTP/2 without `Content-Length`). Actix's way.
+    #[cfg_attr(not(feature = "actix"), allow(dead_code))]
+    FromHeaders {
+        /// The request came over HTTP/2 or later.
+        http2: bool,
+    },
 }
 
 /// What to do next with a request.
@@ -88,6 +103,49 @@ pub(crate) enum Answer {
     /// A CORS preflight: 204, headers only.
     NoContent,
     Problem(Problem),
+}
+
+impl Answer {
+    /// The answer as an `http` response (the tower adapter's type).
+    pub(crate) fn to_response<B: From<Vec<u8>>>(&self) -> http::Response<B> {
+        match self {
+            Answer::Problem(p) => p.to_response(),
+            Answer::NoContent => {
+                let mut res = http::Response::new(B::from(Vec::new()));
+                *res.status_mut() = http::StatusCode::NO_CONTENT;
+                res
+            }
+        }
+    }
+}
+
+/// The answer as Actix's error: it renders the response (the handler, if
+/// any, has the request).
+#[cfg(feature = "actix")]
+impl actix_web::ResponseError for Answer {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        match self {
+            Answer::Problem(p) => actix_web::ResponseError::status_code(p),
+            Answer::NoContent => actix_web::http::StatusCode::NO_CONTENT,
+        }
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        match self {
+            Answer::Problem(p) => actix_web::ResponseError::error_response(p),
+            Answer::NoContent => actix_web::HttpResponse::NoContent().finish(),
+        }
+    }
+}
+
+#[cfg(feature = "actix")]
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Problem(p) => std::fmt::Display::fmt(p, f),
+            Answer::NoContent => f.write_str("204 No Content"),
+        }
+    }
 }
 
 /// How a handler failed to answer.
@@ -163,6 +221,7 @@ struct Names<M: HeaderMapLike> {
     baggage: M::Name,
     user_agent: M::Name,
     content_length: M::Name,
+    transfer_encoding: M::Name,
     forwarded_proto: M::Name,
     forwarded: M::Name,
     x_forwarded_for: M::Name,
@@ -179,6 +238,7 @@ impl<M: HeaderMapLike> Names<M> {
             baggage: M::static_name("baggage"),
             user_agent: M::static_name("user-agent"),
             content_length: M::static_name("content-length"),
+            transfer_encoding: M::static_name("transfer-encoding"),
             forwarded_proto: M::static_name("x-forwarded-proto"),
             forwarded: M::static_name("forwarded"),
             x_forwarded_for: M::static_name("x-forwarded-for"),
@@ -205,6 +265,7 @@ struct Wanted<'a, M: HeaderMapLike> {
     request_id: Option<&'a [u8]>,
     trace: crate::trace::TraceHeaders<'a>,
     content_length: Option<&'a [u8]>,
+    transfer_encoding: Option<&'a [u8]>,
     origin: Option<&'a [u8]>,
     request_method: Option<&'a [u8]>,
     user_agent: Option<&'a M::Value>,
@@ -220,6 +281,7 @@ impl<'a, M: HeaderMapLike> Wanted<'a, M> {
             request_id: None,
             trace: crate::trace::TraceHeaders::default(),
             content_length: None,
+            transfer_encoding: None,
             origin: None,
             request_method: None,
             user_agent: None,
@@ -249,6 +311,8 @@ impl<'a, M: HeaderMapLike> Wanted<'a, M> {
                 continue;
             } else if *name == n.content_length {
                 &mut w.content_length
+            } else if *name == n.transfer_encoding {
+                &mut w.transfer_encoding
             } else if *name == n.forwarded_proto {
                 &mut w.forwarded_proto
             } else if *name == n.forwarded {
@@ -329,13 +393,19 @@ impl<M: HeaderMapLike> Pipeline<M> {
         // A body whose size is not bounded by the limit before it is read is
         // counted as it streams (one rule for every framework).
         let limit = security.body_limit();
-        let body = head
-            .body_bound
-            .is_none_or(|b| b > limit)
-            .then(|| BodyCounter {
-                remaining: limit,
-                over: Arc::new(AtomicBool::new(false)),
-            });
+        let bound = match head.body {
+            BodyBound::Known(bound) => bound,
+            BodyBound::FromHeaders { http2 } => match declared {
+                Some(n) => Some(n),
+                None if http2 || w.transfer_encoding.is_some() => None,
+                None if w.content_length.is_some() => None,
+                None => Some(0),
+            },
+        };
+        let body = bound.is_none_or(|b| b > limit).then(|| BodyCounter {
+            remaining: limit,
+            over: Arc::new(AtomicBool::new(false)),
+        });
         let mut rate = None;
         let next = match (answer, &self.headers.limiter) {
             (Some(answer), _) => Next::Answer(answer),
@@ -463,10 +533,18 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
         refused
     }
 
+    /// The answer for a request stopped without its handler's response.
+    pub(crate) fn answer(&mut self, stop: Stop) -> Answer {
+        match stop {
+            Stop::Answer(answer) => answer,
+            Stop::Failed(failure) => Answer::Problem(self.failure(failure)),
+        }
+    }
+
     /// The answer for a handler that failed to answer: a panic is a 500
     /// (no detail reaches the client), a timeout the timeout's status; a
     /// body cut off at the limit makes either a 413.
-    pub(crate) fn failure(&mut self, failure: Failure) -> Problem {
+    fn failure(&mut self, failure: Failure) -> Problem {
         let security = &self.pipeline.headers.security;
         match failure {
             Failure::Panicked(payload) => {
