@@ -223,8 +223,15 @@ fn successful_probes_are_not_logged(kind: Kind) {
         .unwrap();
     let lines = lines_once_logged(&s, "after-probes");
     assert!(access_lines_for(&lines, "probe").is_empty());
-    // Configurable: with no skip list, probes are logged.
-    let s = Starter::spawn(kind, &[("OPSKIT_ACCESS_LOG_SKIP_PATHS", ",")]);
+    // Configurable: with the operational routes measured and no skip list,
+    // probes are logged.
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_TELEMETRY_OPERATIONAL", "true"),
+            ("OPSKIT_ACCESS_LOG_SKIP_PATHS", ","),
+        ],
+    );
     s.request("GET", "/livez", &[("x-request-id", "probe")], b"")
         .unwrap();
     let lines = lines_once_logged(&s, "probe");

@@ -219,6 +219,8 @@ fn the_token_protects_metrics(kind: Kind) {
         )
         .unwrap();
     assert_eq!(wrong.status, 401);
+    // Scrapes are quiet: one application request makes the histogram.
+    assert_eq!(s.get("/users/1").unwrap().status, 200);
     let ok = s
         .request(
             "GET",

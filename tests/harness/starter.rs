@@ -252,7 +252,8 @@ impl Starter {
     }
 
     /// `http_server_active_requests` from `/metrics`, summed over its
-    /// series: the requests in flight, the scrape asking included.
+    /// series: the requests in flight (the scrape asking is quiet: not
+    /// counted).
     pub fn active_requests(&self) -> Result<f64, String> {
         let text = self.get("/metrics").map_err(|e| e.to_string())?.text();
         let values: Vec<f64> = text
@@ -266,15 +267,15 @@ impl Starter {
         Ok(values.iter().sum())
     }
 
-    /// Waits up to 10 s until `n` requests besides the scrape asking are in
-    /// flight (counted from the moment opskit sees them, before the handler).
+    /// Waits up to 10 s until `n` requests are in flight (counted from the
+    /// moment opskit sees them, before the handler).
     #[track_caller]
     pub fn expect_in_flight(&self, n: u32) {
         crate::wait::eventually(
             &format!("{n} request(s) in flight"),
             Duration::from_secs(10),
             || match self.active_requests() {
-                Ok(active) if active > f64::from(n) => Ok(()),
+                Ok(active) if active >= f64::from(n) => Ok(()),
                 other => Err(other),
             },
         );

@@ -5,6 +5,7 @@ pub mod config;
 mod decimal;
 pub mod health;
 pub mod layer;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 #[cfg(any(feature = "axum", feature = "actix"))]

@@ -334,7 +334,21 @@ pub struct Active {
     otel: Option<(opentelemetry::metrics::UpDownCounter<i64>, Attributes)>,
 }
 
+/// The counter of requests to quiet routes.
+pub(crate) const QUIET_REQUESTS: &str = "opskit_quiet_requests_total";
+
 impl HttpMetrics {
+    /// Counts a request to a quiet route (`pattern`, as configured: a
+    /// bounded label) instead of measuring it.
+    pub(crate) fn count_quiet(&self, pattern: &std::sync::Arc<str>, status: u16) {
+        metrics::counter!(
+            QUIET_REQUESTS,
+            "http_route" => pattern.clone(),
+            "http_response_status_code" => status.to_string()
+        )
+        .increment(1);
+    }
+
     /// Metrics recorded into the global `metrics` recorder.
     pub fn new(settings: &MetricsSettings) -> Self {
         Self::build(
@@ -518,6 +532,10 @@ pub fn describe() {
     metrics::describe_counter!(
         OVERFLOW,
         "Requests recorded under the overflow series because OPSKIT_METRICS_MAX_SERIES was reached."
+    );
+    metrics::describe_counter!(
+        QUIET_REQUESTS,
+        "Requests to quiet routes (probes, /metrics, OPSKIT_TELEMETRY_EXCLUDE), by route pattern and status: they have no request histogram series, span or access line."
     );
     metrics::describe_gauge!(
         "opskit_build_info",

@@ -82,6 +82,7 @@ pub struct Builder {
     commit: Option<String>,
     csp: Option<String>,
     rate_limit_routes: Vec<crate::ratelimit::RoutePolicy>,
+    route_limits: Vec<crate::limits::RouteLimit>,
     rate_limit_key: Option<crate::ratelimit::KeyFn>,
     no_logging: bool,
     #[cfg(feature = "sentry")]
@@ -152,6 +153,27 @@ impl Builder {
         self
     }
 
+    /// A body limit or timeout of its own for the routes `limit.pattern`
+    /// matches (exact, or a prefix ending in `*`): an upload route that takes
+    /// 100 MiB, an export that takes minutes. Limits from
+    /// `OPSKIT_ROUTE_LIMITS` come first (operators win).
+    ///
+    /// ```
+    /// use opskit::limits::RouteLimit;
+    /// let ops = opskit::Builder::new()
+    ///     .env(opskit::config::Env::from_pairs([("OPSKIT_ROUTE_LIMITS", "/export:timeout=2m")]))
+    ///     .route_limit(RouteLimit::new("/upload").body_limit(100 << 20))
+    ///     .install_logging(false)
+    ///     .init::<opskit::config::NoAppConfig>()
+    ///     .unwrap();
+    /// let limits = &ops.settings().security.route_limits;
+    /// assert_eq!((limits[0].pattern.as_str(), limits[1].pattern.as_str()), ("/export", "/upload"));
+    /// ```
+    pub fn route_limit(mut self, limit: crate::limits::RouteLimit) -> Self {
+        self.route_limits.push(limit);
+        self
+    }
+
     /// Keys rate limits by `key` (an authenticated user id, say); requests
     /// for which it returns `None` are keyed by client IP.
     pub fn rate_limit_key(
@@ -212,7 +234,10 @@ impl Builder {
         let unknown = crate::config::unknown_vars::<C>(&env);
         let strict = crate::config::strict(&env);
         let (settings, app) = match (settings, app) {
-            (Ok(s), Ok(a)) if !strict || unknown.is_empty() => (s, a),
+            (Ok(mut s), Ok(a)) if !strict || unknown.is_empty() => {
+                s.security.route_limits.extend(self.route_limits);
+                (s, a)
+            }
             (s, a) => {
                 let mut report = ConfigReport::default();
                 if let Err(r) = s {
@@ -286,7 +311,12 @@ impl Builder {
             .with_trace_response_header(settings.trace_response_header.clone())
             .with_trace_context(settings.otel.sampler, settings.otel.propagation)
             .with_shutdown(shutdown.clone())
-            .with_operational_paths(operational.clone());
+            .with_operational_paths(operational.clone())
+            .with_quiet_routes(
+                &operational,
+                settings.telemetry_operational,
+                &settings.telemetry_exclude,
+            );
         #[cfg(feature = "sentry")]
         let recorder = {
             if let Some(r) = &reporter {

@@ -45,6 +45,28 @@ pub struct Recorder {
     /// The operational routes (probes, metrics): their answers are never
     /// error reports.
     operational: std::sync::Arc<[String]>,
+    /// Quiet routes, in the order they are matched: no histogram, active
+    /// count, span or access line; counted by pattern and status instead.
+    quiet: std::sync::Arc<[Quiet]>,
+}
+
+/// A quiet route: its pattern, and how it matches.
+#[derive(Debug, Clone)]
+struct Quiet {
+    /// The pattern as configured: the counter's `http_route` label.
+    pattern: std::sync::Arc<str>,
+    /// An operational route: the path and the paths below it (`/readyz`,
+    /// `/readyz/db`). Else a route pattern (exact, or a prefix ending in `*`).
+    operational: bool,
+}
+
+impl Quiet {
+    fn matches(&self, path: &str) -> bool {
+        match self.operational {
+            true => crate::ratelimit::path_is_under(path, &self.pattern),
+            false => crate::limits::pattern_matches(&self.pattern, path),
+        }
+    }
 }
 
 /// What [`Recorder::start`] hands back to the adapter.
@@ -65,6 +87,8 @@ pub struct Started {
     pub(crate) trace_header: [u8; 55],
     /// Counted among the requests the server waits for at shutdown.
     pub(crate) counted: bool,
+    /// The quiet route the request is to (an index of the recorder's).
+    pub(crate) quiet: Option<u16>,
 }
 
 macro_rules! access_event {
@@ -96,6 +120,7 @@ impl Recorder {
             spans: None,
             shutdown: None,
             operational: std::sync::Arc::new([]),
+            quiet: std::sync::Arc::new([]),
         }
     }
 
@@ -116,6 +141,41 @@ impl Recorder {
     pub fn with_operational_paths(mut self, paths: Vec<String>) -> Self {
         self.operational = paths.into();
         self
+    }
+
+    /// Makes requests to these routes quiet (no request histogram series,
+    /// active-request count, span or access line; counted in
+    /// `opskit_quiet_requests_total` by pattern and status): the
+    /// `operational` paths (each with the paths below it), unless
+    /// `measure_operational`, and the application's `exclude` patterns
+    /// (exact, or a prefix ending in `*`). A 5xx of an application route is
+    /// still logged.
+    #[must_use]
+    pub fn with_quiet_routes(
+        mut self,
+        operational: &[String],
+        measure_operational: bool,
+        exclude: &[String],
+    ) -> Self {
+        let operational = operational.iter().filter(|_| !measure_operational);
+        let quiet = operational.map(|p| (p, true));
+        self.quiet = quiet
+            .chain(exclude.iter().map(|p| (p, false)))
+            .map(|(p, operational)| Quiet {
+                pattern: p.as_str().into(),
+                operational,
+            })
+            .collect();
+        self
+    }
+
+    /// The quiet route `path` (as the router matches it) is under, if any:
+    /// the pipeline asks once per request.
+    pub(crate) fn quiet_route(&self, path: &str) -> Option<u16> {
+        self.quiet
+            .iter()
+            .position(|q| q.matches(path))
+            .and_then(|i| u16::try_from(i).ok())
     }
 
     /// Whether `path` is one of the operational routes.
@@ -193,6 +253,19 @@ impl Recorder {
         https: bool,
         trace_headers: &crate::trace::TraceHeaders<'_>,
     ) -> Started {
+        self.start_route(incoming_request_id, method, https, trace_headers, None)
+    }
+
+    /// [`Self::start`] for a request to a route: `quiet` (from
+    /// [`Self::quiet_route`]) when it is quiet.
+    pub(crate) fn start_route(
+        &self,
+        incoming_request_id: Option<&[u8]>,
+        method: &str,
+        https: bool,
+        trace_headers: &crate::trace::TraceHeaders<'_>,
+        quiet: Option<u16>,
+    ) -> Started {
         let request_id = RequestId::from_incoming_or_generate(incoming_request_id);
         let trace =
             crate::trace::TraceContext::from_request(trace_headers, self.sampler, self.propagation);
@@ -217,10 +290,15 @@ impl Recorder {
             request_id,
             span,
             at: Instant::now(),
-            active: self.metrics.as_ref().map(|m| m.start(method, https)),
+            active: self
+                .metrics
+                .as_ref()
+                .filter(|_| quiet.is_none())
+                .map(|m| m.start(method, https)),
             trace,
             trace_header,
             counted,
+            quiet,
         }
     }
 
@@ -255,7 +333,11 @@ impl Recorder {
         } else {
             outcome
         };
-        if let Some(m) = &self.metrics {
+        let quiet = started.quiet.and_then(|i| self.quiet.get(usize::from(i)));
+        if let (Some(m), Some(q)) = (&self.metrics, quiet) {
+            m.count_quiet(&q.pattern, outcome.status);
+        }
+        if let Some(m) = self.metrics.as_ref().filter(|_| quiet.is_none()) {
             let aborted = outcome.aborted;
             m.finish(&crate::metrics::Request {
                 method: outcome.method,
@@ -282,11 +364,13 @@ impl Recorder {
                 let crumbs = crate::report::take_breadcrumbs(&started.span);
                 reporter.report_request(outcome, &started.request_id, crumbs);
             }
-            reporter.maybe_send_transaction(outcome, &started.request_id, elapsed);
+            if quiet.is_none() {
+                reporter.maybe_send_transaction(outcome, &started.request_id, elapsed);
+            }
         }
         #[cfg(otlp)]
         if let Some(sink) = &self.spans {
-            if started.trace.sampled() {
+            if started.trace.sampled() && quiet.is_none() {
                 sink.send(crate::otel::server_span(
                     sink,
                     &started.trace,
@@ -296,7 +380,9 @@ impl Recorder {
             }
         }
         let a = &self.access;
-        if !a.enabled {
+        // A quiet route logs only an application route's server error.
+        let quieted = quiet.is_some_and(|q| q.operational || outcome.status < 500);
+        if !a.enabled || quieted {
             return;
         }
         let level = match outcome.status {

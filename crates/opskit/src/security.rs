@@ -146,6 +146,9 @@ pub struct SecuritySettings {
     pub request_timeout: Duration,
     /// Status answered on timeout (408, 503 or 504).
     pub timeout_status: u16,
+    /// Body limits and timeouts of their own for some routes
+    /// (`OPSKIT_ROUTE_LIMITS`, then the builder's), first match wins.
+    pub route_limits: Vec<crate::limits::RouteLimit>,
     /// CORS.
     pub cors: CorsSettings,
 }
@@ -171,6 +174,7 @@ impl Default for SecuritySettings {
             body_limit: 1 << 20,
             request_timeout: Duration::from_secs(30),
             timeout_status: 504,
+            route_limits: Vec::new(),
             cors: CorsSettings::default(),
         }
     }
@@ -290,9 +294,7 @@ pub struct SecurityPolicy {
     hsts: Option<String>,
     https: HttpsMode,
     overridable: Vec<String>,
-    body_limit: u64,
-    timeout: Option<Duration>,
-    timeout_status: u16,
+    limits: crate::limits::LimitTable,
     cors: CorsSettings,
 }
 
@@ -362,9 +364,14 @@ impl SecurityPolicy {
             hsts,
             https: s.https,
             overridable: s.overridable.clone(),
-            body_limit: s.body_limit,
-            timeout: (!s.request_timeout.is_zero()).then_some(s.request_timeout),
-            timeout_status: s.timeout_status,
+            limits: crate::limits::LimitTable::new(
+                crate::limits::Limits {
+                    body: s.body_limit,
+                    timeout: (!s.request_timeout.is_zero()).then_some(s.request_timeout),
+                    timeout_status: s.timeout_status,
+                },
+                &s.route_limits,
+            ),
             cors: s.cors.clone(),
         }
     }
@@ -431,38 +438,25 @@ impl SecurityPolicy {
             .flatten()
     }
 
-    /// The body limit, in bytes.
+    /// The body limit of routes without one of their own, in bytes.
     pub fn body_limit(&self) -> u64 {
-        self.body_limit
+        self.limits.global().body
     }
 
     /// The problem for a request whose declared `Content-Length` is over the
-    /// limit. (Bodies without a declared length are counted as they stream:
-    /// the pipeline cuts them off at the limit and answers
-    /// [`Self::body_too_large`].)
+    /// global limit (the pipeline checks each request against its route's).
     pub fn check_body(&self, content_length: Option<u64>) -> Option<crate::Problem> {
-        (content_length? > self.body_limit).then(|| self.body_too_large())
+        self.limits.global().check_body(content_length)
     }
 
-    /// The 413 problem for a body over the limit.
-    pub fn body_too_large(&self) -> crate::Problem {
-        crate::Problem::new(413).detail(format!(
-            "the request body is larger than {} bytes",
-            self.body_limit
-        ))
-    }
-
-    /// The request timeout, if any.
+    /// The request timeout of routes without one of their own, if any.
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        self.limits.global().timeout
     }
 
-    /// The problem answered when a request times out.
-    pub fn timeout_problem(&self) -> crate::Problem {
-        crate::Problem::new(self.timeout_status).detail(format!(
-            "the request took longer than {} ms",
-            self.timeout.unwrap_or_default().as_millis()
-        ))
+    /// The limits of a request to `path`: its route's, or the global ones.
+    pub(crate) fn limits(&self, path: &str) -> crate::limits::Limits {
+        self.limits.for_path(path)
     }
 
     /// Whether CORS is on (`OPSKIT_CORS_ORIGINS` is set): then every

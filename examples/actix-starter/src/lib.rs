@@ -8,11 +8,17 @@
 //! `GET /demo/legacy` (a handler that announces its server software, as many
 //! libraries do: opskit removes those headers),
 //! `GET /demo/downstream` (calls another service, carrying the trace on),
+//! `POST /upload` (counts a large body as it streams: the route's own body
+//! limit, [`UPLOAD_LIMIT`], is set in `main` with `Builder::route_limit`),
 //! plus opskit's operational routes.
 
 mod config;
 
 pub use config::Config;
+
+/// The body limit of `POST /upload`, over `OPSKIT_BODY_LIMIT` (1 MiB by
+/// default) for every other route.
+pub const UPLOAD_LIMIT: u64 = 64 << 20;
 
 /// The starter's business counter (see `describe_metrics`).
 pub const USERS_LOOKED_UP: &str = "app_users_looked_up_total";
@@ -79,7 +85,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/demo/embed", web::get().to(demo_embed))
         .route("/demo/legacy", web::get().to(demo_legacy))
         .route("/demo/echo", web::post().to(demo_echo))
-        .route("/demo/downstream", web::get().to(demo_downstream));
+        .route("/demo/downstream", web::get().to(demo_downstream))
+        .route("/upload", web::post().to(upload));
 }
 
 async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
@@ -154,6 +161,19 @@ async fn demo_page(nonce: Option<CspNonce>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(demo_page_html(nonce.as_ref().map_or("", CspNonce::as_str)))
+}
+
+/// Counts an upload's bytes as they stream, without holding them. A body
+/// over the route's limit is cut off and answered 413 by opskit.
+async fn upload(mut payload: web::Payload) -> Result<HttpResponse, Problem> {
+    use futures_util::StreamExt;
+    let mut bytes = 0;
+    while let Some(chunk) = payload.next().await {
+        bytes += chunk
+            .map_err(|_| Problem::new(400).detail("the upload did not arrive whole"))?
+            .len();
+    }
+    Ok(HttpResponse::Ok().json(json!({ "bytes": bytes })))
 }
 
 async fn demo_echo(body: web::Bytes) -> HttpResponse {

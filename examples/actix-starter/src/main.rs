@@ -2,12 +2,15 @@
 
 use actix_starter::Config;
 use actix_web::{web, App};
+use opskit::limits::RouteLimit;
 
 #[actix_web::main]
 async fn main() {
     let ops = opskit::Builder::new()
         .service(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
         .commit(option_env!("GIT_COMMIT").unwrap_or("unknown"))
+        // One route takes large bodies (streamed, never held whole).
+        .route_limit(RouteLimit::new("/upload").body_limit(actix_starter::UPLOAD_LIMIT))
         .init::<Config>()
         .unwrap_or_else(|e| e.exit());
     actix_starter::register_checks(&ops);

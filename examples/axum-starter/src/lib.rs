@@ -8,11 +8,17 @@
 //! `GET /demo/legacy` (a handler that announces its server software, as many
 //! libraries do: opskit removes those headers),
 //! `GET /demo/downstream` (calls another service, carrying the trace on),
+//! `POST /upload` (counts a large body as it streams: the route's own body
+//! limit, [`UPLOAD_LIMIT`], is set in `main` with `Builder::route_limit`),
 //! plus opskit's operational routes.
 
 mod config;
 
 pub use config::Config;
+
+/// The body limit of `POST /upload`, over `OPSKIT_BODY_LIMIT` (1 MiB by
+/// default) for every other route.
+pub const UPLOAD_LIMIT: u64 = 64 << 20;
 
 /// The starter's business counter (see `describe_metrics`).
 pub const USERS_LOOKED_UP: &str = "app_users_looked_up_total";
@@ -83,6 +89,7 @@ pub fn app(ops: &Ops<Config>) -> Router {
         .route("/demo/legacy", get(demo_legacy))
         .route("/demo/echo", post(demo_echo))
         .route("/demo/downstream", get(demo_downstream))
+        .route("/upload", post(upload))
         .with_state(ops.clone())
         .merge(ops.routes())
         // Extractors accept bodies up to opskit's limit (Axum's own default is 2 MB).
@@ -168,6 +175,19 @@ async fn demo_downstream(State(ops): State<Ops<Config>>) -> Result<Json<Value>, 
 
 async fn demo_page(nonce: Option<CspNonce>) -> axum::response::Html<String> {
     axum::response::Html(demo_page_html(nonce.as_ref().map_or("", CspNonce::as_str)))
+}
+
+/// Counts an upload's bytes as they stream, without holding them. A body
+/// over the route's limit is cut off and answered 413 by opskit.
+async fn upload(body: axum::body::Body) -> Result<Json<Value>, Problem> {
+    use futures_util::StreamExt;
+    let (mut bytes, mut stream) = (0, body.into_data_stream());
+    while let Some(chunk) = stream.next().await {
+        bytes += chunk
+            .map_err(|_| Problem::new(400).detail("the upload did not arrive whole"))?
+            .len();
+    }
+    Ok(Json(json!({ "bytes": bytes })))
 }
 
 async fn demo_echo(body: axum::body::Bytes) -> Json<Value> {

@@ -1,12 +1,15 @@
 //! `cargo run -p axum-starter`: the Axum starter with embedded defaults.
 
 use axum_starter::Config;
+use opskit::limits::RouteLimit;
 
 #[tokio::main]
 async fn main() {
     let ops = opskit::Builder::new()
         .service(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
         .commit(option_env!("GIT_COMMIT").unwrap_or("unknown"))
+        // One route takes large bodies (streamed, never held whole).
+        .route_limit(RouteLimit::new("/upload").body_limit(axum_starter::UPLOAD_LIMIT))
         .init::<Config>()
         .unwrap_or_else(|e| e.exit());
     axum_starter::register_checks(&ops);

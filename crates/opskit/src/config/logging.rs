@@ -1,7 +1,7 @@
 //! The logging variables: the filter, the format, the access log and the
 //! request-id header.
 
-use super::parse::{items, FromVar, HeaderName, List, Ratio, Reader};
+use super::parse::{items, FromVar, HeaderName, List, Patterns, Ratio, Reader};
 use super::VarSpec;
 
 pub(super) const RUST_LOG: VarSpec = VarSpec::new(
@@ -32,7 +32,19 @@ pub(super) const ACCESS_LOG_SKIP_PATHS: VarSpec = VarSpec::new(
     "OPSKIT_ACCESS_LOG_SKIP_PATHS",
     "a comma-separated list of paths",
     None,
-    "Paths whose successful requests are not logged, each with the paths below it. Unset: the probes (`/livez`, `/readyz`, `/startupz` under `OPSKIT_HEALTH_PREFIX`) and `OPSKIT_METRICS_PATH`, wherever they are moved. Failures are always logged.",
+    "Paths whose successful requests are not logged, each with the paths below it. Unset: the probes (`/livez`, `/readyz`, `/startupz` under `OPSKIT_HEALTH_PREFIX`) and `OPSKIT_METRICS_PATH`, wherever they are moved (those are quiet anyway unless `OPSKIT_TELEMETRY_OPERATIONAL` is on). Failures are always logged.",
+);
+pub(super) const TELEMETRY_EXCLUDE: VarSpec = VarSpec::new(
+    "OPSKIT_TELEMETRY_EXCLUDE",
+    "a comma-separated list of paths, a path ending in * being a prefix",
+    None,
+    "The application's own quiet routes (`/favicon.ico,/static/*`): like the probes and `/metrics`, no access line, request histogram, active-request count or span; counted in `opskit_quiet_requests_total` by pattern and status. Their 5xx are still logged and reported.",
+);
+pub(super) const TELEMETRY_OPERATIONAL: VarSpec = VarSpec::new(
+    "OPSKIT_TELEMETRY_OPERATIONAL",
+    "true or false",
+    Some("false"),
+    "Measure the operational routes (probes, `/health`, `/metrics`) like any route: request histogram series, active requests and spans (their access lines follow `OPSKIT_ACCESS_LOG_SKIP_PATHS`). Off: they are quiet.",
 );
 pub(super) const ACCESS_LOG_SAMPLE_RATE: VarSpec = VarSpec::new(
     "OPSKIT_ACCESS_LOG_SAMPLE_RATE",
@@ -153,6 +165,8 @@ pub(super) struct Logging {
     pub(super) format: LogFormat,
     pub(super) access_log: AccessLogSettings,
     pub(super) request_id_header: String,
+    pub(super) telemetry_exclude: Vec<String>,
+    pub(super) telemetry_operational: bool,
 }
 
 /// Reads every logging variable through `r` (each problem is recorded
@@ -165,6 +179,8 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Logging> {
     let skip: Option<List> = r.read(&ACCESS_LOG_SKIP_PATHS);
     let sample: Option<Ratio> = r.read(&ACCESS_LOG_SAMPLE_RATE);
     let request_id_header: Option<HeaderName> = r.read(&REQUEST_ID_HEADER);
+    let exclude: Option<Patterns> = r.read(&TELEMETRY_EXCLUDE);
+    let operational = r.read(&TELEMETRY_OPERATIONAL);
     Some(Logging {
         filter: filter?.0,
         format: format?,
@@ -176,5 +192,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Logging> {
             sample_rate: sample?.0,
         },
         request_id_header: request_id_header?.0,
+        telemetry_exclude: exclude.map(|p| p.0).unwrap_or_default(),
+        telemetry_operational: operational?,
     })
 }

@@ -232,6 +232,22 @@ pub(super) fn items(value: &str) -> impl Iterator<Item = (usize, &str)> {
         .map(|(i, item)| (i + 1, item))
 }
 
+/// A comma-separated list of route patterns: paths, exact or (ending in
+/// `*`) prefixes, as the rate limiter's routes are written.
+pub(super) struct Patterns(pub(super) Vec<String>);
+
+impl FromVar for Patterns {
+    fn from_var(value: &str) -> Result<Self, String> {
+        items(value)
+            .map(|(n, item)| match item.starts_with('/') {
+                true => Ok(item.to_owned()),
+                false => Err(format!("item {n}: the path does not start with /")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
 /// A path prefix: empty, or `/` followed by path characters, no trailing `/`.
 pub(super) struct PathPrefix(pub(super) String);
 

@@ -85,6 +85,7 @@ pub(super) const TIMEOUT_STATUS: VarSpec = VarSpec::new(
     Some("504"),
     "Status answered when a request times out.",
 );
+pub(super) const ROUTE_LIMITS: VarSpec = VarSpec::new("OPSKIT_ROUTE_LIMITS", "a ;-separated list of path:body=SIZE,timeout=DURATION", None, "Body limits and timeouts of their own for some routes, first match wins; a path ending in `*` is a prefix: `/upload/*:body=100MiB,timeout=300s;/export:timeout=120s`.");
 pub(super) const CORS_ORIGINS: VarSpec = VarSpec::new(
     "OPSKIT_CORS_ORIGINS",
     "a comma-separated list of origins, or *",
@@ -140,6 +141,48 @@ impl FromVar for Size {
         n.checked_mul(mult)
             .map(Self)
             .ok_or_else(|| "the size is too large".to_owned())
+    }
+}
+
+/// `OPSKIT_ROUTE_LIMITS`: `path:body=SIZE,timeout=DURATION` entries,
+/// separated by `;` (a path may hold `:`; the last one ends it).
+struct RouteLimitsVar(Vec<crate::limits::RouteLimit>);
+
+impl FromVar for RouteLimitsVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        let entries = value.split(';').map(str::trim).filter(|e| !e.is_empty());
+        for (n, entry) in entries.enumerate().map(|(i, e)| (i + 1, e)) {
+            let (path, limits) = entry
+                .rsplit_once(':')
+                .ok_or_else(|| format!("entry {n} is not path:limits"))?;
+            let path = path.trim();
+            if !path.starts_with('/') {
+                return Err(format!("entry {n}: the path does not start with /"));
+            }
+            let mut route = crate::limits::RouteLimit::new(path);
+            for limit in limits.split(',').map(str::trim) {
+                match limit.split_once('=').map(|(k, v)| (k.trim(), v)) {
+                    Some(("body", v)) => {
+                        let size =
+                            Size::from_var(v).map_err(|e| format!("entry {n}, body: {e}"))?;
+                        route.body_limit = Some(size.0);
+                    }
+                    Some(("timeout", v)) => {
+                        let t = Duration::from_var(v)
+                            .map_err(|e| format!("entry {n}, timeout: {e}"))?;
+                        route.timeout = Some(t);
+                    }
+                    _ => {
+                        return Err(format!(
+                            "entry {n}: a limit is not body=SIZE or timeout=DURATION"
+                        ))
+                    }
+                }
+            }
+            out.push(route);
+        }
+        Ok(Self(out))
     }
 }
 
@@ -303,6 +346,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<crate::security::SecuritySettin
     let body: Option<Size> = r.read(&BODY_LIMIT);
     let timeout = r.read(&REQUEST_TIMEOUT);
     let status: Option<TimeoutStatus> = r.read(&TIMEOUT_STATUS);
+    let route_limits: Option<RouteLimitsVar> = r.read(&ROUTE_LIMITS);
     let origins: Option<List> = r.read(&CORS_ORIGINS);
     let methods: Option<Methods> = r.read(&CORS_METHODS);
     let headers: Option<HeaderNames<true>> = r.read(&CORS_HEADERS);
@@ -339,6 +383,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<crate::security::SecuritySettin
         body_limit: body?.0,
         request_timeout: timeout?,
         timeout_status: status?.0,
+        route_limits: route_limits.map(|r| r.0).unwrap_or_default(),
         cors: CorsSettings {
             origins,
             methods: methods?.0,

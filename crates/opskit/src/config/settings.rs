@@ -53,6 +53,8 @@ pub static VARS: &[VarSpec] = &[
     logging::ACCESS_LOG_LEVELS,
     logging::ACCESS_LOG_SKIP_PATHS,
     logging::ACCESS_LOG_SAMPLE_RATE,
+    logging::TELEMETRY_EXCLUDE,
+    logging::TELEMETRY_OPERATIONAL,
     logging::REQUEST_ID_HEADER,
     sentry::SENTRY_DSN,
     sentry::SENTRY_ENVIRONMENT,
@@ -116,6 +118,7 @@ pub static VARS: &[VarSpec] = &[
     security::BODY_LIMIT,
     security::REQUEST_TIMEOUT,
     security::TIMEOUT_STATUS,
+    security::ROUTE_LIMITS,
     security::CORS_ORIGINS,
     security::CORS_METHODS,
     security::CORS_HEADERS,
@@ -152,6 +155,10 @@ pub struct Settings {
     pub access_log: AccessLogSettings,
     /// `OPSKIT_REQUEST_ID_HEADER` (lower case).
     pub request_id_header: String,
+    /// `OPSKIT_TELEMETRY_EXCLUDE`: the application's quiet route patterns.
+    pub telemetry_exclude: Vec<String>,
+    /// `OPSKIT_TELEMETRY_OPERATIONAL`: the operational routes are measured.
+    pub telemetry_operational: bool,
     /// `SENTRY_*`.
     pub sentry: SentrySettings,
     /// `OPSKIT_HEALTH_PREFIX` (no trailing slash).
@@ -223,6 +230,8 @@ impl Settings {
             keep_alive_timeout: server.keep_alive_timeout,
             access_log: logging.access_log,
             request_id_header: logging.request_id_header,
+            telemetry_exclude: logging.telemetry_exclude,
+            telemetry_operational: logging.telemetry_operational,
             sentry: sentry?,
             health_prefix: health.prefix,
             health_token: health.token,

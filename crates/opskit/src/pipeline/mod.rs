@@ -34,6 +34,7 @@ mod scope;
 pub(crate) use scope::InRequestFuture;
 pub(crate) use scope::{install_panic_hook, panic_message, panic_problem, RequestScope};
 
+use crate::limits::Limits;
 use crate::ratelimit::{Checked, LimitCheck, Limiter, RequestInfo};
 use crate::recorder::{Outcome, Recorder, Started};
 use crate::response_headers::{HeaderMapLike, PerResponse, Prepared};
@@ -364,19 +365,22 @@ impl<M: HeaderMapLike> Pipeline<M> {
         let w = Wanted::scan(head.headers, &self.names, &self.headers.request_id_header);
         let security = &self.headers.security;
         let https = security.is_https(w.forwarded_proto, w.forwarded);
+        let quiet = self.recorder.quiet_route(head.routed_path);
         let started = self
             .recorder
-            .start(w.request_id, head.method, https, &w.trace);
+            .start_route(w.request_id, head.method, https, &w.trace, quiet);
         // The declared body size, read once: the limit's check, the metrics.
         let declared = w
             .content_length
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+        // The body limit and timeout of the route reached.
+        let limits = security.limits(head.routed_path);
         let nonce = security.nonce_enabled().then(CspNonce::generate);
         let cors = security.cors(head.method, w.origin, w.request_method);
         let answer = match &cors {
             CorsDecision::Preflight(_) => Some(Answer::NoContent),
             _ => crate::problem::refuse_path(head.path)
-                .or_else(|| security.check_body(declared))
+                .or_else(|| limits.check_body(declared))
                 .map(Answer::Problem),
         };
         let cors = match cors {
@@ -392,7 +396,7 @@ impl<M: HeaderMapLike> Pipeline<M> {
         });
         // A body whose size is not bounded by the limit before it is read is
         // counted as it streams (one rule for every framework).
-        let limit = security.body_limit();
+        let limit = limits.body;
         let bound = match head.body {
             BodyBound::Known(bound) => bound,
             BodyBound::FromHeaders { http2 } => match declared {
@@ -438,6 +442,7 @@ impl<M: HeaderMapLike> Pipeline<M> {
             client,
             peer: head.peer,
             request_size: declared,
+            limits,
             user_agent: w.user_agent.cloned(),
             report: w.report.map(|v| v.cloned()),
             nonce,
@@ -463,6 +468,8 @@ pub(crate) struct InFlight<M: HeaderMapLike, K: Kept> {
     client: Option<IpAddr>,
     peer: Option<IpAddr>,
     request_size: Option<u64>,
+    /// The body limit and timeout of the request's route.
+    limits: Limits,
     user_agent: Option<M::Value>,
     report: [Option<M::Value>; 3],
     nonce: Option<CspNonce>,
@@ -522,7 +529,7 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
 
     /// How long the handler may run.
     pub(crate) fn timeout(&self) -> Option<Duration> {
-        self.pipeline.headers.security.timeout()
+        self.limits.timeout
     }
 
     /// Takes the rate limiter's decision awaited for [`Next::Limit`]: the
@@ -545,7 +552,6 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
     /// (no detail reaches the client), a timeout the timeout's status; a
     /// body cut off at the limit makes either a 413.
     fn failure(&mut self, failure: Failure) -> Problem {
-        let security = &self.pipeline.headers.security;
         match failure {
             Failure::Panicked(payload) => {
                 self.panic = Some(payload);
@@ -555,15 +561,15 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
                 self.error = Some("timeout");
                 let _span = self.started.span.enter();
                 tracing::warn!(
-                    timeout_ms = security.timeout().unwrap_or_default().as_millis() as u64,
+                    timeout_ms = self.limits.timeout.unwrap_or_default().as_millis() as u64,
                     "request timed out"
                 );
             }
         }
         if self.cut_off() {
-            security.body_too_large()
+            self.limits.body_too_large()
         } else {
-            security.timeout_problem()
+            self.limits.timeout_problem()
         }
     }
 
@@ -580,7 +586,7 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
     /// no route for a method outside RFC 9110's is a 501 in every framework.
     pub(crate) fn replacement(&self, status: u16, empty_body: bool) -> Option<Problem> {
         if self.cut_off() {
-            return Some(self.pipeline.headers.security.body_too_large());
+            return Some(self.limits.body_too_large());
         }
         crate::problem::replace_unrouted(self.kept.target().0, status, empty_body)
     }

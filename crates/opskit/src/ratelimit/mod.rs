@@ -355,11 +355,7 @@ impl Limiter {
             return None;
         }
         for (i, r) in s.routes.iter().enumerate() {
-            let hit = match r.pattern.strip_suffix('*') {
-                Some(prefix) => path.starts_with(prefix),
-                None => path == r.pattern,
-            };
-            if hit {
+            if crate::limits::pattern_matches(&r.pattern, path) {
                 return r.quota.map(|q| (i + 1, q));
             }
         }
