@@ -262,6 +262,7 @@ async fn run<F: Future>(fut: F, flight: &Flight) -> Result<F::Output, Stop> {
     let guarded = AssertUnwindSafe(crate::pipeline::InRequestFuture {
         inner: fut,
         trace: Some(flight.started().trace.clone()),
+        enriched: &flight.started().enriched,
     })
     .catch_unwind();
     let caught = match flight.timeout() {

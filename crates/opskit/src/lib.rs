@@ -26,6 +26,7 @@ pub mod security;
 mod server;
 mod service;
 mod shutdown;
+pub mod telemetry;
 mod time;
 pub mod trace;
 

@@ -89,6 +89,9 @@ pub struct Started {
     pub(crate) counted: bool,
     /// The quiet route the request is to (an index of the recorder's).
     pub(crate) quiet: Option<u16>,
+    /// Set when the handler added to the request's telemetry (read from
+    /// the request's span at the end only then).
+    pub(crate) enriched: std::sync::atomic::AtomicBool,
 }
 
 macro_rules! access_event {
@@ -299,6 +302,7 @@ impl Recorder {
             trace_header,
             counted,
             quiet,
+            enriched: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -332,6 +336,25 @@ impl Recorder {
             &cut_outcome
         } else {
             outcome
+        };
+        // What the handler added (read only when it added something): its
+        // route replaces the router's.
+        let enrichment = started
+            .enriched
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| crate::telemetry::enrichment_of(&started.span))
+            .flatten();
+        let enriched_outcome;
+        let outcome = match &enrichment {
+            Some(e) => {
+                enriched_outcome = Outcome {
+                    route: e.route().or(outcome.route),
+                    enrichment: Some(e),
+                    ..*outcome
+                };
+                &enriched_outcome
+            }
+            None => outcome,
         };
         let quiet = started.quiet.and_then(|i| self.quiet.get(usize::from(i)));
         if let (Some(m), Some(q)) = (&self.metrics, quiet) {

@@ -67,6 +67,9 @@ pub struct Outcome<'a> {
     pub request_size: Option<u64>,
     /// The response body size, when known before sending.
     pub response_size: Option<u64>,
+    /// What the handler added to its request's telemetry
+    /// ([`RequestTelemetry`](crate::telemetry::RequestTelemetry)).
+    pub enrichment: Option<&'a Enrichment>,
 }
 
 impl<'a> Outcome<'a> {
@@ -89,8 +92,62 @@ impl<'a> Outcome<'a> {
             error: None,
             request_size: None,
             response_size: None,
+            enrichment: None,
         }
     }
+}
+
+/// Most fields a handler adds to one request's telemetry.
+pub(crate) const MAX_FIELDS: usize = 16;
+/// Longest field name, in bytes.
+pub(crate) const MAX_KEY: usize = 64;
+/// Longest field value, in bytes (longer ones are cut at a character boundary).
+pub(crate) const MAX_VALUE: usize = 256;
+
+/// The fields a handler added to its request's telemetry (`user.id`,
+/// `tenant`, …) and the route it named, bounded: at most 16 fields, names of
+/// at most 64 bytes, values of at most 256.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enrichment {
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) route: Option<String>,
+}
+
+impl Enrichment {
+    /// The fields, in the order they were first set.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The route template the handler named (behind a fallback, say).
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+}
+
+thread_local! {
+    /// Set when request code on this thread added to its request's
+    /// telemetry: the request scope moves it to the request (so a request
+    /// without enrichment pays one flag check at its end, nothing more).
+    static ENRICHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes that the request running on this thread was enriched.
+pub(crate) fn mark_enriched() {
+    ENRICHED.with(|e| e.set(true));
+}
+
+/// Swaps this thread's enrichment mark for `mark`, returning the old one.
+pub(crate) fn swap_enriched(mark: bool) -> bool {
+    ENRICHED.with(|e| e.replace(mark))
 }
 
 /// A header value as text for the log and the span: its valid UTF-8 (RFC

@@ -47,6 +47,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use opskit::security::CspNonce;
+use opskit::telemetry::RequestTelemetry;
 use opskit::{Ops, Problem, RequestId};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -103,12 +104,19 @@ async fn index(State(ops): State<Ops<Config>>) -> Json<Value> {
     Json(json!({ "service": ops.service().name, "message": ops.app().greeting }))
 }
 
-async fn user(Path(id): Path<String>, request_id: RequestId) -> Result<Json<Value>, Problem> {
+async fn user(
+    Path(id): Path<String>,
+    request_id: RequestId,
+    telemetry: RequestTelemetry,
+) -> Result<Json<Value>, Problem> {
     let id: u64 = id
         .parse()
         .map_err(|_| Problem::new(400).detail("the user id must be a whole number"))?;
-    // Inside the request: this line carries `request_id` too.
-    tracing::info!(user.id = id, "user looked up");
+    // On this request's access line, span and error report (see
+    // docs/logging.md, "Request enrichment").
+    let _ = telemetry.set("user.id", id);
+    // Inside the request: this line carries `request_id` and `user.id` too.
+    tracing::info!("user looked up");
     // A business metric: plain `metrics` macros land in opskit's /metrics.
     metrics::counter!(USERS_LOOKED_UP).increment(1);
     Ok(Json(
@@ -116,7 +124,11 @@ async fn user(Path(id): Path<String>, request_id: RequestId) -> Result<Json<Valu
     ))
 }
 
-async fn demo_error() -> Problem {
+async fn demo_error(telemetry: RequestTelemetry) -> Problem {
+    // A failure of a known user and tenant: both on the error report (the
+    // user only with OPSKIT_SENTRY_SEND_PII).
+    let _ = telemetry.set("user.id", 42);
+    let _ = telemetry.set("tenant", "acme");
     // Becomes a breadcrumb of the error event.
     tracing::warn!(step = "charge", "payment provider unreachable");
     Problem::new(500).detail("this route always fails, to show error handling")

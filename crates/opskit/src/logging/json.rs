@@ -67,6 +67,30 @@ fn visited_request_span(request_id: &str, trace_id: &str, span_id: &str) -> trac
     )
 }
 
+/// A span's fields as this format writes them (the enrichment of a request
+/// is written after the span's own).
+pub(crate) type JsonSpanFields = FormattedFields<FlatJsonFields>;
+
+/// Rewrites a request span's formatted `fields` with `enrichment`'s fields
+/// after its own first `base` bytes: every later line of the request carries them.
+pub(crate) fn write_enrichment(
+    fields: &mut String,
+    base: usize,
+    enrichment: &crate::request::Enrichment,
+) {
+    fields.truncate(base);
+    for (key, value) in enrichment.fields() {
+        if !fields.is_empty() {
+            fields.push(',');
+        }
+        // Names are checked (`a-z 0-9 . _ -`): no escaping needed.
+        fields.push('"');
+        fields.push_str(key);
+        fields.push_str("\":");
+        let _ = write_json_str(fields, value);
+    }
+}
+
 fn take_request_span_fields() -> Option<String> {
     REQUEST_SPAN_FIELDS.with(std::cell::Cell::take)
 }

@@ -10,8 +10,8 @@
 
 mod json;
 pub(crate) use json::request_span;
-#[cfg(feature = "sentry")]
 pub(crate) use json::REQUEST_SPAN_TARGET;
+pub(crate) use json::{write_enrichment, JsonSpanFields};
 mod writer;
 
 pub use json::{FlatJson, FlatJsonFields};

@@ -52,6 +52,11 @@ pub(crate) fn server_span(
             i64::from(outcome.status),
         ));
     }
+    if let Some(e) = outcome.enrichment {
+        for (key, value) in e.fields() {
+            attributes.push(KeyValue::new(key.to_owned(), value.to_owned()));
+        }
+    }
     if let Some(client) = outcome.client {
         attributes.push(KeyValue::new(
             "client.address",

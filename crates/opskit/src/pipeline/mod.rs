@@ -648,6 +648,7 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
             error: self.error,
             request_size: self.request_size,
             response_size,
+            enrichment: None,
         };
         self.pipeline.recorder.finish(&self.started, &outcome);
     }

@@ -5,6 +5,7 @@
 use crate::recorder::Started;
 use crate::Problem;
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 thread_local! {
     static IN_REQUEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -27,8 +28,10 @@ impl Drop for InRequest {
 }
 
 /// A request's context on this thread until dropped: its log span, the
-/// in-request flag (the adapter reports its panics), its trace context.
+/// in-request flag (the adapter reports its panics), its trace context, and
+/// whether its code enriched its telemetry.
 pub(crate) struct RequestScope<'a> {
+    _enriched: Enriched<'a>,
     // Dropped in this order: the reverse of entering.
     _trace: crate::trace::Entered,
     _in_request: InRequest,
@@ -40,9 +43,33 @@ impl<'a> RequestScope<'a> {
         let span = started.span.enter();
         let in_request = InRequest::enter();
         Self {
+            _enriched: Enriched::enter(&started.enriched),
             _trace: crate::trace::Entered::enter(&started.trace),
             _in_request: in_request,
             _span: span,
+        }
+    }
+}
+
+/// Carries the thread's enrichment mark (set by
+/// [`RequestTelemetry`](crate::telemetry::RequestTelemetry)) over to the
+/// request when request code leaves the thread.
+pub(crate) struct Enriched<'a> {
+    request: &'a AtomicBool,
+    outer: bool,
+}
+
+impl<'a> Enriched<'a> {
+    pub(crate) fn enter(request: &'a AtomicBool) -> Self {
+        let outer = crate::request::swap_enriched(false);
+        Self { request, outer }
+    }
+}
+
+impl Drop for Enriched<'_> {
+    fn drop(&mut self) {
+        if crate::request::swap_enriched(self.outer) {
+            self.request.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -54,28 +81,31 @@ pub(crate) use in_request::InRequestFuture;
 /// span (Actix's, instrumented as a whole).
 #[cfg(feature = "actix")]
 mod in_request {
-    use super::InRequest;
+    use super::{Enriched, InRequest};
     use pin_project_lite::pin_project;
     use std::future::Future;
     use std::pin::Pin;
+    use std::sync::atomic::AtomicBool;
     use std::task::{Context, Poll};
 
     pin_project! {
         /// Marks the thread as running request code, in the request's trace
         /// context, around every poll of `F` (for adapters whose future is
         /// already inside the request's log span).
-        pub(crate) struct InRequestFuture<F> {
+        pub(crate) struct InRequestFuture<'a, F> {
             #[pin]
             pub(crate) inner: F,
             pub(crate) trace: Option<crate::trace::TraceContext>,
+            pub(crate) enriched: &'a AtomicBool,
         }
     }
 
-    impl<F: Future> Future for InRequestFuture<F> {
+    impl<F: Future> Future for InRequestFuture<'_, F> {
         type Output = F::Output;
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
             let _in_request = InRequest::enter();
             let this = self.project();
+            let _enriched = Enriched::enter(this.enriched);
             let _trace = this.trace.as_ref().map(crate::trace::Entered::enter);
             this.inner.poll(cx)
         }

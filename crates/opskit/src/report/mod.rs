@@ -221,6 +221,17 @@ impl Reporter {
             "http.response.status_code".to_owned(),
             outcome.status.to_string(),
         );
+        // The handler's fields: tags, but `user.id` only as the user, and
+        // only with `send_pii`.
+        let mut user_id = None;
+        for (key, value) in outcome.enrichment.iter().flat_map(|e| e.fields()) {
+            match key {
+                "user.id" => user_id = self.send_pii.then(|| value.to_owned()),
+                _ => {
+                    tags.insert(key.to_owned(), value.to_owned());
+                }
+            }
+        }
         let mut headers = Map::new();
         // An allow-list: cookies, authorization and every other header that
         // could carry a credential or personal data are never read.
@@ -268,13 +279,15 @@ impl Reporter {
                 Vec::new(),
             ),
         };
-        let user = match (self.send_pii, outcome.client) {
-            (true, Some(ip)) => Some(User {
-                ip_address: Some(IpAddress::Exact(ip)),
-                ..Default::default()
-            }),
-            _ => None,
-        };
+        let ip_address = outcome
+            .client
+            .filter(|_| self.send_pii)
+            .map(IpAddress::Exact);
+        let user = (ip_address.is_some() || user_id.is_some()).then(|| User {
+            id: user_id,
+            ip_address,
+            ..Default::default()
+        });
         let event = Event {
             level,
             message,
