@@ -117,6 +117,39 @@ const VARS: &[VarSpec] = &[
         None,
         "What `/demo/downstream` calls, carrying the trace context on. Unset: this service's own `/users/42`.",
     ),
+    // Test and demo hooks (src/demo.rs): read there, from the process
+    // environment, before `init`; listed here so that they are documented
+    // and not taken for typos.
+    VarSpec::new(
+        "APP_DEMO_SET",
+        "NAME=value pairs separated by ;",
+        None,
+        "Demo hook: each pair is given to `Builder::set`, which overrides the environment and `.env`.",
+    ),
+    VarSpec::new(
+        "APP_DEMO_BEFORE_SEND",
+        "true or false",
+        Some("false"),
+        "Demo hook: a Sentry `before_send` that drops the events of `GET /demo/error` and tags the others `demo.before_send=edited`.",
+    ),
+    VarSpec::new(
+        "APP_DEMO_RATE_LIMIT_KEY",
+        "true or false",
+        Some("false"),
+        "Demo hook: rate limits keyed by the `Authorization` bearer token (`Builder::rate_limit_key`); IP without one.",
+    ),
+    VarSpec::new(
+        "APP_DEMO_OWN_RECORDER",
+        "true or false",
+        Some("false"),
+        "Demo hook: the application installs its own `metrics` recorder before `init` (served at `/demo/own-metrics`; opskit serves no `/metrics`).",
+    ),
+    VarSpec::new(
+        "APP_DEMO_MAINTENANCE_FILE",
+        "a file path",
+        None,
+        "Demo hook: a readiness check, refreshed in the background every second, that fails while this file exists.",
+    ),
 ];
 
 impl AppConfig for Config {

@@ -5,9 +5,11 @@ use actix_web::{web, App};
 
 #[actix_web::main]
 async fn main() {
-    let ops = opskit::Builder::new()
+    let builder = opskit::Builder::new()
         .service(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-        .commit(option_env!("GIT_COMMIT").unwrap_or("unknown"))
+        .commit(option_env!("GIT_COMMIT").unwrap_or("unknown"));
+    // Test and demo hooks, off unless their APP_DEMO_* variable is set.
+    let ops = actix_starter::demo::before_init(builder)
         .init::<Config>()
         .unwrap_or_else(|e| e.exit());
     actix_starter::register_checks(&ops);
