@@ -398,7 +398,11 @@ fn before_send_drops_and_edits_events(kind: Kind) {
     let rx = SentryReceiver::start();
     let mut s = Starter::spawn(
         kind,
-        &[("SENTRY_DSN", &rx.dsn()), ("APP_DEMO_BEFORE_SEND", "true")],
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("APP_DEMO_BEFORE_SEND", "true"),
+            ("OPSKIT_SHUTDOWN_DELAY", "0s"),
+        ],
     );
     for (path, id) in [("/demo/error", "dropped-1"), ("/demo/panic", "kept-1")] {
         let r = s.request("GET", path, &[("x-request-id", id)], b"").unwrap();
@@ -440,7 +444,10 @@ fn before_send_drops_and_edits_events(kind: Kind) {
 /// context, counted as sent, and the service keeps serving.
 fn a_background_task_panic_is_logged_and_reported_once(kind: Kind) {
     let rx = SentryReceiver::start();
-    let mut s = Starter::spawn(kind, &[("SENTRY_DSN", &rx.dsn())]);
+    let mut s = Starter::spawn(
+        kind,
+        &[("SENTRY_DSN", &rx.dsn()), ("OPSKIT_SHUTDOWN_DELAY", "0s")],
+    );
     let r = s.get("/demo/background-panic").unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     let logged = s.expect_json_line("the panic's log line", Duration::from_secs(10), |v| {
@@ -458,6 +465,7 @@ fn a_background_task_panic_is_logged_and_reported_once(kind: Kind) {
         "outside any request: {logged}"
     );
     let events = rx.wait_for_events(1, Duration::from_secs(10));
+    assert_eq!(events.len(), 1, "one report of the panic: {events:#?}");
     let e = &events[0];
     assert_eq!(e["level"], "fatal", "{e:#}");
     let exception = &e["exception"]["values"][0];
