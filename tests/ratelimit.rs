@@ -208,19 +208,21 @@ fn header_keys_give_each_value_its_own_quota(kind: Kind) {
 
 /// `Builder::rate_limit_key` (the starter's `APP_DEMO_RATE_LIMIT_KEY` hook
 /// keys by the `Authorization` bearer token): each user has its own quota,
-/// all from one address; requests for which the key gives `None` (no token)
-/// are keyed by IP.
+/// all from one address and whatever `OPSKIT_RATE_LIMIT_KEY` says; requests
+/// for which the key gives `None` (no token) are keyed by IP.
 fn the_builders_custom_key_gives_each_user_its_own_quota(kind: Kind) {
     let s = Starter::spawn(
         kind,
         &[
             ("OPSKIT_RATE_LIMIT", "1/1m"),
             ("APP_DEMO_RATE_LIMIT_KEY", "true"),
+            // The key set in code replaces the configured one.
+            ("OPSKIT_RATE_LIMIT_KEY", "header:x-api-key"),
         ],
     );
     let user = |token: &str| {
         let auth = format!("Bearer {token}");
-        get(&s, "/", &[("authorization", &auth)]).status
+        get(&s, "/", &[("authorization", &auth), ("x-api-key", "shared")]).status
     };
     assert_eq!(user("alice"), 200);
     assert_eq!(user("alice"), 429);
