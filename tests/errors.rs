@@ -405,7 +405,9 @@ fn before_send_drops_and_edits_events(kind: Kind) {
         ],
     );
     for (path, id) in [("/demo/error", "dropped-1"), ("/demo/panic", "kept-1")] {
-        let r = s.request("GET", path, &[("x-request-id", id)], b"").unwrap();
+        let r = s
+            .request("GET", path, &[("x-request-id", id)], b"")
+            .unwrap();
         assert_eq!(r.status, 500, "{path}");
     }
     rx.wait_for_events(1, Duration::from_secs(10));

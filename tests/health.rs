@@ -344,7 +344,12 @@ fn a_check_refreshed_in_the_background_turns_readiness_without_probes(kind: Kind
     std::fs::write(&flag, b"").unwrap();
     changes(1, 1);
     let r = s.get("/readyz").unwrap();
-    assert_eq!(r.status, 503, "the first probe after the change: {}", r.text());
+    assert_eq!(
+        r.status,
+        503,
+        "the first probe after the change: {}",
+        r.text()
+    );
     let v = s.get("/health").unwrap().json();
     assert_eq!(v["checks"]["maintenance"]["status"], "fail", "{v}");
     assert_eq!(

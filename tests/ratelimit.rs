@@ -222,7 +222,12 @@ fn the_builders_custom_key_gives_each_user_its_own_quota(kind: Kind) {
     );
     let user = |token: &str| {
         let auth = format!("Bearer {token}");
-        get(&s, "/", &[("authorization", &auth), ("x-api-key", "shared")]).status
+        get(
+            &s,
+            "/",
+            &[("authorization", &auth), ("x-api-key", "shared")],
+        )
+        .status
     };
     assert_eq!(user("alice"), 200);
     assert_eq!(user("alice"), 429);

@@ -39,7 +39,7 @@ pub fn register_checks(ops: &Ops<Config>) {
     }
     ops.health()
         .register(checks::disk_free("disk", ".", 64 << 20).critical(false));
-    if let Some(check) = demo::maintenance_check() {
+    if let Some(check) = demo::maintenance_check(ops.app()) {
         ops.health().register(check);
     }
 }
@@ -87,7 +87,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/demo/legacy", web::get().to(demo_legacy))
         .route("/demo/echo", web::post().to(demo_echo))
         .route("/demo/downstream", web::get().to(demo_downstream))
-        .route("/demo/background-panic", web::get().to(demo_background_panic))
+        .route(
+            "/demo/background-panic",
+            web::get().to(demo_background_panic),
+        )
         .route("/demo/own-metrics", web::get().to(demo_own_metrics));
 }
 

@@ -3,20 +3,15 @@
 //! The conformance suite (`tests/`) turns them on to prove documented
 //! behaviour from outside the process; each also shows how a service uses
 //! that part of opskit. A service copied from this starter can delete this
-//! module, the `demo::` lines in `main` and `register_checks`, and the
-//! `/demo/*` routes. The same hooks, with the same variables, are in both
-//! starters. They are read from the process environment only (not `.env`),
-//! because most act before `init` reads the configuration.
+//! module, its calls in `main` and `register_checks`, the `demo_*` fields of
+//! `Config` and the `/demo/*` routes. Both starters have the same hooks,
+//! with the same variables.
 
+use crate::Config;
+use opskit::config::{AppConfig, Env};
 use opskit::health::Check;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-
-/// Whether `APP_DEMO_<name>` is `true` (in any case).
-fn on(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-}
 
 /// Applies the hooks that act on the builder, before `init`:
 ///
@@ -32,13 +27,22 @@ fn on(name: &str) -> bool {
 /// - `APP_DEMO_OWN_RECORDER=true`: the application installs its own `metrics`
 ///   recorder before opskit's `init` (opskit then records into it and does
 ///   not serve `/metrics`); `/demo/own-metrics` renders it.
+///
+/// These act before `init`, so they read the configuration early, from the
+/// same environment and `.env`; when it is invalid, none applies and `init`
+/// reports every problem.
 pub fn before_init(mut builder: opskit::Builder) -> opskit::Builder {
-    if let Ok(pairs) = std::env::var("APP_DEMO_SET") {
-        for (name, value) in pairs.split(';').filter_map(|p| p.split_once('=')) {
-            builder = builder.set(name.trim(), value);
-        }
+    let early = Env::from_process(Some(std::path::Path::new(".env")))
+        .ok()
+        .and_then(|env| Config::from_env(&env).ok());
+    let Some(config) = early else {
+        return builder;
+    };
+    let pairs = config.demo_set.as_deref().unwrap_or("").split(';');
+    for (name, value) in pairs.filter_map(|p| p.split_once('=')) {
+        builder = builder.set(name.trim(), value);
     }
-    if on("APP_DEMO_BEFORE_SEND") {
+    if config.demo_before_send {
         builder = builder.sentry_before_send(|mut event| {
             if event.transaction.as_deref() == Some("GET /demo/error") {
                 return None;
@@ -49,13 +53,13 @@ pub fn before_init(mut builder: opskit::Builder) -> opskit::Builder {
             Some(event)
         });
     }
-    if on("APP_DEMO_RATE_LIMIT_KEY") {
+    if config.demo_rate_limit_key {
         builder = builder.rate_limit_key(|req| {
             let token = (req.header)("authorization")?.strip_prefix(b"Bearer ")?;
             Some(format!("user:{}", String::from_utf8_lossy(token)))
         });
     }
-    if on("APP_DEMO_OWN_RECORDER") {
+    if config.demo_own_recorder {
         install_own_recorder();
     }
     builder
@@ -84,8 +88,8 @@ pub fn own_metrics() -> Option<String> {
 /// that file exists (an operator takes the instance out of rotation with
 /// `touch`), run in the background every second, so probes never wait for
 /// it and its state changes without any probe asking.
-pub fn maintenance_check() -> Option<Check> {
-    let path = PathBuf::from(std::env::var_os("APP_DEMO_MAINTENANCE_FILE")?);
+pub fn maintenance_check(config: &Config) -> Option<Check> {
+    let path = config.demo_maintenance_file.clone()?;
     let check = Check::new("maintenance", move || {
         // One `stat`: quick enough to run on the runtime's thread.
         let present = path.exists();

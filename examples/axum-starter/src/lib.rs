@@ -39,7 +39,7 @@ pub fn register_checks(ops: &Ops<Config>) {
     }
     ops.health()
         .register(checks::disk_free("disk", ".", 64 << 20).critical(false));
-    if let Some(check) = demo::maintenance_check() {
+    if let Some(check) = demo::maintenance_check(ops.app()) {
         ops.health().register(check);
     }
 }
@@ -135,7 +135,10 @@ async fn demo_background_panic() -> (axum::http::StatusCode, Json<Value>) {
     tokio::spawn(async {
         panic!("demo background panic: this task always panics");
     });
-    (axum::http::StatusCode::ACCEPTED, Json(json!({ "spawned": true })))
+    (
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({ "spawned": true })),
+    )
 }
 
 /// The application's own metrics recorder (see [`demo::before_init`]).
