@@ -185,10 +185,8 @@ impl AppConfig for Config {
         );
         let pairs = self.demo_set.as_deref().unwrap_or("").split(';');
         for (i, pair) in pairs.enumerate().filter(|(_, p)| !p.is_empty()) {
-            if !pair
-                .split_once('=')
-                .is_some_and(|(name, _)| !name.trim().is_empty())
-            {
+            let name = pair.split_once('=').map(|(name, _)| name.trim());
+            if name.is_none_or(str::is_empty) {
                 let problem = format!("pair {} has no NAME= before its value", i + 1);
                 v.problem("demo_set", "NAME=value pairs separated by ;", problem);
             }
