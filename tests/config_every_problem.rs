@@ -108,6 +108,10 @@ const INVALID: &[(&str, &str)] = &[
     ("APP_REDIS_URL", "nope"),
     ("APP_SLOW_MAX_MS", "lots"),
     ("APP_DOWNSTREAM_URL", "not a url"),
+    ("APP_DEMO_SET", "novalue"),
+    ("APP_DEMO_BEFORE_SEND", "maybe"),
+    ("APP_DEMO_RATE_LIMIT_KEY", "maybe"),
+    ("APP_DEMO_OWN_RECORDER", "maybe"),
 ];
 
 /// Variables that accept any text: no value is invalid for them.
@@ -126,6 +130,7 @@ const ANY_TEXT: &[(&str, &str)] = &[
         "any list of origins (compared as text)",
     ),
     ("APP_GREETING", "any text"),
+    ("APP_DEMO_MAINTENANCE_FILE", "any file path"),
 ];
 
 /// Every declared variable: the library's and the starters'.

@@ -18,6 +18,8 @@ opskit_conformance::conformance!(
     sentry_sample_rate_sends_that_share_of_events,
     a_429_with_retry_after_makes_the_transport_back_off,
     a_full_queue_drops_events_and_counts_them,
+    before_send_drops_and_edits_events,
+    a_background_task_panic_is_logged_and_reported_once,
 );
 
 const SECRET_HEADERS: [(&str, &str); 3] = [
@@ -386,6 +388,123 @@ fn a_429_with_retry_after_makes_the_transport_back_off(kind: Kind) {
             "Retry-After: {retry_after}"
         );
     }
+}
+
+/// `Builder::sentry_before_send` (the starter's `APP_DEMO_BEFORE_SEND` hook
+/// drops the events of `GET /demo/error` and tags the others): the dropped
+/// event never reaches Sentry nor any delivery counter, the edited one
+/// arrives with its tag.
+fn before_send_drops_and_edits_events(kind: Kind) {
+    let rx = SentryReceiver::start();
+    let mut s = Starter::spawn(
+        kind,
+        &[
+            ("SENTRY_DSN", &rx.dsn()),
+            ("APP_DEMO_BEFORE_SEND", "true"),
+            ("OPSKIT_SHUTDOWN_DELAY", "0s"),
+        ],
+    );
+    for (path, id) in [("/demo/error", "dropped-1"), ("/demo/panic", "kept-1")] {
+        let r = s
+            .request("GET", path, &[("x-request-id", id)], b"")
+            .unwrap();
+        assert_eq!(r.status, 500, "{path}");
+    }
+    rx.wait_for_events(1, Duration::from_secs(10));
+    // The shutdown flushes the queue: what was not sent by now never will be.
+    s.signal("TERM");
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    let events = rx.events();
+    let ids: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e["tags"]["request_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [Some("kept-1")],
+        "only the event before_send kept: {events:#?}"
+    );
+    let e = &events[0];
+    assert_eq!(e["tags"]["demo.before_send"], "edited", "{e:#}");
+    assert_eq!(e["transaction"], "GET /demo/panic");
+    // A dropped event is the application's choice: neither sent nor lost.
+    let stopped = s.expect_json_line("the delivery counters", Duration::ZERO, |v| {
+        v["message"] == "error reporting stopped"
+    });
+    assert_eq!(
+        (&stopped["sent"], &stopped["failed"], &stopped["dropped"]),
+        (&Value::from(1), &Value::from(0), &Value::from(0)),
+        "{stopped}"
+    );
+}
+
+/// A panic outside any request (a task the starter's `/demo/background-panic`
+/// spawns) is logged once, reported to Sentry once, without a request's
+/// context, counted as sent, and the service keeps serving.
+fn a_background_task_panic_is_logged_and_reported_once(kind: Kind) {
+    let rx = SentryReceiver::start();
+    let mut s = Starter::spawn(
+        kind,
+        &[("SENTRY_DSN", &rx.dsn()), ("OPSKIT_SHUTDOWN_DELAY", "0s")],
+    );
+    let r = s.get("/demo/background-panic").unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let logged = s.expect_json_line("the panic's log line", Duration::from_secs(10), |v| {
+        v["message"] == "panicked"
+    });
+    assert_eq!(logged["level"], "ERROR");
+    assert!(
+        logged["panic.message"]
+            .as_str()
+            .is_some_and(|m| m.contains("demo background panic")),
+        "{logged}"
+    );
+    assert!(
+        logged.get("request_id").is_none(),
+        "outside any request: {logged}"
+    );
+    let events = rx.wait_for_events(1, Duration::from_secs(10));
+    assert_eq!(events.len(), 1, "one report of the panic: {events:#?}");
+    let e = &events[0];
+    assert_eq!(e["level"], "fatal", "{e:#}");
+    let exception = &e["exception"]["values"][0];
+    assert_eq!(exception["type"], "panic");
+    assert!(
+        exception["value"]
+            .as_str()
+            .is_some_and(|m| m.contains("demo background panic")),
+        "{e:#}"
+    );
+    assert_eq!(exception["mechanism"]["handled"], false);
+    assert!(
+        e["tags"]["request_id"].is_null() && e["transaction"].is_null(),
+        "no request's context: {e:#}"
+    );
+    assert_eq!(s.get("/").unwrap().status, 200, "still serving");
+    eventually_every(
+        "the report counted as sent",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || match report_counters(&s) {
+            [1.0, 0.0, 0.0] => Ok(()),
+            other => Err(other),
+        },
+    );
+    s.signal("TERM");
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    assert_eq!(rx.events().len(), 1, "reported once: {:#?}", rx.events());
+    let panicked = s
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["message"] == "panicked")
+        .count();
+    assert_eq!(panicked, 1, "logged once");
 }
 
 /// `opskit_error_reports_total{outcome=…}` for sent, failed, dropped.

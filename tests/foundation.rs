@@ -16,6 +16,7 @@ opskit_conformance::conformance!(
     drain_stops_at_the_shutdown_timeout,
     starts_with_no_environment_at_all,
     dotenv_is_read_and_the_process_environment_wins,
+    the_builders_set_overrides_the_environment_and_dotenv,
     opskit_commit_is_shown_in_health,
     pretty_lines_are_coloured_on_a_terminal_unless_no_color,
 );
@@ -301,6 +302,42 @@ fn dotenv_is_read_and_the_process_environment_wins(kind: Kind) {
         h["environment"], "staging",
         "the file still fills what the process leaves unset"
     );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `Builder::set` (the starter's `APP_DEMO_SET` hook passes its pairs to it)
+/// wins over the process environment and over `.env`, for the library's
+/// variables and the application's alike; what it does not set still comes
+/// from those.
+fn the_builders_set_overrides_the_environment_and_dotenv(kind: Kind) {
+    let dir = dir_with_dotenv(
+        "builder-set",
+        kind,
+        "APP_GREETING=\"from the file\"\nOTEL_SERVICE_NAME=file-name\nOPSKIT_ENVIRONMENT=staging\n",
+    );
+    let mut cmd = opskit_conformance::command(
+        kind,
+        &[
+            ("APP_GREETING", "from the process"),
+            ("OPSKIT_COMMIT", "env-commit"),
+            (
+                "APP_DEMO_SET",
+                "APP_GREETING=from code;OTEL_SERVICE_NAME=code-name;OPSKIT_COMMIT=code-commit",
+            ),
+        ],
+    );
+    cmd.current_dir(&dir);
+    let s = Starter::spawn_command(kind, cmd);
+    let index = s.get("/").unwrap().json();
+    assert_eq!(
+        (index["message"].as_str(), index["service"].as_str()),
+        (Some("from code"), Some("code-name")),
+        "over the process environment and over .env"
+    );
+    let h = s.get("/health").unwrap().json();
+    assert_eq!(h["commit"], "code-commit", "{h}");
+    assert_eq!(h["environment"], "staging", "what code leaves unset: {h}");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,7 @@
 //! readiness-aware shutdown — the same in both starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{eventually_every, poll, Kind, Postgres, Redis, Starter};
+use opskit_conformance::{eventually, eventually_every, poll, Kind, Postgres, Redis, Starter};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +16,7 @@ opskit_conformance::conformance!(
     a_dependency_going_down_fails_readiness_not_liveness,
     sigterm_turns_readiness_at_once_and_drops_no_accepted_request,
     an_unknown_check_gets_a_fixed_problem_body,
+    a_check_refreshed_in_the_background_turns_readiness_without_probes,
 );
 
 /// Polls `path` until it answers `status` (or 10 s pass); returns the last status.
@@ -290,4 +291,75 @@ fn an_unknown_check_gets_a_fixed_problem_body(kind: Kind) {
     }
     bodies.dedup();
     assert_eq!(bodies.len(), 1, "one fixed body: {bodies:?}");
+}
+
+/// The number of `message` lines the `maintenance` check logged so far.
+fn maintenance_lines(s: &Starter, message: &str) -> usize {
+    s.json_lines()
+        .iter()
+        .filter(|v| v["check"] == "maintenance" && v["message"] == message)
+        .count()
+}
+
+/// `Check::refresh_every` (the starter's `APP_DEMO_MAINTENANCE_FILE` check,
+/// refreshed every second, fails while the file exists): the check runs in
+/// the background, with no probe asking, so the first `/readyz` after a
+/// change already answers the new state. (Without the background refresh a
+/// probe would answer the last result and only start a new run.)
+fn a_check_refreshed_in_the_background_turns_readiness_without_probes(kind: Kind) {
+    let dir = std::env::temp_dir().join(format!(
+        "opskit-refresh-{}-{}",
+        kind.bin_name(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = dir.join("maintenance");
+    let _ = std::fs::remove_file(&flag);
+    let s = Starter::spawn(
+        kind,
+        &[("APP_DEMO_MAINTENANCE_FILE", flag.to_str().unwrap())],
+    );
+    // Each state change is logged once, by the run that saw it; no probe of
+    // readiness is made until the log says the background run happened.
+    let changes = |passes: usize, fails: usize| {
+        eventually(
+            &format!("{passes} pass and {fails} fail line(s) of the maintenance check"),
+            Duration::from_secs(10),
+            || {
+                let seen = (
+                    maintenance_lines(&s, "health check passes"),
+                    maintenance_lines(&s, "health check fails"),
+                );
+                if seen == (passes, fails) {
+                    Ok(())
+                } else {
+                    Err(seen)
+                }
+            },
+        );
+    };
+    changes(1, 0);
+    assert_eq!(s.get("/readyz").unwrap().status, 200);
+
+    std::fs::write(&flag, b"").unwrap();
+    changes(1, 1);
+    let r = s.get("/readyz").unwrap();
+    assert_eq!(
+        r.status,
+        503,
+        "the first probe after the change: {}",
+        r.text()
+    );
+    let v = s.get("/health").unwrap().json();
+    assert_eq!(v["checks"]["maintenance"]["status"], "fail", "{v}");
+    assert_eq!(
+        v["checks"]["maintenance"]["message"],
+        "the maintenance file is present"
+    );
+
+    std::fs::remove_file(&flag).unwrap();
+    changes(2, 1);
+    assert_eq!(s.get("/readyz").unwrap().status, 200);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
 }

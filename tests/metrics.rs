@@ -19,6 +19,7 @@ opskit_conformance::conformance!(
     custom_duration_buckets_replace_the_default_ones,
     a_timed_out_request_has_error_type_timeout,
     a_request_the_client_left_is_aborted_499,
+    an_application_recorder_installed_first_gets_the_metrics,
 );
 
 /// The distinct label sets of the request-duration histogram.
@@ -497,6 +498,55 @@ fn a_request_the_client_left_is_aborted_499(kind: Kind) {
             .count(),
         1
     );
+}
+
+/// An application that installed its own `metrics` recorder before `init`
+/// (the starter's `APP_DEMO_OWN_RECORDER` hook, rendered at
+/// `/demo/own-metrics`): opskit logs a warning, records its metrics into
+/// that recorder, and serves no `/metrics`.
+fn an_application_recorder_installed_first_gets_the_metrics(kind: Kind) {
+    let s = Starter::spawn(kind, &[("APP_DEMO_OWN_RECORDER", "true")]);
+    let warning = s.expect_json_line("the warning", Duration::from_secs(5), |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cannot install the Prometheus recorder"))
+    });
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    let r = s.get("/metrics").unwrap();
+    assert_eq!(r.status, 404, "opskit serves no /metrics: {}", r.text());
+    assert_eq!(s.get("/users/7").unwrap().status, 200);
+    // The request is recorded when its response is sent: wait for it.
+    let own = eventually_every(
+        "the request in the application's recorder",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let text = s.get("/demo/own-metrics").unwrap().text();
+            let recorded = text.lines().any(|l| {
+                l.starts_with("http_server_request_duration_seconds_count{")
+                    && l.contains(r#"http_route="/users/{id}""#)
+                    && l.ends_with(" 1")
+            });
+            if recorded {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    );
+    assert_eq!(
+        series_value(&own, "app_users_looked_up_total"),
+        Some(1.0),
+        "{own}"
+    );
+    assert!(
+        own.lines().any(|l| l.starts_with("opskit_build_info{")),
+        "{own}"
+    );
+    // The control: without the hook, opskit's exporter is the recorder.
+    let plain = Starter::spawn(kind, &[]);
+    assert_eq!(plain.get("/demo/own-metrics").unwrap().status, 404);
+    assert_eq!(plain.get("/metrics").unwrap().status, 200);
 }
 
 /// The value of the series `series` (name and labels as rendered), if present.

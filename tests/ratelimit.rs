@@ -11,6 +11,7 @@ opskit_conformance::conformance!(
     route_policies_exemptions_and_legacy_headers,
     burst_sets_how_many_pass_at_once,
     header_keys_give_each_value_its_own_quota,
+    the_builders_custom_key_gives_each_user_its_own_quota,
     forwarded_header_names_the_client,
     replicas_share_one_quota_in_redis,
     a_redis_outage_follows_the_failure_policy,
@@ -203,6 +204,47 @@ fn header_keys_give_each_value_its_own_quota(kind: Kind) {
     assert_eq!(get(&s, "/", &[]).status, 200);
     assert_eq!(get(&s, "/", &[]).status, 429);
     assert_eq!(key("team-c"), 200);
+}
+
+/// `Builder::rate_limit_key` (the starter's `APP_DEMO_RATE_LIMIT_KEY` hook
+/// keys by the `Authorization` bearer token): each user has its own quota,
+/// all from one address and whatever `OPSKIT_RATE_LIMIT_KEY` says; requests
+/// for which the key gives `None` (no token) are keyed by IP.
+fn the_builders_custom_key_gives_each_user_its_own_quota(kind: Kind) {
+    let s = Starter::spawn(
+        kind,
+        &[
+            ("OPSKIT_RATE_LIMIT", "1/1m"),
+            ("APP_DEMO_RATE_LIMIT_KEY", "true"),
+            // The key set in code replaces the configured one.
+            ("OPSKIT_RATE_LIMIT_KEY", "header:x-api-key"),
+        ],
+    );
+    let user = |token: &str| {
+        let auth = format!("Bearer {token}");
+        get(
+            &s,
+            "/",
+            &[("authorization", &auth), ("x-api-key", "shared")],
+        )
+        .status
+    };
+    assert_eq!(user("alice"), 200);
+    assert_eq!(user("alice"), 429);
+    assert_eq!(user("bob"), 200, "another user, another quota");
+    assert_eq!(user("bob"), 429);
+    // Without a token: the IP's own quota, shared with no user.
+    assert_eq!(get(&s, "/", &[]).status, 200);
+    assert_eq!(get(&s, "/", &[]).status, 429);
+    assert_eq!(user("carol"), 200);
+    // The rejection is logged with the key hashed, never the token.
+    s.expect_line("the rejection", Duration::from_secs(5), |l| {
+        l.contains("rate limit exceeded")
+    });
+    assert!(
+        !s.output().iter().any(|l| l.contains("alice")),
+        "a key reached the log"
+    );
 }
 
 /// `OPSKIT_FORWARDED_HEADER=forwarded`: through a trusted proxy the client is

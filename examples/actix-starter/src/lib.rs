@@ -10,9 +10,13 @@
 //! `GET /demo/downstream` (calls another service, carrying the trace on),
 //! `POST /upload` (counts a large body as it streams: the route's own body
 //! limit, [`UPLOAD_LIMIT`], is set in `main` with `Builder::route_limit`),
+//! `GET /demo/background-panic` (starts a task that panics: opskit logs and
+//! reports it), `GET /demo/own-metrics` (the application's own metrics
+//! recorder, 404 unless `APP_DEMO_OWN_RECORDER` installed it; see [`demo`]),
 //! plus opskit's operational routes.
 
 mod config;
+pub mod demo;
 
 pub use config::Config;
 
@@ -41,6 +45,9 @@ pub fn register_checks(ops: &Ops<Config>) {
     }
     ops.health()
         .register(checks::disk_free("disk", ".", 64 << 20).critical(false));
+    if let Some(check) = demo::maintenance_check(ops.app()) {
+        ops.health().register(check);
+    }
 }
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -87,7 +94,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/demo/legacy", web::get().to(demo_legacy))
         .route("/demo/echo", web::post().to(demo_echo))
         .route("/demo/downstream", web::get().to(demo_downstream))
-        .route("/upload", web::post().to(upload));
+        .route("/upload", web::post().to(upload))
+        .route(
+            "/demo/background-panic",
+            web::get().to(demo_background_panic),
+        )
+        .route("/demo/own-metrics", web::get().to(demo_own_metrics));
 }
 
 async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
@@ -125,6 +137,23 @@ async fn demo_error(telemetry: RequestTelemetry) -> Problem {
 
 async fn demo_panic() -> HttpResponse {
     panic!("demo panic: this handler always panics");
+}
+
+/// Starts a background task that panics, and answers at once: outside any
+/// request, the panic is logged and reported to Sentry (once) by opskit's
+/// panic hook, and the service keeps serving.
+async fn demo_background_panic() -> HttpResponse {
+    actix_web::rt::spawn(async {
+        panic!("demo background panic: this task always panics");
+    });
+    HttpResponse::Accepted().json(json!({ "spawned": true }))
+}
+
+/// The application's own metrics recorder (see [`demo::before_init`]).
+async fn demo_own_metrics() -> Result<String, Problem> {
+    demo::own_metrics().ok_or_else(|| {
+        Problem::new(404).detail("APP_DEMO_OWN_RECORDER is off: opskit serves the metrics")
+    })
 }
 
 async fn demo_slow(ops: web::Data<Ops<Config>>, req: HttpRequest) -> Result<HttpResponse, Problem> {

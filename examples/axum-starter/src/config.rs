@@ -22,6 +22,20 @@ pub struct Config {
     /// `APP_DOWNSTREAM_URL`: what `/demo/downstream` calls (default: this
     /// service's own `/users/42`, standing in for another service).
     pub downstream_url: Option<Url>,
+    // The test and demo hooks (`crate::demo`), all off by default.
+    /// `APP_DEMO_SET`: `NAME=value` pairs for `Builder::set`.
+    pub demo_set: Option<String>,
+    /// `APP_DEMO_BEFORE_SEND`: a Sentry `before_send` hook.
+    #[serde(default)]
+    pub demo_before_send: bool,
+    /// `APP_DEMO_RATE_LIMIT_KEY`: rate limits keyed by the bearer token.
+    #[serde(default)]
+    pub demo_rate_limit_key: bool,
+    /// `APP_DEMO_OWN_RECORDER`: the application's own metrics recorder.
+    #[serde(default)]
+    pub demo_own_recorder: bool,
+    /// `APP_DEMO_MAINTENANCE_FILE`: a check that fails while this file exists.
+    pub demo_maintenance_file: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -117,6 +131,37 @@ const VARS: &[VarSpec] = &[
         None,
         "What `/demo/downstream` calls, carrying the trace context on. Unset: this service's own `/users/42`.",
     ),
+    // The test and demo hooks (src/demo.rs).
+    VarSpec::new(
+        "APP_DEMO_SET",
+        "NAME=value pairs separated by ;",
+        None,
+        "Demo hook: each pair is given to `Builder::set`, which overrides the environment and `.env`.",
+    ),
+    VarSpec::new(
+        "APP_DEMO_BEFORE_SEND",
+        "true or false",
+        Some("false"),
+        "Demo hook: a Sentry `before_send` that drops the events of `GET /demo/error` and tags the others `demo.before_send=edited`.",
+    ),
+    VarSpec::new(
+        "APP_DEMO_RATE_LIMIT_KEY",
+        "true or false",
+        Some("false"),
+        "Demo hook: rate limits keyed by the `Authorization` bearer token (`Builder::rate_limit_key`); IP without one.",
+    ),
+    VarSpec::new(
+        "APP_DEMO_OWN_RECORDER",
+        "true or false",
+        Some("false"),
+        "Demo hook: the application installs its own `metrics` recorder before `init` (served at `/demo/own-metrics`; opskit serves no `/metrics`).",
+    ),
+    VarSpec::new(
+        "APP_DEMO_MAINTENANCE_FILE",
+        "a file path",
+        None,
+        "Demo hook: a readiness check, refreshed in the background every second, that fails while this file exists.",
+    ),
 ];
 
 impl AppConfig for Config {
@@ -138,5 +183,13 @@ impl AppConfig for Config {
             self.downstream_url.as_ref(),
             &["http", "https"],
         );
+        let pairs = self.demo_set.as_deref().unwrap_or("").split(';');
+        for (i, pair) in pairs.enumerate().filter(|(_, p)| !p.is_empty()) {
+            let name = pair.split_once('=').map(|(name, _)| name.trim());
+            if name.is_none_or(str::is_empty) {
+                let problem = format!("pair {} has no NAME= before its value", i + 1);
+                v.problem("demo_set", "NAME=value pairs separated by ;", problem);
+            }
+        }
     }
 }

@@ -5,11 +5,13 @@ use opskit::limits::RouteLimit;
 
 #[tokio::main]
 async fn main() {
-    let ops = opskit::Builder::new()
+    let builder = opskit::Builder::new()
         .service(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
         .commit(option_env!("GIT_COMMIT").unwrap_or("unknown"))
         // One route takes large bodies (streamed, never held whole).
-        .route_limit(RouteLimit::new("/upload").body_limit(axum_starter::UPLOAD_LIMIT))
+        .route_limit(RouteLimit::new("/upload").body_limit(axum_starter::UPLOAD_LIMIT));
+    // Test and demo hooks, off unless their APP_DEMO_* variable is set.
+    let ops = axum_starter::demo::before_init(builder)
         .init::<Config>()
         .unwrap_or_else(|e| e.exit());
     axum_starter::register_checks(&ops);
