@@ -1013,6 +1013,13 @@ pub(crate) fn body_limit(e: Option<&Exchange>, size: usize, intrusive: bool) -> 
             ),
             fix,
         ),
+        // Refused for its method or path: the limit itself was not reached.
+        s @ (404 | 405 | 501) => Finding::warn(
+            "body-limit",
+            A,
+            format!("a {} MiB POST got {s}: the route refuses POST, so the body limit was not seen", size >> 20),
+            "audit a URL that accepts POST to see the limit (opskit: OPSKIT_BODY_LIMIT applies before routing)",
+        ),
         s => Finding::fail(
             "body-limit",
             A,
@@ -1409,6 +1416,10 @@ mod tests {
             Pass
         );
         assert_eq!(body_limit(Some(&ok), 8 << 20, true).status, Fail);
+        assert_eq!(
+            body_limit(Some(&Exchange::with(405, &[], "")), 8 << 20, true).status,
+            Warn
+        );
         assert_eq!(body_limit(None, 8 << 20, false).status, Skip);
     }
 
