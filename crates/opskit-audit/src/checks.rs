@@ -1436,4 +1436,18 @@ mod tests {
         assert_eq!(probe_timing(&[Exchange::with(503, &[], "")]).status, Fail);
         assert_eq!(probe_timing(&[]).status, Skip);
     }
+
+    #[test]
+    fn every_check_is_documented() {
+        let doc = include_str!("../../../docs/audit.md");
+        let findings = run_all(&Observations::default());
+        assert_eq!(findings.len(), 28);
+        for f in findings {
+            assert!(
+                doc.contains(&format!("| `{}` |", f.id)),
+                "{} is not in docs/audit.md",
+                f.id
+            );
+        }
+    }
 }

@@ -639,4 +639,18 @@ spec:
             .unwrap_err()
             .starts_with("bad.yaml"));
     }
+
+    #[test]
+    fn every_check_is_documented() {
+        let doc = include_str!("../../../docs/audit.md");
+        let mut ids: Vec<&str> = run(GOOD).iter().map(|f| f.id).collect();
+        ids.push(run("kind: Service\n")[0].id);
+        assert_eq!(ids.len(), 8);
+        for id in ids {
+            assert!(
+                doc.contains(&format!("| `{id}` |")),
+                "{id} is not in docs/audit.md"
+            );
+        }
+    }
 }
