@@ -1409,7 +1409,7 @@ mod tests {
             burst(&[ok.clone(), Exchange::with(429, &[], "")], true).status,
             Warn
         );
-        assert_eq!(burst(&[ok.clone()], true).status, Fail);
+        assert_eq!(burst(std::slice::from_ref(&ok), true).status, Fail);
         assert_eq!(burst(&[], false).status, Skip);
         assert_eq!(
             body_limit(Some(&Exchange::with(413, &[], "")), 8 << 20, true).status,

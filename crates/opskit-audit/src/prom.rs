@@ -9,7 +9,7 @@
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Sample {
     pub(crate) name: String,
-    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) labels: Labels,
     pub(crate) value: f64,
 }
 
@@ -36,8 +36,11 @@ fn parse_value(s: &str) -> Option<f64> {
     }
 }
 
+/// A sample's label pairs, in order.
+type Labels = Vec<(String, String)>;
+
 /// Label pairs of `{…}` (without the braces); the rest after the closing brace.
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     let mut rest = s;
     loop {
