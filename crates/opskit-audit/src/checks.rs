@@ -593,6 +593,8 @@ pub(crate) fn method_not_allowed(e: &Exchange) -> Finding {
     )
 }
 
+/// A plus, not a requirement: a pass when the 404 is a well-formed RFC 9457
+/// problem, a warn when it claims to be one and is not, else not scored.
 pub(crate) fn problem_json(e: &Exchange) -> Finding {
     let ct = e.header("content-type").unwrap_or_default();
     if ct.starts_with("application/problem+json") {
@@ -612,15 +614,19 @@ pub(crate) fn problem_json(e: &Exchange) -> Finding {
             "make `status` equal the response status",
         );
     }
-    Finding::warn(
+    let what = match (ct.is_empty(), e.body.is_empty()) {
+        (_, true) => "an empty body".to_owned(),
+        (true, false) => "an untyped body".to_owned(),
+        (false, false) => format!("`{ct}`"),
+    };
+    Finding::skip(
         "problem-json",
         "errors",
         format!(
-            "errors are `{}`, not application/problem+json",
-            if ct.is_empty() { "untyped" } else { ct }
+            "the 404 is {what}: application/problem+json (RFC 9457) would be a plus, not scored"
         ),
-        "answer errors as RFC 9457 problem details (opskit's built-in answers are)",
     )
+    .fix("answer errors as RFC 9457 problem details (opskit's own answers are)")
 }
 
 pub(crate) fn request_id(page: &Exchange, header: &str, sent: &str) -> Finding {
@@ -1277,7 +1283,9 @@ mod tests {
             "<hr><center>nginx/1.22.1</center>",
         );
         assert_eq!(not_found(&nginx).status, Fail);
-        assert_eq!(problem_json(&nginx).status, Warn);
+        assert_eq!(problem_json(&nginx).status, Skip);
+        let claims = Exchange::with(404, &[("content-type", "application/problem+json")], "{}");
+        assert_eq!(problem_json(&claims).status, Warn);
         let trace = Exchange::with(404, &[], "thread 'main' panicked at src/main.rs:3:5");
         assert!(not_found(&trace).why.contains("panic"));
         assert_eq!(not_found(&Exchange::with(200, &[], "")).status, Warn);

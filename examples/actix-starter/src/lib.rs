@@ -82,12 +82,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/demo/downstream", web::get().to(demo_downstream));
 }
 
-/// Unknown paths get an RFC 9457 problem, like every other error
-/// (`App::default_service`).
-pub async fn not_found() -> Problem {
-    Problem::new(404).detail("no such route")
-}
-
 async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "service": ops.service().name, "message": ops.app().greeting }))
 }

@@ -29,7 +29,6 @@ async fn main() {
             .app_data(web::PayloadConfig::new(body_limit))
             .configure(actix_starter::routes)
             .configure(app_ops.actix_routes())
-            .default_service(web::to(actix_starter::not_found))
             .wrap(app_ops.actix_middleware())
     };
     if let Err(e) = ops.serve_actix(listener, factory).await {

@@ -85,17 +85,11 @@ pub fn app(ops: &Ops<Config>) -> Router {
         .route("/demo/downstream", get(demo_downstream))
         .with_state(ops.clone())
         .merge(ops.routes())
-        // Unknown paths get an RFC 9457 problem, like every other error.
-        .fallback(not_found)
         // Extractors accept bodies up to opskit's limit (Axum's own default is 2 MB).
         .layer(axum::extract::DefaultBodyLimit::max(
             usize::try_from(ops.settings().security.body_limit).unwrap_or(usize::MAX),
         ))
         .layer(ops.layer())
-}
-
-async fn not_found() -> Problem {
-    Problem::new(404).detail("no such route")
 }
 
 async fn index(State(ops): State<Ops<Config>>) -> Json<Value> {
