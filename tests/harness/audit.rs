@@ -119,6 +119,8 @@ pub fn run_audit(args: &[&str]) -> AuditRun {
 /// site the way Debian's default site does (its `index.nginx-debian.html`,
 /// `try_files … =404`, every other setting nginx's default), in the
 /// foreground (`daemon off;`) with every path under a temp dir; killed on drop.
+/// One process (`master_process off;`): killing it leaves no orphaned worker
+/// holding the port (what HTTP clients see is the same).
 #[derive(Debug)]
 pub struct Nginx {
     child: Child,
@@ -139,7 +141,7 @@ impl Nginx {
         std::fs::write(www.join("index.html"), page).expect("index.html");
         let d = dir.display();
         let config = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n\
              access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\

@@ -331,7 +331,10 @@ fn burst(client: &Client, path: &str, n: usize) -> Vec<Exchange> {
                     if limited.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
-                    let e = client.send("GET", &path, &[], b"");
+                    let mut e = client.send("GET", &path, &[], b"");
+                    // Only the status and headers are read: up to --burst-max
+                    // bodies are not kept.
+                    e.body = String::new();
                     if e.status == 429 || !e.answered() {
                         limited.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
