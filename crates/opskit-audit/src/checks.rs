@@ -1057,8 +1057,9 @@ pub(crate) fn burst(answers: &[Exchange], intrusive: bool) -> Finding {
                 "ratelimit-burst",
                 A,
                 format!(
-                    "429 after {} requests, Retry-After: {r}",
-                    answers.iter().take_while(|x| x.status != 429).count()
+                    "{} of a burst of {} got 429, Retry-After: {r}",
+                    answers.iter().filter(|x| x.status == 429).count(),
+                    answers.len()
                 ),
             ),
             None => Finding::warn(
