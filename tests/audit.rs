@@ -177,6 +177,33 @@ fn nginx_default_site_shows_its_real_gaps() {
 }
 
 #[test]
+fn an_https_url_is_audited_over_real_tls() {
+    let nginx = Nginx::start_tls();
+    let url = format!("https://{}/", nginx.addr);
+    let ca = nginx.ca_pem();
+    let run = run_audit(&[
+        "--format",
+        "json",
+        "--ca-cert",
+        ca.to_str().expect("utf-8"),
+        &url,
+    ]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    // HTTPS is graded as such: nginx's default sends no HSTS.
+    assert_eq!(run.status("hsts"), "fail", "{}", run.stdout);
+    assert!(run.why("hsts").contains("over HTTPS"));
+    assert_eq!(run.status("server-banner"), "fail");
+    // The certificate is verified: without the test CA there is no answer.
+    let untrusted = run_audit(&["--format", "json", &url]);
+    assert_eq!(untrusted.code, Some(2), "{}", untrusted.stdout);
+    assert!(
+        untrusted.stderr.contains("no answer from"),
+        "{}",
+        untrusted.stderr
+    );
+}
+
+#[test]
 fn prometheus_server_gets_a_sensible_report() {
     // Prometheus' own HTTP server, scraping a starter so that it runs as usual.
     let s = Starter::spawn(Kind::Axum, &[]);

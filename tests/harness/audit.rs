@@ -130,8 +130,24 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx and waits until it answers.
+    /// Starts nginx over plain HTTP and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts nginx over TLS with a certificate for `127.0.0.1` issued by a
+    /// fresh test CA (made with `openssl`), and waits until it listens;
+    /// [`Nginx::ca_pem`] is the CA's certificate.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    /// The test CA's certificate (PEM) of a [`Nginx::start_tls`] server.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("opskit-nginx-{}-{port}", std::process::id()));
         let www = dir.join("www");
@@ -140,6 +156,12 @@ impl Nginx {
             .unwrap_or_else(|_| b"<!DOCTYPE html><title>Welcome to nginx!</title>".to_vec());
         std::fs::write(www.join("index.html"), page).expect("index.html");
         let d = dir.display();
+        let listen = if tls {
+            make_test_certificates(&dir);
+            format!("{port} ssl;\n    ssl_certificate {d}/server.pem;\n    ssl_certificate_key {d}/server.key")
+        } else {
+            port.to_string()
+        };
         let config = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
@@ -147,7 +169,7 @@ impl Nginx {
              access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
              sendfile on;\n  keepalive_timeout 65;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {d}/www;\n    index index.html;\n\
+             server {{\n    listen 127.0.0.1:{listen};\n    root {d}/www;\n    index index.html;\n\
              server_name _;\n    location / {{ try_files $uri $uri/ =404; }}\n  }}\n}}\n"
         );
         let conf = dir.join("nginx.conf");
@@ -163,14 +185,94 @@ impl Nginx {
             .expect("run nginx (scripts/test installs Debian's nginx-light)");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let n = Self { child, dir, addr };
-        if let Err(e) = within(Duration::from_secs(10), || {
-            request(addr, "GET", "/", &[], b"")
-        }) {
+        // Over TLS, a TCP connection is the sign of life (the raw client speaks plain HTTP).
+        let up = within(Duration::from_secs(10), || {
+            if tls {
+                std::net::TcpStream::connect(addr).map(|_| ())
+            } else {
+                request(addr, "GET", "/", &[], b"").map(|_| ())
+            }
+        });
+        if let Err(e) = up {
             let log = std::fs::read_to_string(n.dir.join("error.log")).unwrap_or_default();
             panic!("nginx never answered: {e}\n{log}");
         }
         n
     }
+}
+
+/// A test CA (`ca.pem`) and a server certificate for IP 127.0.0.1 signed by
+/// it (`server.pem`, `server.key`) in `dir`, made with the `openssl` CLI.
+fn make_test_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=opskit test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("server.ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
 }
 
 impl Drop for Nginx {

@@ -32,6 +32,7 @@ options:
   --oversized-body BYTES   size of the --intrusive body (default 8388608)
   --burst-max N            most requests of the --intrusive burst (default 1000)
   --timeout SECONDS        per-request timeout (default 10)
+  --ca-cert FILE.pem       trust this CA for https:// instead of the bundled Mozilla roots
   --manifest FILE.yaml     audit Kubernetes manifests instead of (or as well as) a URL
   -h, --help               this text
 
@@ -72,6 +73,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, String> {
         max_series: 10_000,
         burst_max: 1000,
         timeout: Duration::from_secs(10),
+        ca_cert: None,
     };
     let mut args = Args {
         options: None,
@@ -122,6 +124,12 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, String> {
             "--burst-max" => o.burst_max = number(flag, &value()?)?,
             "--timeout" => o.timeout = Duration::from_secs(number(flag, &value()?)?),
             "--manifest" => args.manifests.push(value()?),
+            "--ca-cert" => {
+                let path = value()?;
+                let pem = std::fs::read(&path)
+                    .map_err(|e| format!("--ca-cert: cannot read {path}: {e}"))?;
+                o.ca_cert = Some(pem);
+            }
             f if f.starts_with('-') => return Err(format!("unknown option `{f}` (see --help)")),
             _ if url.is_none() => url = Some(a.clone()),
             _ => return Err(format!("one URL at a time (`{a}` is a second one)")),
@@ -185,5 +193,8 @@ mod tests {
             .unwrap_err()
             .contains("needs a value"));
         assert!(p("ftp://a").unwrap_err().contains("not an http"));
+        assert!(p("--ca-cert /nonexistent/ca.pem https://a")
+            .unwrap_err()
+            .contains("cannot read /nonexistent/ca.pem"));
     }
 }

@@ -31,6 +31,8 @@ pub(crate) struct Options {
     pub(crate) max_series: usize,
     pub(crate) burst_max: usize,
     pub(crate) timeout: Duration,
+    /// `--ca-cert`: a PEM CA certificate trusted instead of the bundled roots.
+    pub(crate) ca_cert: Option<Vec<u8>>,
 }
 
 /// Everything the checks read.
@@ -168,7 +170,7 @@ fn find_probe(client: &Client, given: Option<&str>, prefix: &str, conventional: 
 /// Sends every request of the audit.
 pub(crate) fn gather(opts: &Options) -> Result<Observations, String> {
     let (origin, path) = split_url(&opts.url)?;
-    let client = Client::new(&origin, opts.timeout);
+    let client = Client::new(&origin, opts.timeout, opts.ca_cert.as_deref())?;
     let request_id = format!("opskit-audit-{}", random_hex(12));
     let trace_id = random_hex(32);
     let traceparent = format!("00-{trace_id}-{}-01", random_hex(16));

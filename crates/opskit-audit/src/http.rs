@@ -69,8 +69,23 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(origin: &str, timeout: Duration) -> Self {
+    /// A client for `origin`; `ca_pem` (a PEM CA certificate) replaces the
+    /// bundled Mozilla roots for https:// (a private CA, a test CA).
+    pub(crate) fn new(
+        origin: &str,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(pem) = ca_pem {
+            let cert = ureq::tls::Certificate::from_pem(pem)
+                .map_err(|e| format!("--ca-cert: no PEM certificate ({e})"))?;
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                cert,
+            ])));
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(timeout))
@@ -79,10 +94,10 @@ impl Client {
             .user_agent("opskit-audit")
             .build()
             .into();
-        Self {
+        Ok(Self {
             agent,
             origin: origin.trim_end_matches('/').to_owned(),
-        }
+        })
     }
 
     /// `method path` (path absolute on this origin, or a full URL) with `headers`
