@@ -13,9 +13,11 @@
 //! | [`services`] | real servers: [`Postgres`], [`Redis`], [`Prometheus`], [`Rotel`], [`Bugsink`] |
 //! | [`browser`] | headless Chromium and a second origin: [`chromium_dump_dom`], [`StaticPage`] |
 //! | [`wait`] | waiting for a condition: [`eventually`], [`within`] |
+//! | [`audit`] | `opskit-audit` runs, a real [`Nginx`], the deploy-template validators |
 //!
 //! Everything is re-exported at the crate root (`opskit_conformance::Starter`).
 
+pub mod audit;
 pub mod browser;
 pub mod http;
 pub mod receivers;
@@ -23,6 +25,7 @@ pub mod services;
 pub mod starter;
 pub mod wait;
 
+pub use audit::{audit_bin, repo_root, run_audit, run_tool, venv_tool, AuditRun, Nginx};
 pub use browser::{chromium_dump_dom, StaticPage};
 pub use http::{free_port, pipelined_gets, raw_request, request, send, Pending, Response};
 pub use receivers::{
