@@ -343,7 +343,18 @@ fn post_h2_unsized(s: &Starter, len: usize) -> (String, u16, String) {
 
 fn an_http2_body_without_length_is_cut_off_at_the_limit(kind: Kind) {
     let s = Starter::spawn(kind, &[("OPSKIT_BODY_LIMIT", "1KiB")]);
-    let (version, status, body) = post_h2_unsized(&s, 4096);
+    // The server answers 413 before the upload ends and resets the rest of
+    // the stream (RFC 9113 §8.1 allows it). Debian's curl 7.88 then drops
+    // the answer about one time in 75 ("Empty reply from server", with the
+    // server's access line saying 413): a client race, tried again twice.
+    let mut tries = 0;
+    let (version, status, body) = loop {
+        tries += 1;
+        let answer = post_h2_unsized(&s, 4096);
+        if answer.0 != "0" || tries == 3 {
+            break answer;
+        }
+    };
     assert_eq!(version, "2", "curl spoke HTTP/{version}");
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("\"status\":413"), "{body}");
