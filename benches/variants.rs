@@ -18,7 +18,10 @@
 //! `opskit-no-spans` (opskit with logging, metrics and headers off),
 //! `peer-otel` (TraceLayer + tracing-opentelemetry, no log output); and
 //! `limit-decision`, `limit-decision+headers`: the in-memory rate-limit
-//! decision alone, without and with its response header values.
+//! decision alone, without and with its response header values. `+enrich`
+//! (a handler setting two fields with `RequestTelemetry`) and `+routes` (the
+//! quiet operational routes and three route limits the request does not
+//! match) add issue 17's parts to any opskit variant.
 
 use opskit::layer::OpsLayer;
 use opskit::metrics::{HttpMetrics, MetricsSettings};
@@ -50,7 +53,21 @@ impl sentry::Transport for DroppingTransport {
 /// to the core, so each part's cost is its difference from `opskit-core`.
 fn opskit_variant(variant: &str, sink: &opskit::otel::SpanSink) -> axum::Router {
     let (rec, security, limiter) = opskit_parts(variant, sink);
-    bare_router().layer(OpsLayer::with_rate_limiter(rec, security, limiter))
+    // `+enrich`: the handler puts `user.id` and `tenant` on its request.
+    let router = if variant.split('+').any(|p| p == "enrich") {
+        axum::Router::new().route(
+            "/users/{id}",
+            axum::routing::get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+                let telemetry = opskit::telemetry::RequestTelemetry::current();
+                let _ = telemetry.set("user.id", &id);
+                let _ = telemetry.set("tenant", "acme");
+                id
+            }),
+        )
+    } else {
+        bare_router()
+    };
+    router.layer(OpsLayer::with_rate_limiter(rec, security, limiter))
 }
 
 /// The recorder, security policy and limiter of an opskit variant (above).
@@ -73,6 +90,9 @@ fn opskit_parts(
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         metrics::set_global_recorder(recorder).expect("recorder");
     }
+    // `+routes`: the quiet operational routes of `init` (probes, `/health`,
+    // `/metrics`) and three route limits, none of which the request matches.
+    let routes = variant.split('+').any(|p| p == "routes");
     let mut rec = Recorder::new(access, "x-request-id")
         .with_trace_context(sampler, opskit::trace::Propagation::default())
         .with_metrics(on("metrics").then(|| HttpMetrics::new(&MetricsSettings::default())))
@@ -89,6 +109,17 @@ fn opskit_parts(
     }
     let mut security = SecuritySettings::default();
     security.enabled = on("headers");
+    if routes {
+        let operational: Vec<String> = ["/livez", "/readyz", "/startupz", "/health", "/metrics"]
+            .map(String::from)
+            .to_vec();
+        rec = rec.with_quiet_routes(&operational, false, &["/favicon.ico".to_owned()]);
+        security.route_limits = vec![
+            opskit::limits::RouteLimit::new("/upload/*").body_limit(100 << 20),
+            opskit::limits::RouteLimit::new("/export").timeout(std::time::Duration::from_secs(300)),
+            opskit::limits::RouteLimit::new("/reports/*").timeout(std::time::Duration::from_secs(60)),
+        ];
+    }
     let limiter = on("limit").then(|| {
         let mut limits = LimitSettings::default();
         limits.default = Some(Quota::parse("1000000000/1m").expect("quota"));
