@@ -280,9 +280,9 @@ impl Recorder {
                 (outcome.status >= 500 && !outcome.aborted && !cut) || outcome.panic.is_some();
             if failed && !self.is_operational(outcome.path) {
                 let crumbs = crate::report::take_breadcrumbs(&started.span);
-                reporter.report_request(outcome, &started.request_id, crumbs);
+                reporter.report_request(outcome, &started.request_id, &started.trace, crumbs);
             }
-            reporter.maybe_send_transaction(outcome, &started.request_id, elapsed);
+            reporter.maybe_send_transaction(outcome, &started.request_id, &started.trace, elapsed);
         }
         #[cfg(otlp)]
         if let Some(sink) = &self.spans {
