@@ -64,6 +64,7 @@ fn parsing_random_input_never_panics_and_round_trips() {
                 tracestate: None,
                 baggage: None,
                 propagate: true,
+                linked: None,
             };
             assert_eq!(cx.traceparent(), format!("00-{t:032x}-{p:016x}-{f:02x}"));
             assert_eq!(
