@@ -296,6 +296,18 @@ pub fn run() {
                 },
             ))
         }
+        "opskit-reload" => {
+            // The full stack with the level filter behind tracing-subscriber's
+            // reload layer, as `init` installs it when OPSKIT_ADMIN_TOKEN is
+            // set (`PUT /loggers`): the cost of a reloadable filter.
+            let (filter, _handle) =
+                tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("info"));
+            let subscriber = tracing_subscriber::registry()
+                .with(filter)
+                .with(opskit::logging::json_layer(ops_writer));
+            tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+            opskit_variant("opskit", &sink)
+        }
         v if v.starts_with("opskit") => {
             let subscriber = tracing_subscriber::registry()
                 .with(tracing_subscriber::EnvFilter::new("info"))

@@ -34,6 +34,8 @@ const INVALID: &[(&str, &str)] = &[
     ("OPSKIT_ACCESS_LOG_LEVELS", "info,warn"),
     ("OPSKIT_ACCESS_LOG_SAMPLE_RATE", "2"),
     ("OPSKIT_REQUEST_ID_HEADER", "bad header"),
+    // 31 characters: one short of the admin token's minimum.
+    ("OPSKIT_ADMIN_TOKEN", "0123456789012345678901234567890"),
     ("SENTRY_DSN", "https://sentry.example/42"),
     ("SENTRY_SAMPLE_RATE", "2"),
     ("SENTRY_TRACES_SAMPLE_RATE", "-1"),
@@ -67,6 +69,7 @@ const INVALID: &[(&str, &str)] = &[
     ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
     ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0"),
     ("OPSKIT_TRACE_RESPONSE_HEADER", "bad header"),
+    ("OPSKIT_TRACE_UNTRUSTED", "maybe"),
     ("OPSKIT_RATE_LIMIT", "lots"),
     ("OPSKIT_RATE_LIMIT_BURST", "0"),
     ("OPSKIT_RATE_LIMIT_ROUTES", "nopath"),

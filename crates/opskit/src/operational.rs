@@ -77,6 +77,10 @@ impl Endpoint {
     pub(crate) async fn answer<M: HeaderMapLike>(&self, call: Call<'_, M>) -> ProbeResponse {
         let allow = self.answer.allow();
         if !allow.split(", ").any(|m| m == call.method) {
+            // A method outside RFC 9110's: the 501 every route answers.
+            if let Some(p) = crate::problem::replace_unrouted(call.method, 405, true) {
+                return ProbeResponse::problem(&p);
+            }
             return ProbeResponse {
                 allow: Some(allow),
                 ..ProbeResponse::problem(

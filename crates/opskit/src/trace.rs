@@ -109,13 +109,10 @@ impl Default for Propagation {
 
 /// Whose incoming `traceparent` a request joins: `OPSKIT_TRACE_UNTRUSTED`.
 ///
-/// A joined context is the request's parent and, with a parent-based
-/// sampler, decides whether it is sampled. A *linked* one does neither (as
-/// OpenTelemetry Go's `otelhttp.WithPublicEndpoint`): the request starts a
-/// trace of its own, sampled by the ratio alone, and its server span keeps
-/// the caller's context as a span link. So a client on the internet cannot
-/// force its requests to be sampled, nor graft them onto a trace of its
-/// choosing.
+/// A joined context is the parent and, with a parent-based sampler, decides
+/// the sampling. A *linked* one does neither (`otelhttp.WithPublicEndpoint`):
+/// the request starts its own trace, sampled by the ratio alone, and its span
+/// links to the caller's context; an internet client cannot force sampling.
 ///
 /// ```
 /// use opskit::trace::{IncomingTrace, Propagation, Sampler, TraceContext, TraceHeaders};
@@ -140,8 +137,7 @@ impl Default for Propagation {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IncomingTrace {
-    /// Every caller's `traceparent` is joined (`join`, the default: a
-    /// service behind its own gateway, called by services it trusts).
+    /// Every caller's `traceparent` is joined (`join`, the default).
     #[default]
     Join,
     /// Joined from a trusted proxy (`OPSKIT_TRUSTED_PROXIES`), linked from
