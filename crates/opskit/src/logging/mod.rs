@@ -9,10 +9,13 @@
 //! ```
 
 mod json;
+// Reloadable only where an adapter serves `/loggers`.
+#[cfg(any(feature = "axum", feature = "actix"))]
 mod levels;
 pub(crate) use json::request_span;
 #[cfg(feature = "sentry")]
 pub(crate) use json::REQUEST_SPAN_TARGET;
+#[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) use levels::{LogLevels, MAX_TTL};
 mod writer;
 
@@ -50,9 +53,10 @@ pub(crate) type Reloadable = Layered<reload::Layer<EnvFilter, Registry>, Registr
 /// every event the filter lets through, such as the error reports'
 /// breadcrumbs) under the formatting layer; the guard flushes buffered
 /// lines on drop, the counter counts lines dropped because the writer fell
-/// behind. With `OPSKIT_ADMIN_TOKEN` set the filter can be changed while the
-/// service runs ([`LogLevels`]); without it, it is the plain `EnvFilter`
-/// and costs nothing more.
+/// behind. With `OPSKIT_ADMIN_TOKEN` set (and an adapter feature to serve
+/// `/loggers`) the filter can be changed while the service runs
+/// (`LogLevels`); without it, it is the plain `EnvFilter` and costs nothing
+/// more.
 pub(crate) fn install<L>(
     settings: &Settings,
     extra: Option<L>,
@@ -68,15 +72,16 @@ where
     let dropped = writer.dropped();
     let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| e.to_string())?;
     let format = settings.log_format;
+    #[cfg(any(feature = "axum", feature = "actix"))]
     if settings.admin_token.is_some() {
         let (filter, handle) = reload::Layer::new(filter);
         let registry = tracing_subscriber::registry().with(filter).with(extra);
         init_with_format(registry, format, writer)?;
         LogLevels::install(handle, &settings.log_filter);
-    } else {
-        let registry = tracing_subscriber::registry().with(filter).with(extra);
-        init_with_format(registry, format, writer)?;
+        return Ok((guard, dropped));
     }
+    let registry = tracing_subscriber::registry().with(filter).with(extra);
+    init_with_format(registry, format, writer)?;
     Ok((guard, dropped))
 }
 
