@@ -57,12 +57,14 @@ fn opskit_variant(variant: &str, sink: &opskit::otel::SpanSink) -> axum::Router 
     let router = if variant.split('+').any(|p| p == "enrich") {
         axum::Router::new().route(
             "/users/{id}",
-            axum::routing::get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
-                let telemetry = opskit::telemetry::RequestTelemetry::current();
-                let _ = telemetry.set("user.id", &id);
-                let _ = telemetry.set("tenant", "acme");
-                id
-            }),
+            axum::routing::get(
+                |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    let telemetry = opskit::telemetry::RequestTelemetry::current();
+                    let _ = telemetry.set("user.id", &id);
+                    let _ = telemetry.set("tenant", "acme");
+                    id
+                },
+            ),
         )
     } else {
         bare_router()
@@ -117,7 +119,8 @@ fn opskit_parts(
         security.route_limits = vec![
             opskit::limits::RouteLimit::new("/upload/*").body_limit(100 << 20),
             opskit::limits::RouteLimit::new("/export").timeout(std::time::Duration::from_secs(300)),
-            opskit::limits::RouteLimit::new("/reports/*").timeout(std::time::Duration::from_secs(60)),
+            opskit::limits::RouteLimit::new("/reports/*")
+                .timeout(std::time::Duration::from_secs(60)),
         ];
     }
     let limiter = on("limit").then(|| {
@@ -326,6 +329,18 @@ pub fn run() {
                     }
                 },
             ))
+        }
+        "opskit-reload" => {
+            // The full stack with the level filter behind tracing-subscriber's
+            // reload layer, as `init` installs it when OPSKIT_ADMIN_TOKEN is
+            // set (`PUT /loggers`): the cost of a reloadable filter.
+            let (filter, _handle) =
+                tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("info"));
+            let subscriber = tracing_subscriber::registry()
+                .with(filter)
+                .with(opskit::logging::json_layer(ops_writer));
+            tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+            opskit_variant("opskit", &sink)
         }
         v if v.starts_with("opskit") => {
             let subscriber = tracing_subscriber::registry()

@@ -36,6 +36,8 @@ const INVALID: &[(&str, &str)] = &[
     ("OPSKIT_REQUEST_ID_HEADER", "bad header"),
     ("OPSKIT_TELEMETRY_EXCLUDE", "/ok,favicon.ico"),
     ("OPSKIT_TELEMETRY_OPERATIONAL", "maybe"),
+    // 31 characters: one short of the admin token's minimum.
+    ("OPSKIT_ADMIN_TOKEN", "0123456789012345678901234567890"),
     ("SENTRY_DSN", "https://sentry.example/42"),
     ("SENTRY_SAMPLE_RATE", "2"),
     ("SENTRY_TRACES_SAMPLE_RATE", "-1"),
@@ -69,6 +71,7 @@ const INVALID: &[(&str, &str)] = &[
     ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
     ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0"),
     ("OPSKIT_TRACE_RESPONSE_HEADER", "bad header"),
+    ("OPSKIT_TRACE_UNTRUSTED", "maybe"),
     ("OPSKIT_RATE_LIMIT", "lots"),
     ("OPSKIT_RATE_LIMIT_BURST", "0"),
     ("OPSKIT_RATE_LIMIT_ROUTES", "nopath"),

@@ -559,10 +559,13 @@ fn delivery_counts(s: &Starter) -> [u64; 3] {
     })
 }
 
-/// A real Sentry-protocol server accepts and stores the events of both starters.
+/// A real Sentry-protocol server accepts and stores the events of both
+/// starters; the error's stored trace id is its span's (at the OTLP
+/// receiver) and its access line's.
 #[test]
 fn bugsink_stores_the_events_of_both_starters() {
     let bugsink = Bugsink::start();
+    let otlp = opskit_conformance::OtlpReceiver::start();
     for kind in Kind::ALL {
         // Bugsink digests each event while the POST waits; its first ingest
         // (cold Django paths) can take seconds on a slow machine, so give the
@@ -572,6 +575,8 @@ fn bugsink_stores_the_events_of_both_starters() {
             &[
                 ("SENTRY_DSN", &bugsink.dsn),
                 ("OPSKIT_SENTRY_TIMEOUT", "30s"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ],
         );
         let err_id = format!("bugsink-err-{}", kind.bin_name());
@@ -623,6 +628,29 @@ fn bugsink_stores_the_events_of_both_starters() {
         let text = serde_json::to_string(&stored).unwrap();
         assert!(text.contains(&err_id) && text.contains(&panic_id), "{text}");
         assert!(!text.contains("s3cr3t"));
+        // One trace id in Bugsink, at the OTLP receiver and on the access line.
+        let access = s
+            .json_lines()
+            .into_iter()
+            .find(|l| l["request_id"] == err_id.as_str() && l["message"] == "request completed")
+            .unwrap_or_else(|| panic!("no access line for {err_id}"));
+        let trace_id = access["trace_id"].as_str().unwrap().to_owned();
+        let event = stored
+            .iter()
+            .find(|e| e["data"]["tags"].to_string().contains(&err_id))
+            .unwrap();
+        assert_eq!(
+            event["data"]["contexts"]["trace"]["trace_id"], trace_id,
+            "{event}"
+        );
+        assert_eq!(
+            event["data"]["contexts"]["trace"]["span_id"],
+            access["span_id"]
+        );
+        let span = otlp
+            .wait_for_span(Duration::from_secs(15), |sp| sp.trace_id() == trace_id)
+            .unwrap_or_else(|| panic!("no span of {trace_id}: {:#?}", otlp.spans()));
+        assert_eq!(access["span_id"], span.span_id().as_str());
     }
     assert_eq!(bugsink.events().len(), 4);
 }

@@ -33,14 +33,32 @@ fn to_response(p: ProbeResponse) -> HttpResponse {
     if let Some(challenge) = p.www_authenticate {
         res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, challenge));
     }
+    if let Some(allow) = p.allow {
+        res.insert_header((actix_web::http::header::ALLOW, allow));
+    }
     res.content_type(p.content_type).body(p.body)
+}
+
+/// An operational endpoint's body, up to [`MAX_BODY`](crate::operational::MAX_BODY)
+/// bytes (`None`: longer, or cut off).
+async fn read_body(payload: &mut web::Payload) -> Option<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        body.extend_from_slice(&chunk.ok()?);
+        if body.len() > crate::operational::MAX_BODY {
+            return None;
+        }
+    }
+    Some(body)
 }
 
 impl<C: Send + Sync + 'static> Ops<C> {
     /// The operational endpoints for `App::configure`: `/livez`, `/readyz`,
     /// `/startupz` (each also `/{probe}/{check}`, with `?verbose` and
     /// `?exclude=`), and `/health`, under `OPSKIT_HEALTH_PREFIX`; and
-    /// `/metrics` (`OPSKIT_METRICS_PATH`, feature `prometheus`).
+    /// `/metrics` (`OPSKIT_METRICS_PATH`, feature `prometheus`); `/loggers`
+    /// when `OPSKIT_ADMIN_TOKEN` is set.
     pub fn actix_routes(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let endpoints = self.operational_endpoints();
         move |cfg: &mut web::ServiceConfig| {
@@ -49,14 +67,19 @@ impl<C: Send + Sync + 'static> Ops<C> {
                 let path = endpoint.path.clone();
                 cfg.route(
                     &path,
-                    web::get().to(move |req: HttpRequest| {
+                    web::route().to(move |req: HttpRequest, mut payload: web::Payload| {
                         let endpoint = endpoint.clone();
                         async move {
-                            let h = req.headers();
-                            let auth = h.get(actix_web::http::header::AUTHORIZATION);
-                            let auth = auth.map(|v| v.as_bytes());
-                            let (check, q) = (req.match_info().get("check"), req.query_string());
-                            to_response(endpoint.answer(check, Some(q), auth).await)
+                            let body = read_body(&mut payload).await;
+                            let call = crate::operational::Call {
+                                method: req.method().as_str(),
+                                check: req.match_info().get("check"),
+                                query: Some(req.query_string()),
+                                headers: req.headers(),
+                                peer: req.peer_addr().map(|a| a.ip()),
+                                body: body.as_deref(),
+                            };
+                            to_response(endpoint.answer(call).await)
                         }
                     }),
                 );

@@ -385,10 +385,15 @@ impl Recorder {
                 (outcome.status >= 500 && !outcome.aborted && !cut) || outcome.panic.is_some();
             if failed && !self.is_operational(outcome.path) {
                 let crumbs = crate::report::take_breadcrumbs(&started.span);
-                reporter.report_request(outcome, &started.request_id, crumbs);
+                reporter.report_request(outcome, &started.request_id, &started.trace, crumbs);
             }
             if quiet.is_none() {
-                reporter.maybe_send_transaction(outcome, &started.request_id, elapsed);
+                reporter.maybe_send_transaction(
+                    outcome,
+                    &started.request_id,
+                    &started.trace,
+                    elapsed,
+                );
             }
         }
         #[cfg(otlp)]

@@ -39,6 +39,9 @@ pub struct TraceContext {
     baggage: Option<std::sync::Arc<str>>,
     /// `traceparent`/`tracestate` go on to outgoing calls (`OTEL_PROPAGATORS`).
     propagate: bool,
+    /// The caller's context, when it was only linked (`OPSKIT_TRACE_UNTRUSTED`):
+    /// `(trace id, span id, flags)`.
+    linked: Option<(u128, u64, u8)>,
 }
 
 /// How requests are sampled: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
@@ -82,13 +85,16 @@ impl Sampler {
     }
 }
 
-/// Which propagation formats are read and written: `OTEL_PROPAGATORS`.
+/// Which propagation formats are read and written (`OTEL_PROPAGATORS`),
+/// and whose incoming trace context is joined (`OPSKIT_TRACE_UNTRUSTED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Propagation {
     /// W3C `traceparent`/`tracestate` (`tracecontext`, the default).
     pub trace_context: bool,
     /// W3C `baggage` carried on unchanged (`baggage`).
     pub baggage: bool,
+    /// Whose `traceparent` is joined; the others' is only linked.
+    pub incoming: IncomingTrace,
 }
 
 impl Default for Propagation {
@@ -96,6 +102,59 @@ impl Default for Propagation {
         Self {
             trace_context: true,
             baggage: false,
+            incoming: IncomingTrace::Join,
+        }
+    }
+}
+
+/// Whose incoming `traceparent` a request joins: `OPSKIT_TRACE_UNTRUSTED`.
+///
+/// A joined context is the parent and, with a parent-based sampler, decides
+/// the sampling. A *linked* one does neither (`otelhttp.WithPublicEndpoint`):
+/// the request starts its own trace, sampled by the ratio alone, and its span
+/// links to the caller's context; an internet client cannot force sampling.
+///
+/// ```
+/// use opskit::trace::{IncomingTrace, Propagation, Sampler, TraceContext, TraceHeaders};
+/// let headers = TraceHeaders {
+///     traceparent: Some(&b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"[..]).into(),
+///     ..Default::default()
+/// };
+/// let never = Sampler { parent_based: true, ratio: 0.0 };
+/// let link = Propagation { incoming: IncomingTrace::Link, ..Default::default() };
+/// let cx = TraceContext::from_request(&headers, never, link);
+/// assert_ne!(cx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert!(!cx.sampled() && cx.parent_span_id_hex().is_none());
+/// assert_eq!(
+///     cx.linked_traceparent().as_deref(),
+///     Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+/// );
+/// // From a trusted proxy, `Link` joins.
+/// let proxied = TraceHeaders { trusted: true, ..headers };
+/// let cx = TraceContext::from_request(&proxied, never, link);
+/// assert_eq!(cx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert!(cx.sampled() && cx.linked_traceparent().is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncomingTrace {
+    /// Every caller's `traceparent` is joined (`join`, the default).
+    #[default]
+    Join,
+    /// Joined from a trusted proxy (`OPSKIT_TRUSTED_PROXIES`), linked from
+    /// anyone else (`link`).
+    Link,
+    /// Linked whoever sent it, trusted proxies included (`link-all`: a
+    /// proxy that forwards its clients' headers as they came).
+    LinkAll,
+}
+
+impl IncomingTrace {
+    /// Whether a context from a peer that is (or is not) a trusted proxy is joined.
+    pub fn joins(self, trusted: bool) -> bool {
+        match self {
+            Self::Join => true,
+            Self::Link => trusted,
+            Self::LinkAll => false,
         }
     }
 }
@@ -183,6 +242,9 @@ pub struct TraceHeaders<'a> {
     pub tracestate: HeaderLines<'a>,
     /// `baggage` lines (one list).
     pub baggage: HeaderLines<'a>,
+    /// The request came from a trusted proxy (`OPSKIT_TRUSTED_PROXIES`):
+    /// [`IncomingTrace::Link`] joins its context.
+    pub trusted: bool,
 }
 
 impl TraceContext {
@@ -193,7 +255,7 @@ impl TraceContext {
             &TraceHeaders {
                 traceparent: traceparent.into(),
                 tracestate: tracestate.into(),
-                baggage: HeaderLines::default(),
+                ..TraceHeaders::default()
             },
             Sampler::default(),
             Propagation::default(),
@@ -221,6 +283,12 @@ impl TraceContext {
             .single()
             .filter(|_| propagation.trace_context)
             .and_then(parse_traceparent);
+        // A context that is not joined is kept as a link: the request
+        // starts a trace of its own below.
+        let (joined, linked) = match joined {
+            Some(caller) if !propagation.incoming.joins(headers.trusted) => (None, Some(caller)),
+            joined => (joined, None),
+        };
         match joined {
             Some((trace_id, parent, flags)) => {
                 let sampled = if sampler.parent_based {
@@ -240,6 +308,7 @@ impl TraceContext {
                         .map(std::sync::Arc::from),
                     baggage,
                     propagate: true,
+                    linked: None,
                 }
             }
             None => {
@@ -252,6 +321,7 @@ impl TraceContext {
                     tracestate: None,
                     baggage,
                     propagate: propagation.trace_context,
+                    linked,
                 }
             }
         }
@@ -280,6 +350,13 @@ impl TraceContext {
     /// Whether the trace is sampled (flag `01`).
     pub fn sampled(&self) -> bool {
         self.flags & 1 == 1
+    }
+
+    /// The caller's context, as its `traceparent`, when the request only
+    /// linked it ([`IncomingTrace`]) instead of joining it.
+    pub fn linked_traceparent(&self) -> Option<String> {
+        let (trace_id, span_id, flags) = self.linked?;
+        Some(format!("00-{trace_id:032x}-{span_id:016x}-{flags:02x}"))
     }
 
     /// The `tracestate` carried on, if any.
@@ -340,9 +417,15 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
 
 impl TraceContext {
     /// `(trace id, span id, caller's span id)` as numbers.
-    #[cfg(otlp)]
+    #[cfg(any(otlp, feature = "sentry"))]
     pub(crate) fn raw(&self) -> (u128, u64, Option<u64>) {
         (self.trace_id, self.span_id, self.parent_span_id)
+    }
+
+    /// The linked caller's `(trace id, span id, flags)`, if any.
+    #[cfg(otlp)]
+    pub(crate) fn raw_link(&self) -> Option<(u128, u64, u8)> {
+        self.linked
     }
 
     /// This request's span as the parent of spans a handler starts with an

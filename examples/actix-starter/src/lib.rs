@@ -103,6 +103,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
+    // Written only when the filter lets this crate's debug events through
+    // (`RUST_LOG`, or at run time with `PUT /loggers`: see docs/logging.md).
+    tracing::debug!(greeting = %ops.app().greeting, "index served");
     HttpResponse::Ok().json(json!({ "service": ops.service().name, "message": ops.app().greeting }))
 }
 

@@ -110,6 +110,9 @@ pub fn app(ops: &Ops<Config>) -> Router {
 }
 
 async fn index(State(ops): State<Ops<Config>>) -> Json<Value> {
+    // Written only when the filter lets this crate's debug events through
+    // (`RUST_LOG`, or at run time with `PUT /loggers`: see docs/logging.md).
+    tracing::debug!(greeting = %ops.app().greeting, "index served");
     Json(json!({ "service": ops.service().name, "message": ops.app().greeting }))
 }
 

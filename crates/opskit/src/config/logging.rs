@@ -1,7 +1,7 @@
 //! The logging variables: the filter, the format, the access log and the
 //! request-id header.
 
-use super::parse::{items, FromVar, HeaderName, List, Patterns, Ratio, Reader};
+use super::parse::{items, FromVar, HeaderName, List, LongSecret, Patterns, Ratio, Reader};
 use super::VarSpec;
 
 pub(super) const RUST_LOG: VarSpec = VarSpec::new(
@@ -58,6 +58,14 @@ pub(super) const REQUEST_ID_HEADER: VarSpec = VarSpec::new(
     Some("x-request-id"),
     "Header read for an incoming request id (1-128 characters of `[A-Za-z0-9._:@+=/-]`, else a UUID is made) and echoed on the response.",
 );
+
+pub(super) const ADMIN_TOKEN: VarSpec = VarSpec::new(
+    "OPSKIT_ADMIN_TOKEN",
+    "a secret of at least 32 characters",
+    None,
+    "When set, `PUT /loggers` (under `OPSKIT_HEALTH_PREFIX`) changes the log filter while the service runs, for callers sending `Authorization: Bearer <token>`; see docs/logging.md. Unset: the endpoint does not exist (404).",
+)
+.secret();
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +175,7 @@ pub(super) struct Logging {
     pub(super) request_id_header: String,
     pub(super) telemetry_exclude: Vec<String>,
     pub(super) telemetry_operational: bool,
+    pub(super) admin_token: Option<crate::Secret>,
 }
 
 /// Reads every logging variable through `r` (each problem is recorded
@@ -181,6 +190,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Logging> {
     let request_id_header: Option<HeaderName> = r.read(&REQUEST_ID_HEADER);
     let exclude: Option<Patterns> = r.read(&TELEMETRY_EXCLUDE);
     let operational = r.read(&TELEMETRY_OPERATIONAL);
+    let admin_token: Option<LongSecret<32>> = r.read(&ADMIN_TOKEN);
     Some(Logging {
         filter: filter?.0,
         format: format?,
@@ -194,5 +204,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Logging> {
         request_id_header: request_id_header?.0,
         telemetry_exclude: exclude.map(|p| p.0).unwrap_or_default(),
         telemetry_operational: operational?,
+        // An invalid token is in the report, which refuses the settings.
+        admin_token: admin_token.map(|t| t.0),
     })
 }

@@ -98,6 +98,26 @@ pub(super) const METRIC_EXPORT_INTERVAL: VarSpec = VarSpec::new(
 pub(super) const RESOURCE_ATTRIBUTES: VarSpec = VarSpec::new("OTEL_RESOURCE_ATTRIBUTES", "a comma-separated list of key=value (percent-encoded)", None, "Extra resource attributes (`team=payments,region=eu`); `OTEL_SERVICE_NAME` wins for `service.name`.");
 
 pub(super) const TRACE_RESPONSE_HEADER: VarSpec = VarSpec::new("OPSKIT_TRACE_RESPONSE_HEADER", "a header name, or off", Some("traceresponse"), "The response header carrying the request's W3C trace context (`00-<trace id>-<span id>-<flags>`), for users to quote in bug reports.");
+pub(super) const TRACE_UNTRUSTED: VarSpec = VarSpec::new(
+    "OPSKIT_TRACE_UNTRUSTED",
+    "join, link or link-all",
+    Some("join"),
+    "What an incoming `traceparent` decides. `join`: the request joins the caller's trace (parent and, with a parent-based sampler, sampling). `link`: a caller that is not in `OPSKIT_TRUSTED_PROXIES` cannot: the request starts its own trace and its span links to the caller's context (for services that face the internet). `link-all`: the same for trusted proxies too.",
+);
+
+/// `OPSKIT_TRACE_UNTRUSTED`.
+impl FromVar for crate::trace::IncomingTrace {
+    fn from_var(value: &str) -> Result<Self, String> {
+        super::parse::one_of(
+            value,
+            &[
+                ("join", Self::Join),
+                ("link", Self::Link),
+                ("link-all", Self::LinkAll),
+            ],
+        )
+    }
+}
 
 /// An OTLP/HTTP endpoint.
 struct HttpUrl(String);
@@ -155,6 +175,7 @@ impl FromVar for PropagatorsVar {
         let mut p = crate::trace::Propagation {
             trace_context: false,
             baggage: false,
+            ..Default::default()
         };
         for (n, item) in items(value) {
             match item {
@@ -256,6 +277,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Otel> {
     let queue: Option<Count> = r.read(&BSP_MAX_QUEUE_SIZE);
     let batch: Option<Count> = r.read(&BSP_MAX_EXPORT_BATCH_SIZE);
     let trace_response_header: Option<HeaderOrOff> = r.read(&TRACE_RESPONSE_HEADER);
+    let incoming = r.read(&TRACE_UNTRUSTED);
     // Each `?` below comes after every variable was read, so every problem
     // is reported.
     let sampler = sampler?;
@@ -276,7 +298,10 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Otel> {
             parent_based: sampler.0,
             ratio: sampler.1.unwrap_or(arg?.0),
         },
-        propagation: propagators?.0,
+        propagation: crate::trace::Propagation {
+            incoming: incoming?,
+            ..propagators?.0
+        },
         batch: crate::otel::BatchSettings {
             schedule_delay: Duration::from_millis(delay?.max(1)),
             max_queue_size: queue?.0 as usize,

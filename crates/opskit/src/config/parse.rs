@@ -278,12 +278,12 @@ impl FromVar for NonEmptyPath {
     }
 }
 
-/// A secret of at least 16 characters.
-pub(super) struct LongSecret(pub(super) crate::Secret);
+/// A secret of at least `MIN` characters (16 unless said otherwise).
+pub(super) struct LongSecret<const MIN: usize = 16>(pub(super) crate::Secret);
 
-impl FromVar for LongSecret {
+impl<const MIN: usize> FromVar for LongSecret<MIN> {
     fn from_var(value: &str) -> Result<Self, String> {
-        if value.chars().count() >= 16 {
+        if value.chars().count() >= MIN {
             Ok(Self(crate::Secret::new(value)))
         } else {
             Err("the value is too short (value not shown)".to_owned())

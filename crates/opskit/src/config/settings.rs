@@ -5,12 +5,12 @@
 //! | file | variables | settings |
 //! |---|---|---|
 //! | `server.rs` | `HOST`, `PORT`, `OTEL_SERVICE_NAME`, `OPSKIT_ENVIRONMENT`, `OPSKIT_SHUTDOWN_*`, `OPSKIT_*_TIMEOUT` of connections | flat fields of [`Settings`] |
-//! | `logging.rs` | `RUST_LOG`, `OPSKIT_LOG_FORMAT`, `OPSKIT_ACCESS_LOG*`, `OPSKIT_REQUEST_ID_HEADER` | [`LogFormat`](super::LogFormat), [`AccessLogSettings`](super::AccessLogSettings) |
+//! | `logging.rs` | `RUST_LOG`, `OPSKIT_LOG_FORMAT`, `OPSKIT_ACCESS_LOG*`, `OPSKIT_REQUEST_ID_HEADER`, `OPSKIT_ADMIN_TOKEN` | [`LogFormat`](super::LogFormat), [`AccessLogSettings`](super::AccessLogSettings) |
 //! | `sentry.rs` | `SENTRY_*`, `OPSKIT_SENTRY_*` | [`SentrySettings`](super::SentrySettings) |
 //! | `health.rs` | `OPSKIT_HEALTH_*`, `OPSKIT_COMMIT` | flat fields of [`Settings`] |
 //! | `security.rs` | security headers, CORS, body limit, request timeout | [`SecuritySettings`](crate::security::SecuritySettings) |
 //! | `metrics.rs` | `OPSKIT_METRICS*` | [`MetricsSettings`](crate::metrics::MetricsSettings) |
-//! | `otel.rs` | `OTEL_*`, `OPSKIT_TRACE_RESPONSE_HEADER` | [`OtelSettings`](crate::otel::OtelSettings) |
+//! | `otel.rs` | `OTEL_*`, `OPSKIT_TRACE_RESPONSE_HEADER`, `OPSKIT_TRACE_UNTRUSTED` | [`OtelSettings`](crate::otel::OtelSettings) |
 //! | `ratelimit.rs` | `OPSKIT_RATE_LIMIT*`, `OPSKIT_TRUSTED_PROXIES`, `OPSKIT_FORWARDED_HEADER` | [`LimitSettings`](crate::ratelimit::LimitSettings) |
 //!
 //! Value parsers shared by several subsystems, and the [`Reader`] that
@@ -56,6 +56,7 @@ pub static VARS: &[VarSpec] = &[
     logging::TELEMETRY_EXCLUDE,
     logging::TELEMETRY_OPERATIONAL,
     logging::REQUEST_ID_HEADER,
+    logging::ADMIN_TOKEN,
     sentry::SENTRY_DSN,
     sentry::SENTRY_ENVIRONMENT,
     sentry::SENTRY_RELEASE,
@@ -90,6 +91,7 @@ pub static VARS: &[VarSpec] = &[
     otel::BSP_MAX_QUEUE_SIZE,
     otel::BSP_MAX_EXPORT_BATCH_SIZE,
     otel::TRACE_RESPONSE_HEADER,
+    otel::TRACE_UNTRUSTED,
     ratelimit::RATE_LIMIT,
     ratelimit::RATE_LIMIT_BURST,
     ratelimit::RATE_LIMIT_ROUTES,
@@ -159,6 +161,8 @@ pub struct Settings {
     pub telemetry_exclude: Vec<String>,
     /// `OPSKIT_TELEMETRY_OPERATIONAL`: the operational routes are measured.
     pub telemetry_operational: bool,
+    /// `OPSKIT_ADMIN_TOKEN`: `/loggers` exists only when it is set.
+    pub admin_token: Option<crate::Secret>,
     /// `SENTRY_*`.
     pub sentry: SentrySettings,
     /// `OPSKIT_HEALTH_PREFIX` (no trailing slash).
@@ -232,6 +236,7 @@ impl Settings {
             request_id_header: logging.request_id_header,
             telemetry_exclude: logging.telemetry_exclude,
             telemetry_operational: logging.telemetry_operational,
+            admin_token: logging.admin_token,
             sentry: sentry?,
             health_prefix: health.prefix,
             health_token: health.token,

@@ -313,6 +313,8 @@ pub struct ProbeResponse {
     /// The `WWW-Authenticate` challenge to send with it: `Bearer` on the 401
     /// of a route behind a bearer token when the token is missing or wrong.
     pub www_authenticate: Option<&'static str>,
+    /// The `Allow` header of a 405: the methods the endpoint answers.
+    pub allow: Option<&'static str>,
 }
 
 impl ProbeResponse {
@@ -323,16 +325,30 @@ impl ProbeResponse {
             content_type: "text/plain; charset=utf-8",
             body,
             www_authenticate: None,
+            allow: None,
         }
     }
 
-    /// The 401 of a route behind a bearer token (`/metrics`), with its
-    /// `Bearer` challenge (RFC 6750): the one place that rule is written.
-    #[cfg(feature = "prometheus")]
+    /// The 401 of a route behind a bearer token (`/metrics`, `/loggers`),
+    /// with its `Bearer` challenge (RFC 6750): the one place that rule is
+    /// written.
+    #[cfg(any(feature = "prometheus", feature = "axum", feature = "actix"))]
     pub(crate) fn unauthorized() -> Self {
         Self {
             www_authenticate: Some("Bearer"),
             ..Self::text(401, "a bearer token is required\n".to_owned())
+        }
+    }
+
+    /// An RFC 9457 problem as the answer.
+    #[cfg(any(feature = "axum", feature = "actix"))]
+    pub(crate) fn problem(problem: &crate::Problem) -> Self {
+        Self {
+            status: problem.status(),
+            content_type: crate::problem::CONTENT_TYPE,
+            body: String::from_utf8(problem.to_json()).unwrap_or_default(),
+            www_authenticate: None,
+            allow: None,
         }
     }
 }
@@ -571,6 +587,7 @@ impl Health {
             content_type: "application/json",
             body: Value::Object(body).to_string(),
             www_authenticate: None,
+            allow: None,
         }
     }
 }
@@ -584,6 +601,7 @@ fn unknown_check() -> ProbeResponse {
         content_type: crate::problem::CONTENT_TYPE,
         body: String::from_utf8(problem.to_json()).unwrap_or_default(),
         www_authenticate: None,
+        allow: None,
     }
 }
 

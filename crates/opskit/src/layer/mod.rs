@@ -32,6 +32,8 @@ mod service;
 
 pub use body::{BodyTooLarge, OpsBody, RequestBody};
 pub use future::ResponseFuture;
+#[cfg(feature = "axum")]
+pub(crate) use service::peer;
 pub use service::OpsService;
 
 use crate::pipeline::Pipeline;

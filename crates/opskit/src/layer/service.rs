@@ -28,7 +28,7 @@ impl<S> OpsService<S> {
 }
 
 /// The socket peer's address.
-fn peer<B>(req: &Request<B>) -> Option<IpAddr> {
+pub(crate) fn peer<B>(req: &Request<B>) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(ci) = req
         .extensions()

@@ -130,6 +130,7 @@ impl Endpoint {
             content_type: CONTENT_TYPE,
             body: self.exporter.render(),
             www_authenticate: None,
+            allow: None,
         }
     }
 }

@@ -135,7 +135,7 @@ pub(crate) fn server_span(
         attributes,
         dropped_attributes_count: 0,
         events,
-        links: opentelemetry_sdk::trace::SpanLinks::default(),
+        links: link(trace),
         status: if failed {
             Status::error("")
         } else {
@@ -143,6 +143,26 @@ pub(crate) fn server_span(
         },
         instrumentation_scope: sink.scope().clone(),
     }
+}
+
+/// The caller's context as a span link, when the request only linked it
+/// (`OPSKIT_TRACE_UNTRUSTED`) instead of making it the parent.
+fn link(trace: &TraceContext) -> opentelemetry_sdk::trace::SpanLinks {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let mut links = opentelemetry_sdk::trace::SpanLinks::default();
+    if let Some((trace_id, span_id, flags)) = trace.raw_link() {
+        let caller = SpanContext::new(
+            TraceId::from(trace_id),
+            SpanId::from(span_id),
+            TraceFlags::new(flags),
+            true,
+            TraceState::default(),
+        );
+        links
+            .links
+            .push(opentelemetry::trace::Link::new(caller, Vec::new(), 0));
+    }
+    links
 }
 
 /// The span name (`{method} {route}`, `HTTP {route}` for other methods, the

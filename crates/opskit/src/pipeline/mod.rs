@@ -362,7 +362,9 @@ impl<M: HeaderMapLike> Pipeline<M> {
 
     /// Starts a request: every step before the handler, in order.
     pub(crate) fn begin<K: Kept>(self: &Arc<Self>, head: &Head<'_, M>, kept: K) -> Begun<M, K> {
-        let w = Wanted::scan(head.headers, &self.names, &self.headers.request_id_header);
+        let mut w = Wanted::scan(head.headers, &self.names, &self.headers.request_id_header);
+        // A trusted proxy's trace context may be joined (`OPSKIT_TRACE_UNTRUSTED`).
+        w.trace.trusted = self.headers.proxies.trusts(head.peer);
         let security = &self.headers.security;
         let https = security.is_https(w.forwarded_proto, w.forwarded);
         let quiet = self.recorder.quiet_route(head.routed_path);

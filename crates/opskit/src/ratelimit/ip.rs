@@ -142,6 +142,11 @@ impl TrustedProxies {
         self.cidrs.iter().any(|c| c.contains(ip))
     }
 
+    /// Whether `peer` is a trusted proxy.
+    pub(crate) fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        !self.cidrs.is_empty() && peer.is_some_and(|p| self.is_trusted(canonical(p)))
+    }
+
     /// The client of a request from `peer`. `lines` gives every field line
     /// of the named header (`x-forwarded-for` or `forwarded`), in the order
     /// received; it is called only when the peer is a trusted proxy.

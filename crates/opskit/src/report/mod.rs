@@ -45,6 +45,7 @@ pub(crate) use breadcrumbs::{take_breadcrumbs, BreadcrumbLayer};
 
 use crate::config::SentrySettings;
 use crate::request::{known_method, Outcome};
+use crate::trace::TraceContext;
 use crate::{RequestId, ServiceInfo};
 use sentry::protocol::{
     Breadcrumb, Context, Event, Exception, IpAddress, Level, Map, Mechanism, Request,
@@ -65,6 +66,26 @@ pub(crate) fn global() -> Option<&'static Reporter> {
 /// Makes `reporter` the one the panic hook uses (the first one set stays).
 pub(crate) fn set_global(reporter: &Reporter) {
     let _ = GLOBAL.set(reporter.clone());
+}
+
+/// The `trace` context of a request's event or transaction, as Sentry's
+/// tracing integrations send it: the request's trace id, its server span's
+/// id (the one exported over OTLP and logged as `span_id`), the caller's
+/// span as parent, operation `http.server`, and the status.
+fn trace_context(trace: &TraceContext, outcome: &Outcome<'_>) -> Context {
+    let (trace_id, span_id, parent) = trace.raw();
+    Context::Trace(Box::new(sentry::protocol::TraceContext {
+        trace_id: trace_id.to_be_bytes().into(),
+        span_id: span_id.to_be_bytes().into(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().into()),
+        op: Some("http.server".to_owned()),
+        status: Some(if outcome.status >= 500 || outcome.panic.is_some() {
+            sentry::protocol::SpanStatus::InternalError
+        } else {
+            sentry::protocol::SpanStatus::Ok
+        }),
+        ..Default::default()
+    }))
 }
 
 /// A hook that may change or drop an event before it is sent.
@@ -154,6 +175,7 @@ impl Reporter {
         &self,
         outcome: &Outcome<'_>,
         request_id: &RequestId,
+        trace: &TraceContext,
         took: Duration,
     ) {
         if self.traces_sample_rate <= 0.0 || fastrand::f64() >= self.traces_sample_rate {
@@ -162,18 +184,7 @@ impl Reporter {
         let method = known_method(outcome.method).unwrap_or("_OTHER");
         let end = std::time::SystemTime::now();
         let mut contexts = Map::new();
-        contexts.insert(
-            "trace".to_owned(),
-            Context::Trace(Box::new(sentry::protocol::TraceContext {
-                op: Some("http.server".to_owned()),
-                status: Some(if outcome.status >= 500 {
-                    sentry::protocol::SpanStatus::InternalError
-                } else {
-                    sentry::protocol::SpanStatus::Ok
-                }),
-                ..Default::default()
-            })),
-        );
+        contexts.insert("trace".to_owned(), trace_context(trace, outcome));
         let mut tags = Map::new();
         tags.insert("request_id".to_owned(), request_id.as_str().to_owned());
         tags.insert(
@@ -202,10 +213,13 @@ impl Reporter {
     }
 
     /// Reports a failed request (status 500 and above, or a panic).
+    /// The event's `trace` context holds the request's trace and span ids,
+    /// so Sentry links it to the trace (and finds it by trace id).
     pub fn report_request(
         &self,
         outcome: &Outcome<'_>,
         request_id: &RequestId,
+        trace: &TraceContext,
         breadcrumbs: Vec<Breadcrumb>,
     ) {
         let method = known_method(outcome.method).unwrap_or("_OTHER");
@@ -251,6 +265,7 @@ impl Reporter {
             .unwrap_or("localhost");
         let url = format!("http://{host}{}", outcome.path).parse().ok();
         let mut contexts = Map::new();
+        contexts.insert("trace".to_owned(), trace_context(trace, outcome));
         contexts.insert(
             "response".to_owned(),
             Context::from(ResponseContext {

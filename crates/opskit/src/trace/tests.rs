@@ -64,6 +64,7 @@ fn parsing_random_input_never_panics_and_round_trips() {
                 tracestate: None,
                 baggage: None,
                 propagate: true,
+                linked: None,
             };
             assert_eq!(cx.traceparent(), format!("00-{t:032x}-{p:016x}-{f:02x}"));
             assert_eq!(
@@ -138,6 +139,7 @@ fn propagators_choose_what_is_read() {
     let none = Propagation {
         trace_context: false,
         baggage: false,
+        ..Propagation::default()
     };
     let cx = TraceContext::from_request(
         &lines(&[VALID.as_bytes()], &[], &[b"userId=alice"]),
@@ -149,6 +151,7 @@ fn propagators_choose_what_is_read() {
     let both = Propagation {
         trace_context: true,
         baggage: true,
+        ..Propagation::default()
     };
     let cx = TraceContext::from_request(
         &lines(
@@ -188,6 +191,7 @@ fn lines<'a>(tp: &[&'a [u8]], ts: &[&'a [u8]], bg: &[&'a [u8]]) -> TraceHeaders<
         traceparent: tp.iter().copied().collect(),
         tracestate: ts.iter().copied().collect(),
         baggage: bg.iter().copied().collect(),
+        trusted: false,
     }
 }
 
@@ -211,6 +215,7 @@ fn repeated_and_invalid_trace_headers_follow_the_w3c_suite() {
     let both = Propagation {
         trace_context: true,
         baggage: true,
+        ..Propagation::default()
     };
     let cx = |h: TraceHeaders<'_>| TraceContext::from_request(&h, Sampler::default(), both);
     let other = b"00-12345678901234567890123456789011-1234567890123456-01";
@@ -347,4 +352,40 @@ fn tracestate_is_kept_only_when_well_formed() {
     assert!(TraceContext::from_headers(None, Some(b"rojo=1"))
         .tracestate()
         .is_none());
+}
+
+/// `OPSKIT_TRACE_UNTRUSTED`: a linked caller neither parents nor samples
+/// the request; `link` still joins a trusted proxy, `link-all` does not.
+#[test]
+fn a_linked_caller_neither_parents_nor_samples() {
+    let never = Sampler {
+        parent_based: true,
+        ratio: 0.0,
+    };
+    let headers = |trusted| TraceHeaders {
+        trusted,
+        ..lines(&[VALID.as_bytes()], &[b"congo=t61rcWkgMzE"], &[])
+    };
+    let with = |incoming| Propagation {
+        incoming,
+        ..Propagation::default()
+    };
+    for (incoming, trusted, joins) in [
+        (IncomingTrace::Join, false, true),
+        (IncomingTrace::Link, false, false),
+        (IncomingTrace::Link, true, true),
+        (IncomingTrace::LinkAll, true, false),
+    ] {
+        let cx = TraceContext::from_request(&headers(trusted), never, with(incoming));
+        let caller = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(cx.trace_id_hex() == caller, joins, "{incoming:?} {trusted}");
+        assert_eq!(cx.sampled(), joins, "{incoming:?} {trusted}");
+        assert_eq!(cx.parent_span_id_hex().is_some(), joins);
+        assert_eq!(cx.tracestate().is_some(), joins, "no caller's tracestate");
+        assert_eq!(
+            cx.linked_traceparent(),
+            (!joins).then(|| VALID.to_owned()),
+            "{incoming:?} {trusted}"
+        );
+    }
 }
