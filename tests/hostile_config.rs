@@ -3,9 +3,7 @@
 //! starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{
-    free_port, run_to_exit, Kind, OtlpReceiver, Redis, SentryReceiver, Starter,
-};
+use opskit_conformance::{run_to_exit, Kind, OtlpReceiver, Redis, SentryReceiver, Starter};
 use std::time::Duration;
 
 opskit_conformance::conformance!(
@@ -43,7 +41,9 @@ fn credentials_in_urls_reach_no_output(kind: Kind) {
     let sentry = SentryReceiver::start();
     // A real Redis that refuses the credentials: the limiter's failure is logged.
     let redis = Redis::start();
-    let closed = free_port();
+    // Refuses connections for the whole test (no parallel test can take it).
+    let closed_guard = opskit_conformance::closed_port();
+    let closed = closed_guard.port;
     let otlp_host = otlp.endpoint().trim_start_matches("http://").to_owned();
     let sentry_host = sentry
         .dsn()

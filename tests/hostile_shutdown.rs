@@ -361,8 +361,8 @@ fn a_request_cut_at_the_shutdown_deadline_is_logged_as_shutdown(kind: Kind) {
 fn probe_answers_are_never_reported_to_sentry(kind: Kind) {
     let rx = SentryReceiver::start();
     // A Redis nobody listens on: readiness fails with 503.
-    let closed = opskit_conformance::free_port();
-    let redis = format!("redis://127.0.0.1:{closed}/");
+    let closed = opskit_conformance::closed_port();
+    let redis = format!("redis://127.0.0.1:{}/", closed.port);
     let mut s = Starter::spawn(
         kind,
         &[

@@ -198,6 +198,34 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A loopback port that refuses connections while this lives: bound but not
+/// listening, so no server of a test running in parallel can take it (a
+/// port from [`free_port`] can be, and then "nothing listens there" fails).
+#[derive(Debug)]
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    /// The port.
+    pub port: u16,
+}
+
+/// See [`ClosedPort`].
+pub fn closed_port() -> ClosedPort {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&any.into()).expect("bound");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("a port");
+    ClosedPort {
+        _socket: socket,
+        port,
+    }
+}
+
 /// Sends `paths` as GET requests on one keep-alive connection, pipelined in
 /// batches of 100, and returns the statuses: many requests in little time.
 pub fn pipelined_gets(

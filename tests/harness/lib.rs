@@ -27,7 +27,10 @@ pub mod wait;
 
 pub use audit::{audit_bin, repo_root, run_audit, run_tool, venv_tool, AuditRun, Nginx};
 pub use browser::{chromium_dump_dom, StaticPage};
-pub use http::{free_port, pipelined_gets, raw_request, request, send, Pending, Response};
+pub use http::{
+    closed_port, free_port, pipelined_gets, raw_request, request, send, ClosedPort, Pending,
+    Response,
+};
 pub use receivers::{
     decode_spans, BlackHole, Envelope, ExportedSpan, OtlpReceiver, Post, SentryReceiver,
 };
