@@ -108,7 +108,7 @@ impl RequestTelemetry {
                 None if full => return Err(EnrichError::TooManyFields),
                 None => e.fields.push((key.to_owned(), value)),
             }
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -120,7 +120,7 @@ impl RequestTelemetry {
         let route = crate::request::truncate(route, crate::request::MAX_PATH).to_owned();
         with_enrichment(|e| {
             e.route = Some(route);
-            Ok(())
+            Ok(false)
         })
     }
 }
@@ -135,10 +135,12 @@ fn valid_key(key: &str) -> bool {
 }
 
 /// Runs `f` on the enrichment of the request whose span is current here (the
-/// request span itself or one inside it), then rewrites the request span's
-/// formatted JSON fields so that the log lines carry the fields.
+/// request span itself or one inside it); when `f` says the fields changed,
+/// rewrites the request span's formatted JSON fields so that the log lines
+/// carry them. No copy of the enrichment is made: its JSON text is kept
+/// beside it and spliced after the span's own fields.
 fn with_enrichment(
-    f: impl FnOnce(&mut Enrichment) -> Result<(), EnrichError>,
+    f: impl FnOnce(&mut Enrichment) -> Result<bool, EnrichError>,
 ) -> Result<(), EnrichError> {
     let done = tracing::Span::current().with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
@@ -150,19 +152,34 @@ fn with_enrichment(
         if ext.get_mut::<Enriched>().is_none() {
             let base = ext
                 .get_mut::<crate::logging::JsonSpanFields>()
-                .map_or(0, |f| f.fields.len());
+                .map(|f| f.fields.len());
             ext.insert(Enriched {
-                enrichment: Enrichment::default(),
+                enrichment: Enrichment {
+                    fields: Vec::with_capacity(4),
+                    route: None,
+                },
                 base,
+                text: String::new(),
             });
         }
         let enriched = ext.get_mut::<Enriched>()?;
-        let result = f(&mut enriched.enrichment);
-        let (enrichment, base) = (enriched.enrichment.clone(), enriched.base);
+        let changed = match f(&mut enriched.enrichment) {
+            Ok(changed) => changed,
+            Err(e) => return Some(Err(e)),
+        };
+        let Some(base) = enriched.base.filter(|_| changed) else {
+            return Some(Ok(()));
+        };
+        crate::logging::write_enrichment(&mut enriched.text, &enriched.enrichment);
+        let text = std::mem::take(&mut enriched.text);
         if let Some(fields) = ext.get_mut::<crate::logging::JsonSpanFields>() {
-            crate::logging::write_enrichment(&mut fields.fields, base, &enrichment);
+            fields.fields.truncate(base);
+            fields.fields.push_str(&text);
         }
-        Some(result)
+        if let Some(enriched) = ext.get_mut::<Enriched>() {
+            enriched.text = text;
+        }
+        Some(Ok(()))
     });
     let result = done.flatten().unwrap_or(Err(EnrichError::NoRequest));
     if result.is_ok() {
@@ -171,21 +188,24 @@ fn with_enrichment(
     result
 }
 
-/// The enrichment kept with a request's span, and the length of the span's
-/// own formatted fields (the enrichment's are written after them).
+/// The enrichment kept with a request's span: the fields, the length of the
+/// span's own formatted JSON fields (`None`: not in opskit's JSON format)
+/// and the fields' JSON text written after them.
 struct Enriched {
     enrichment: Enrichment,
-    base: usize,
+    base: Option<usize>,
+    text: String,
 }
 
-/// The enrichment of the request whose span is `span`, if any (read once,
-/// at the request's end, when the request scope saw it enriched).
+/// The enrichment of the request whose span is `span`, taken (once, at the
+/// request's end, when the request scope saw it enriched: the log lines
+/// keep their text).
 pub(crate) fn enrichment_of(span: &tracing::Span) -> Option<Enrichment> {
     span.with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let span = registry.span(id)?;
-        let ext = span.extensions();
-        ext.get::<Enriched>().map(|e| e.enrichment.clone())
+        let mut ext = span.extensions_mut();
+        ext.remove::<Enriched>().map(|e| e.enrichment)
     })
     .flatten()
 }

@@ -71,23 +71,16 @@ fn visited_request_span(request_id: &str, trace_id: &str, span_id: &str) -> trac
 /// is written after the span's own).
 pub(crate) type JsonSpanFields = FormattedFields<FlatJsonFields>;
 
-/// Rewrites a request span's formatted `fields` with `enrichment`'s fields
-/// after its own first `base` bytes: every later line of the request carries them.
-pub(crate) fn write_enrichment(
-    fields: &mut String,
-    base: usize,
-    enrichment: &crate::request::Enrichment,
-) {
-    fields.truncate(base);
+/// Writes `enrichment`'s fields into `text` as members of a JSON object, each
+/// after a comma: what follows a request span's own formatted fields.
+pub(crate) fn write_enrichment(text: &mut String, enrichment: &crate::request::Enrichment) {
+    text.clear();
     for (key, value) in enrichment.fields() {
-        if !fields.is_empty() {
-            fields.push(',');
-        }
         // Names are checked (`a-z 0-9 . _ -`): no escaping needed.
-        fields.push('"');
-        fields.push_str(key);
-        fields.push_str("\":");
-        let _ = write_json_str(fields, value);
+        text.push_str(",\"");
+        text.push_str(key);
+        text.push_str("\":");
+        let _ = write_json_str(text, value);
     }
 }
 

@@ -1,9 +1,9 @@
 //! [`Builder`]: start-up options, and `init`, which reads the configuration
 //! and starts every part.
 
-use super::{unknown_service, InitError, Inner, Ops};
 #[cfg(otlp)]
 use super::Otlp;
+use super::{unknown_service, InitError, Inner, Ops};
 use crate::config::{AppConfig, ConfigReport, Env, Settings};
 use crate::health::Health;
 use crate::service::ServiceInfo;
