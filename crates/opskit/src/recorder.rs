@@ -398,6 +398,7 @@ impl Recorder {
                     sink,
                     &started.trace,
                     outcome,
+                    started.at,
                     elapsed,
                 ));
             }

@@ -99,6 +99,14 @@ pub(super) const RESOURCE_ATTRIBUTES: VarSpec = VarSpec::new("OTEL_RESOURCE_ATTR
 
 pub(super) const TRACE_RESPONSE_HEADER: VarSpec = VarSpec::new("OPSKIT_TRACE_RESPONSE_HEADER", "a header name, or off", Some("traceresponse"), "The response header carrying the request's W3C trace context (`00-<trace id>-<span id>-<flags>`), for users to quote in bug reports.");
 
+pub(super) const TRACE_SPANS: VarSpec = VarSpec::new("OPSKIT_TRACE_SPANS", "target=level directives such as info or my_app=debug,sqlx=off, and +background", Some("info"), "Which of the application's `tracing` spans (`#[instrument]`, `info_span!`) are exported as child spans of a sampled request's trace; `+background` also exports spans opened outside any request as traces of their own; `off`: none (docs/tracing.md).");
+
+impl FromVar for crate::otel::SpanFilter {
+    fn from_var(value: &str) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
 /// An OTLP/HTTP endpoint.
 struct HttpUrl(String);
 
@@ -256,6 +264,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Otel> {
     let queue: Option<Count> = r.read(&BSP_MAX_QUEUE_SIZE);
     let batch: Option<Count> = r.read(&BSP_MAX_EXPORT_BATCH_SIZE);
     let trace_response_header: Option<HeaderOrOff> = r.read(&TRACE_RESPONSE_HEADER);
+    let spans: Option<crate::otel::SpanFilter> = r.read(&TRACE_SPANS);
     // Each `?` below comes after every variable was read, so every problem
     // is reported.
     let sampler = sampler?;
@@ -282,6 +291,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Otel> {
             max_queue_size: queue?.0 as usize,
             max_export_batch_size: batch?.0 as usize,
         },
+        spans: spans?,
     };
     Some(Otel {
         export,

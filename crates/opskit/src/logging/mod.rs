@@ -57,7 +57,16 @@ where
     let (writer, guard) = non_blocking(std::io::stdout(), DEFAULT_LIMIT);
     let dropped = writer.dropped();
     let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| e.to_string())?;
-    let registry = tracing_subscriber::registry().with(filter).with(extra);
+    // The application's spans as OpenTelemetry spans (idle until the trace
+    // pipeline starts).
+    #[cfg(otlp)]
+    let spans = Some(crate::otel::SpanLayer::idle());
+    #[cfg(not(otlp))]
+    let spans = None::<tracing_subscriber::layer::Identity>;
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(extra)
+        .with(spans);
     let result = match settings.log_format {
         LogFormat::Json => registry.with(json_layer(writer)).try_init(),
         LogFormat::Pretty => registry
