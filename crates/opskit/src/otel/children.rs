@@ -123,7 +123,7 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(export) = EXPORT.get() else { return };
         let meta = attrs.metadata();
-        if meta.target() == crate::logging::REQUEST_SPAN_TARGET {
+        if meta.target() == crate::request::REQUEST_SPAN_TARGET {
             return;
         }
         // The request running on this thread: an unsampled one ends here.
@@ -229,12 +229,14 @@ where
         };
         let meta = event.metadata();
         let error = *meta.level() == tracing::Level::ERROR;
-        if live.events.len() >= MAX_EVENTS {
+        let full = live.events.len() >= MAX_EVENTS;
+        if full {
             live.dropped_events += 1;
-            if error && !matches!(live.status, Status::Error { .. }) {
-                live.status = Status::error("");
+            // Past the bound only an error's message is still read (for
+            // the status).
+            if !error || matches!(live.status, Status::Error { .. }) {
+                return;
             }
-            return;
         }
         let mut fields = EventFields {
             message: None,
@@ -250,6 +252,9 @@ where
         };
         if error && !matches!(live.status, Status::Error { .. }) {
             live.status = Status::error(message.clone());
+        }
+        if full {
+            return;
         }
         live.events
             .push(Event::new(message, SystemTime::now(), fields.attributes, 0));
@@ -442,5 +447,165 @@ impl Visit for EventFields {
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.push(field, value.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Debug, Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Collect {
+        async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// One test (the export target is set once per process): in a
+    /// sampled request, outside any (`+background`), in an unsampled
+    /// request, and a filtered-out target; names, kinds, parents,
+    /// attributes, status and the bounds on attributes and events.
+    #[test]
+    fn spans_become_child_spans_with_their_fields_and_bounds() {
+        let collect = Collect::default();
+        let sink = SpanSink::new(
+            collect.clone(),
+            super::super::BatchSettings::default(),
+            &opentelemetry_sdk::Resource::builder_empty().build(),
+        );
+        let filter: super::super::SpanFilter = "info,noisy=off,+background".parse().unwrap();
+        let layer = SpanLayer::new(&sink, filter, crate::trace::Sampler::default());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let sampled = crate::trace::TraceContext::from_headers(
+            Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            None,
+        );
+        let unsampled = crate::trace::TraceContext::from_headers(
+            Some(b"00-11111111111111111111111111111111-00f067aa0ba902b7-00"),
+            None,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            {
+                let _request = crate::trace::Entered::enter(&sampled);
+                let outer = tracing::info_span!(
+                    "outer",
+                    db.system.name = "postgresql",
+                    later = tracing::field::Empty
+                );
+                let _o = outer.enter();
+                outer.record("later", 7);
+                {
+                    let _inner = tracing::info_span!(
+                        "inner",
+                        otel.name = "SELECT users",
+                        otel.kind = "client",
+                        error = "timed out"
+                    )
+                    .entered();
+                }
+                for i in 0..MAX_EVENTS + 3 {
+                    tracing::info!(i, "step");
+                }
+                tracing::error!("failed");
+                let _many = tracing::info_span!(
+                    "many",
+                    a0 = 0,
+                    a1 = 1,
+                    a2 = 2,
+                    a3 = 3,
+                    a4 = 4,
+                    a5 = 5,
+                    a6 = 6,
+                    a7 = 7,
+                    a8 = 8,
+                    a9 = 9,
+                    b0 = 0,
+                    b1 = 1,
+                    b2 = 2,
+                    b3 = 3,
+                    b4 = 4,
+                    b5 = 5,
+                    b6 = 6,
+                    b7 = 7,
+                    b8 = 8,
+                    b9 = 9,
+                    c0 = 0,
+                    c1 = 1,
+                    c2 = 2,
+                    c3 = 3,
+                    c4 = 4,
+                    c5 = 5,
+                    c6 = 6,
+                    c7 = 7,
+                    c8 = 8,
+                    c9 = 9,
+                    d0 = 0,
+                    d1 = 1
+                )
+                .entered();
+                let _quiet = tracing::info_span!(target: "noisy", "quiet").entered();
+                let _debug = tracing::debug_span!("debug").entered();
+            }
+            {
+                let _request = crate::trace::Entered::enter(&unsampled);
+                let _s = tracing::info_span!("unsampled").entered();
+                let _t = tracing::info_span!("unsampled.child").entered();
+            }
+            let _job = tracing::info_span!("job").entered();
+            let _step = tracing::info_span!("job.step").entered();
+        });
+        sink.shutdown().unwrap();
+        let spans = collect.0.lock().unwrap().clone();
+        let by_name = |n: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("no {n} in {spans:#?}"))
+        };
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        for absent in ["unsampled", "unsampled.child", "quiet", "debug"] {
+            assert!(!names.contains(&absent), "{absent} exported: {names:?}");
+        }
+        let server = opentelemetry::trace::SpanId::from(sampled.raw().1);
+        let outer = by_name("outer");
+        assert_eq!(outer.parent_span_id, server);
+        assert_eq!(
+            outer.span_context.trace_id(),
+            opentelemetry::trace::TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128)
+        );
+        assert_eq!(outer.span_kind, SpanKind::Internal);
+        let attr = |s: &SpanData, k: &str| {
+            s.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == k)
+                .map(|kv| kv.value.to_string())
+        };
+        assert_eq!(attr(outer, "db.system.name").as_deref(), Some("postgresql"));
+        assert_eq!(attr(outer, "later").as_deref(), Some("7"), "recorded later");
+        assert_eq!(outer.events.len(), MAX_EVENTS);
+        assert_eq!(outer.events.dropped_count, 4, "3 steps and the error");
+        assert_eq!(outer.status, Status::error("failed"));
+        let inner = by_name("SELECT users");
+        assert_eq!(inner.parent_span_id, outer.span_context.span_id());
+        assert_eq!(inner.span_kind, SpanKind::Client);
+        assert_eq!(inner.status, Status::error("timed out"));
+        assert!(attr(inner, "otel.name").is_none());
+        let many = by_name("many");
+        assert_eq!(many.attributes.len(), MAX_ATTRIBUTES);
+        assert_eq!(many.dropped_attributes_count, 0, "32 fields fit");
+        // Outside any request (`+background`): a trace of its own.
+        let job = by_name("job");
+        assert_eq!(job.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+        assert_ne!(job.span_context.trace_id(), outer.span_context.trace_id());
+        let step = by_name("job.step");
+        assert_eq!(step.parent_span_id, job.span_context.span_id());
+        assert_eq!(step.span_context.trace_id(), job.span_context.trace_id());
+        assert_eq!(LIVE.load(Ordering::Relaxed), 0, "every live record closed");
     }
 }
