@@ -58,23 +58,22 @@ where
     let dropped = writer.dropped();
     let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| e.to_string())?;
     // The application's spans as OpenTelemetry spans (idle until the trace
-    // pipeline starts).
+    // pipeline starts). Outermost: under it, the formatting layer's lookups
+    // would cross one more layer on every line of every request.
     #[cfg(otlp)]
     let spans = Some(crate::otel::SpanLayer::idle());
     #[cfg(not(otlp))]
     let spans = None::<tracing_subscriber::layer::Identity>;
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(extra)
-        .with(spans);
+    let registry = tracing_subscriber::registry().with(filter).with(extra);
     let result = match settings.log_format {
-        LogFormat::Json => registry.with(json_layer(writer)).try_init(),
+        LogFormat::Json => registry.with(json_layer(writer)).with(spans).try_init(),
         LogFormat::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(colour())
                     .with_writer(writer),
             )
+            .with(spans)
             .try_init(),
     };
     result.map_err(|e| e.to_string())?;
