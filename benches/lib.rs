@@ -14,6 +14,22 @@ pub fn bare_router() -> Router {
     )
 }
 
+/// [`bare_router`] whose handler calls an `#[instrument]`ed function: one
+/// application span per request (the child-span budgets of
+/// docs/performance.md).
+pub fn child_router() -> Router {
+    Router::new().route(
+        "/users/{id}",
+        get(|Path(id): Path<String>| async move { find_user(id) }),
+    )
+}
+
+/// A repository lookup as an application writes it.
+#[tracing::instrument(name = "users.find", skip_all, fields(db.system.name = "postgresql"))]
+fn find_user(id: String) -> String {
+    id
+}
+
 /// The 12 response headers opskit sends by default over plain HTTP (its
 /// fixed security headers and the CSP, no HSTS), as `http` 1.x pairs: what
 /// the peer stacks and the `bare+headers` floor send.

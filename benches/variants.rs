@@ -16,7 +16,11 @@
 //! by `X-Forwarded-For`, `sentry-tower` with an unreachable DSN),
 //! and for the tracing budgets alone: `opskit-spans`, `opskit-unsampled`,
 //! `opskit-no-spans` (opskit with logging, metrics and headers off),
-//! `peer-otel` (TraceLayer + tracing-opentelemetry, no log output); and
+//! `peer-otel` (TraceLayer + tracing-opentelemetry, no log output); for
+//! the application's own spans, `+children` (opskit's `SpanLayer`) and
+//! `+child` (the handler opens one `#[instrument]` span) on opskit variants
+//! (`opskit+spans+children+child`, `opskit+unsampled+children+child`…),
+//! and `peer-otel+child`, `peer-otel-unsampled[+child]`; and
 //! `limit-decision`, `limit-decision+headers`: the in-memory rate-limit
 //! decision alone, without and with its response header values. `+enrich`
 //! (a handler setting two fields with `RequestTelemetry`) and `+routes` (the
@@ -66,6 +70,8 @@ fn opskit_variant(variant: &str, sink: &opskit::otel::SpanSink) -> axum::Router 
                 },
             ),
         )
+    } else if variant.split('+').any(|p| p == "child") {
+        opskit_benches::child_router()
     } else {
         bare_router()
     };
@@ -343,9 +349,21 @@ pub fn run() {
             opskit_variant("opskit", &sink)
         }
         v if v.starts_with("opskit") => {
+            // `+children`: opskit's layer exporting the application's spans
+            // (sampled as the request: `+unsampled` samples none).
+            let parts: Vec<&str> = v.split('+').collect();
+            let unsampled = parts.contains(&"unsampled");
+            let children = parts.contains(&"children").then(|| {
+                let sampler = opskit::trace::Sampler {
+                    parent_based: !unsampled,
+                    ratio: if unsampled { 0.0 } else { 1.0 },
+                };
+                opskit::otel::SpanLayer::new(&sink, opskit::otel::SpanFilter::default(), sampler)
+            });
             let subscriber = tracing_subscriber::registry()
                 .with(tracing_subscriber::EnvFilter::new("info"))
-                .with(opskit::logging::json_layer(ops_writer));
+                .with(opskit::logging::json_layer(ops_writer))
+                .with(children);
             tracing::subscriber::set_global_default(subscriber).expect("subscriber");
             opskit_variant(v, &sink)
         }
@@ -380,10 +398,18 @@ pub fn run() {
                 .layer(sentry::integrations::tower::NewSentryLayer::new_from_top());
             opskit_benches::peer_logging(app)
         }
-        "peer-otel" => {
-            tracing::subscriber::set_global_default(opskit_benches::peer_otel_subscriber(true))
+        v if v.starts_with("peer-otel") => {
+            // `peer-otel-unsampled` samples no request; `+child`: the
+            // handler opens one span (a child under tracing-opentelemetry).
+            let sampled = !v.starts_with("peer-otel-unsampled");
+            tracing::subscriber::set_global_default(opskit_benches::peer_otel_subscriber(sampled))
                 .expect("subscriber");
-            opskit_benches::peer_trace_layer(bare_router())
+            let router = if v.ends_with("+child") {
+                opskit_benches::child_router()
+            } else {
+                bare_router()
+            };
+            opskit_benches::peer_trace_layer(router)
         }
         other => panic!("unknown variant {other}"),
     };
@@ -413,5 +439,8 @@ pub fn run() {
     let exported = opskit_benches::EXPORTED.load(std::sync::atomic::Ordering::Relaxed);
     if variant == "opskit" || variant.ends_with("+spans") {
         assert_eq!(exported, n, "every span reached the exporter");
+    }
+    if variant == "opskit+spans+children+child" {
+        assert_eq!(exported, 2 * n, "every server and child span was exported");
     }
 }

@@ -72,6 +72,7 @@ const INVALID: &[(&str, &str)] = &[
     ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0"),
     ("OPSKIT_TRACE_RESPONSE_HEADER", "bad header"),
     ("OPSKIT_TRACE_UNTRUSTED", "maybe"),
+    ("OPSKIT_TRACE_SPANS", "info,my_app=loud"),
     ("OPSKIT_RATE_LIMIT", "lots"),
     ("OPSKIT_RATE_LIMIT_BURST", "0"),
     ("OPSKIT_RATE_LIMIT_ROUTES", "nopath"),

@@ -521,7 +521,10 @@ fn a_utf8_user_agent_is_kept_and_cut_at_a_character_boundary(kind: Kind) {
         assert_eq!(access[0]["user_agent.original"], logged.as_str(), "{id}");
         let trace_id = access[0]["trace_id"].as_str().unwrap();
         let span = receiver
-            .wait_for_span(Duration::from_secs(10), |sp| sp.trace_id() == trace_id)
+            // The server span (kind SERVER), not the handler's child spans.
+            .wait_for_span(Duration::from_secs(10), |sp| {
+                sp.trace_id() == trace_id && sp.span.kind == 2
+            })
             .unwrap_or_else(|| panic!("no span for {id}"));
         assert_eq!(
             span.attr("user_agent.original").as_deref(),

@@ -17,6 +17,9 @@ opskit_conformance::conformance!(
     a_dead_collector_costs_nothing_but_counted_drops,
     a_full_queue_drops_spans_counted_as_queue_full,
     a_real_collector_receives_spans_over_grpc_and_http,
+    instrumented_functions_are_child_spans_of_the_request,
+    an_unsampled_request_exports_no_child_span,
+    the_span_filter_excludes_a_target,
 );
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -352,18 +355,143 @@ fn a_real_collector_receives_spans_over_grpc_and_http(kind: Kind) {
     );
 }
 
-/// `n` requests whose parent asks for sampling: each is answered, and sampled.
+/// `n` requests whose parent asks for sampling: each is answered, and
+/// sampled, with one span each (`/`: no span of the application's own).
 fn send_sampled(s: &Starter, n: u64) {
-    for i in 0..n {
+    for _ in 0..n {
         let r = s
-            .request(
-                "GET",
-                &format!("/users/{i}"),
-                &[("traceparent", PARENT)],
-                b"",
-            )
+            .request("GET", "/", &[("traceparent", PARENT)], b"")
             .unwrap();
         assert_eq!(r.status, 200);
         assert!(r.header("traceresponse").unwrap().ends_with("-01"));
     }
+}
+
+/// The span named `name` in trace `trace`, waited for.
+fn child(receiver: &OtlpReceiver, trace: &str, name: &str) -> ExportedSpan {
+    receiver
+        .wait_for_span(WAIT, |s| s.trace_id() == trace && s.span.name == name)
+        .unwrap_or_else(|| panic!("no {name} span in {trace}: {:#?}", receiver.spans()))
+}
+
+/// The starters' `find_user` is `#[tracing::instrument]`ed with a nested
+/// `info_span!`; an archived id logs an ERROR event inside it.
+fn instrumented_functions_are_child_spans_of_the_request(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let s = exporting(kind, &receiver.endpoint(), &[]);
+    assert_eq!(s.get("/users/7").unwrap().status, 200);
+    let server = span_for(&receiver, "/users/7");
+    let trace = server.trace_id();
+    let find = child(&receiver, &trace, "users.find");
+    let cache = child(&receiver, &trace, "users.cache");
+    assert_eq!(
+        find.parent_span_id(),
+        server.span_id(),
+        "under the server span"
+    );
+    assert_eq!(
+        cache.parent_span_id(),
+        find.span_id(),
+        "under its enclosing span"
+    );
+    assert_ne!(find.span_id(), server.span_id());
+    for span in [&find, &cache] {
+        assert_eq!(span.span.kind, 1, "SPAN_KIND_INTERNAL");
+        assert_eq!(span.span.status.clone().map_or(0, |s| s.code), 0, "unset");
+        let (start, end) = (span.span.start_time_unix_nano, span.span.end_time_unix_nano);
+        let (outer_start, outer_end) = (
+            server.span.start_time_unix_nano,
+            server.span.end_time_unix_nano,
+        );
+        assert!(
+            start >= outer_start && end <= outer_end,
+            "{} [{start}, {end}] outside the server span [{outer_start}, {outer_end}]",
+            span.span.name
+        );
+        assert!(span.span.start_time_unix_nano <= span.span.end_time_unix_nano);
+    }
+    for (key, want) in [
+        ("db.system.name", "postgresql"),
+        ("db.collection.name", "users"),
+        ("db.operation.name", "SELECT"),
+    ] {
+        assert_eq!(find.attr(key).as_deref(), Some(want), "{key}");
+    }
+    assert_eq!(cache.attr("cache.hit").as_deref(), Some("false"));
+    assert_eq!(
+        find.resource_attr("service.name").as_deref(),
+        Some("tracing-test"),
+        "the same resource as the server span"
+    );
+    // An ERROR event inside the span: Error status, and a span event.
+    assert_eq!(s.get("/users/1000001").unwrap().status, 503);
+    let server = span_for(&receiver, "/users/1000001");
+    let find = child(&receiver, &server.trace_id(), "users.find");
+    assert_eq!(find.parent_span_id(), server.span_id());
+    let status = find.span.status.clone().unwrap_or_default();
+    assert_eq!(status.code, 2, "STATUS_CODE_ERROR: {status:?}");
+    assert_eq!(status.message, "the archive shard is unavailable");
+    let event = find
+        .span
+        .events
+        .iter()
+        .find(|e| e.name == "the archive shard is unavailable")
+        .unwrap_or_else(|| panic!("no event: {:?}", find.span.events));
+    let event_attr = |key: &str| {
+        event
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| format!("{:?}", a.value))
+    };
+    assert!(event_attr("shard").unwrap().contains("IntValue(1)"));
+    assert!(event_attr("level").unwrap().contains("ERROR"));
+}
+
+/// An unsampled request's spans cost a check and export nothing; a sampled
+/// one's (the caller said so) are exported.
+fn an_unsampled_request_exports_no_child_span(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let s = exporting(
+        kind,
+        &receiver.endpoint(),
+        &[("OTEL_TRACES_SAMPLER", "parentbased_always_off")],
+    );
+    let r = s.get("/users/1").unwrap();
+    assert_eq!(r.status, 200);
+    let unsampled = r.header("traceresponse").unwrap()[3..35].to_owned();
+    let r = s
+        .request("GET", "/users/2", &[("traceparent", PARENT)], b"")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let server = span_for(&receiver, "/users/2");
+    child(&receiver, &server.trace_id(), "users.find");
+    // Exported in order: the unsampled request's would have come first.
+    let leaked: Vec<String> = receiver
+        .spans()
+        .iter()
+        .filter(|s| s.trace_id() == unsampled)
+        .map(|s| s.span.name.clone())
+        .collect();
+    assert!(leaked.is_empty(), "unsampled spans exported: {leaked:?}");
+}
+
+/// `OPSKIT_TRACE_SPANS` switches a target off: the server span still goes.
+fn the_span_filter_excludes_a_target(kind: Kind) {
+    let receiver = OtlpReceiver::start();
+    let s = exporting(
+        kind,
+        &receiver.endpoint(),
+        &[("OPSKIT_TRACE_SPANS", "info,app::repo=off")],
+    );
+    assert_eq!(s.get("/users/3").unwrap().status, 200);
+    let server = span_for(&receiver, "/users/3");
+    // Child spans end before their request's server span: queued before it.
+    let children: Vec<String> = receiver
+        .spans()
+        .iter()
+        .filter(|c| c.trace_id() == server.trace_id() && c.span_id() != server.span_id())
+        .map(|c| c.span.name.clone())
+        .collect();
+    assert!(children.is_empty(), "filtered spans exported: {children:?}");
 }

@@ -132,6 +132,9 @@ pub struct OtelSettings {
     pub propagation: crate::trace::Propagation,
     /// `OTEL_BSP_*`.
     pub batch: BatchSettings,
+    /// `OPSKIT_TRACE_SPANS`: which of the application's `tracing` spans
+    /// are exported as spans of the request's trace.
+    pub spans: SpanFilter,
 }
 
 impl Default for OtelSettings {
@@ -152,7 +155,78 @@ impl Default for OtelSettings {
             sampler: crate::trace::Sampler::default(),
             propagation: crate::trace::Propagation::default(),
             batch: BatchSettings::default(),
+            spans: SpanFilter::default(),
         }
+    }
+}
+
+/// `OPSKIT_TRACE_SPANS`: which of the application's `tracing` spans become
+/// OpenTelemetry spans. Targets and levels in `tracing-subscriber`'s
+/// `Targets` syntax (`info`, `my_app=debug,sqlx=off`); the item
+/// `+background` also exports spans opened outside any request, each
+/// starting a trace of its own (sampled by the root sampler), which are
+/// otherwise skipped. `off` exports none.
+///
+/// ```
+/// use opskit::otel::SpanFilter;
+/// let f: SpanFilter = "info,noisy=off".parse().unwrap();
+/// assert!(f.enabled("my_app::db", &tracing::Level::INFO));
+/// assert!(!f.enabled("my_app::db", &tracing::Level::DEBUG));
+/// assert!(!f.enabled("noisy::pool", &tracing::Level::ERROR));
+/// assert!(!f.background());
+/// assert!("info,+background".parse::<SpanFilter>().unwrap().background());
+/// assert!("info,my_app=loud".parse::<SpanFilter>().is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpanFilter {
+    targets: tracing_subscriber::filter::Targets,
+    background: bool,
+}
+
+impl SpanFilter {
+    /// Whether spans of `target` at `level` are exported.
+    pub fn enabled(&self, target: &str, level: &tracing::Level) -> bool {
+        self.targets.would_enable(target, level)
+    }
+
+    /// Whether spans outside any request start traces of their own.
+    pub fn background(&self) -> bool {
+        self.background
+    }
+}
+
+impl Default for SpanFilter {
+    fn default() -> Self {
+        Self {
+            targets: tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO),
+            background: false,
+        }
+    }
+}
+
+impl std::str::FromStr for SpanFilter {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        let mut background = false;
+        let mut directives = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item == "+background" {
+                background = true;
+            } else {
+                directives.push(item);
+            }
+        }
+        let targets = directives.join(",").parse().map_err(|_| {
+            let bad = directives
+                .iter()
+                .position(|d| d.parse::<tracing_subscriber::filter::Targets>().is_err())
+                .map_or(1, |n| n + 1);
+            format!("directive {bad} is not a target=level directive")
+        })?;
+        Ok(Self {
+            targets,
+            background,
+        })
     }
 }
 
@@ -238,9 +312,13 @@ pub(crate) use export::{HistogramBounds, MetricsPipeline, OtelInstruments, Trace
 pub(crate) use span::server_span;
 
 #[cfg(otlp)]
+mod children;
+#[cfg(otlp)]
 mod export;
 #[cfg(otlp)]
 mod span;
+#[cfg(otlp)]
+pub use children::SpanLayer;
 
 #[cfg(otlp)]
 pub(crate) use export::Transport;

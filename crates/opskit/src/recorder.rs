@@ -403,6 +403,7 @@ impl Recorder {
                     sink,
                     &started.trace,
                     outcome,
+                    started.at,
                     elapsed,
                 ));
             }

@@ -5,6 +5,9 @@
 //! metrics, the error reports and the OTel spans all depend on it and not on
 //! one another.
 
+/// The target of opskit's per-request log span (see `Recorder::start`).
+pub(crate) const REQUEST_SPAN_TARGET: &str = "opskit::request";
+
 use std::net::IpAddr;
 
 /// Bounds on what one access-log line or span may carry from the request.

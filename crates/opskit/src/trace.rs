@@ -542,7 +542,7 @@ fn parse_baggage(v: &[u8]) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-fn new_trace_id() -> u128 {
+pub(crate) fn new_trace_id() -> u128 {
     loop {
         let id = fastrand::u128(..);
         if id != 0 {
@@ -551,7 +551,7 @@ fn new_trace_id() -> u128 {
     }
 }
 
-fn new_span_id() -> u64 {
+pub(crate) fn new_span_id() -> u64 {
     loop {
         let id = fastrand::u64(..);
         if id != 0 {
@@ -690,6 +690,8 @@ fn parse_tracestate(v: &[u8]) -> Option<String> {
 }
 
 mod propagate;
+#[cfg(otlp)]
+pub(crate) use propagate::with_current;
 pub(crate) use propagate::Entered;
 pub use propagate::{current, inject, outgoing_headers, Propagate, PropagateLayer};
 

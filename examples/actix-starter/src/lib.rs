@@ -120,12 +120,41 @@ async fn user(
     // On this request's access line, span and error report (see
     // docs/logging.md, "Request enrichment").
     let _ = telemetry.set("user.id", id);
+    let name = find_user(id).map_err(|e| Problem::new(503).detail(e))?;
     // Inside the request: this line carries `request_id` and `user.id` too.
     tracing::info!("user looked up");
     // A business metric: plain `metrics` macros land in opskit's /metrics.
     metrics::counter!(USERS_LOOKED_UP).increment(1);
     Ok(HttpResponse::Ok()
-        .json(json!({ "id": id, "name": format!("user-{id}"), "request_id": request_id.as_str() })))
+        .json(json!({ "id": id, "name": name, "request_id": request_id.as_str() })))
+}
+
+/// Ids from here on live in the (pretend) archive, which is down: the
+/// lookup logs an error inside its span and the request answers 503.
+pub const ARCHIVED_USERS: u64 = 1_000_000;
+
+/// A pretend repository lookup, traced the Rust way: `#[instrument]` opens a
+/// span that opskit exports as a child of the request's server span (when
+/// the request is sampled and OTLP is on), named `users.find`, with its
+/// fields as attributes; the cache check inside it is a nested span; the
+/// error event of an archived id sets the span's status to Error
+/// (docs/tracing.md, "Your own spans").
+#[tracing::instrument(
+    name = "users.find",
+    target = "app::repo",
+    skip_all,
+    fields(db.system.name = "postgresql", db.collection.name = "users", db.operation.name = "SELECT")
+)]
+fn find_user(id: u64) -> Result<String, &'static str> {
+    {
+        let _cache =
+            tracing::info_span!(target: "app::repo", "users.cache", cache.hit = false).entered();
+    }
+    if id >= ARCHIVED_USERS {
+        tracing::error!(target: "app::repo", shard = id % 8, "the archive shard is unavailable");
+        return Err("the user archive is unavailable; try again later");
+    }
+    Ok(format!("user-{id}"))
 }
 
 async fn demo_error(telemetry: RequestTelemetry) -> Problem {

@@ -119,6 +119,14 @@ impl FromVar for crate::trace::IncomingTrace {
     }
 }
 
+pub(super) const TRACE_SPANS: VarSpec = VarSpec::new("OPSKIT_TRACE_SPANS", "target=level directives such as info or my_app=debug,sqlx=off, and +background", Some("info"), "Which of the application's `tracing` spans (`#[instrument]`, `info_span!`) are exported as child spans of a sampled request's trace; `+background` also exports spans opened outside any request as traces of their own; `off`: none (docs/tracing.md).");
+
+impl FromVar for crate::otel::SpanFilter {
+    fn from_var(value: &str) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
 /// An OTLP/HTTP endpoint.
 struct HttpUrl(String);
 
@@ -278,6 +286,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Otel> {
     let batch: Option<Count> = r.read(&BSP_MAX_EXPORT_BATCH_SIZE);
     let trace_response_header: Option<HeaderOrOff> = r.read(&TRACE_RESPONSE_HEADER);
     let incoming = r.read(&TRACE_UNTRUSTED);
+    let spans: Option<crate::otel::SpanFilter> = r.read(&TRACE_SPANS);
     // Each `?` below comes after every variable was read, so every problem
     // is reported.
     let sampler = sampler?;
@@ -307,6 +316,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Otel> {
             max_queue_size: queue?.0 as usize,
             max_export_batch_size: batch?.0 as usize,
         },
+        spans: spans?,
     };
     Some(Otel {
         export,

@@ -10,7 +10,7 @@
 //! | `health.rs` | `OPSKIT_HEALTH_*`, `OPSKIT_COMMIT` | flat fields of [`Settings`] |
 //! | `security.rs` | security headers, CORS, body limit, request timeout | [`SecuritySettings`](crate::security::SecuritySettings) |
 //! | `metrics.rs` | `OPSKIT_METRICS*` | [`MetricsSettings`](crate::metrics::MetricsSettings) |
-//! | `otel.rs` | `OTEL_*`, `OPSKIT_TRACE_RESPONSE_HEADER`, `OPSKIT_TRACE_UNTRUSTED` | [`OtelSettings`](crate::otel::OtelSettings) |
+//! | `otel.rs` | `OTEL_*`, `OPSKIT_TRACE_RESPONSE_HEADER`, `OPSKIT_TRACE_UNTRUSTED`, `OPSKIT_TRACE_SPANS` | [`OtelSettings`](crate::otel::OtelSettings) |
 //! | `ratelimit.rs` | `OPSKIT_RATE_LIMIT*`, `OPSKIT_TRUSTED_PROXIES`, `OPSKIT_FORWARDED_HEADER` | [`LimitSettings`](crate::ratelimit::LimitSettings) |
 //!
 //! Value parsers shared by several subsystems, and the [`Reader`] that
@@ -92,6 +92,7 @@ pub static VARS: &[VarSpec] = &[
     otel::BSP_MAX_EXPORT_BATCH_SIZE,
     otel::TRACE_RESPONSE_HEADER,
     otel::TRACE_UNTRUSTED,
+    otel::TRACE_SPANS,
     ratelimit::RATE_LIMIT,
     ratelimit::RATE_LIMIT_BURST,
     ratelimit::RATE_LIMIT_ROUTES,

@@ -15,8 +15,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The target of opskit's per-request span (see `Recorder::start`).
-pub(crate) const REQUEST_SPAN_TARGET: &str = "opskit::request";
+pub(crate) use crate::request::REQUEST_SPAN_TARGET;
 
 /// Whether a [`Preformat`] layer was built (so the request span's fields
 /// are worth formatting up front).

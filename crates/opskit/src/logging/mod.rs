@@ -85,19 +85,28 @@ where
     Ok((guard, dropped))
 }
 
-/// Adds the formatting layer to `subscriber` and makes it the global one.
+/// Adds the formatting layer and the application spans' layer to
+/// `subscriber` and makes it the global one.
 fn init_with_format<S>(subscriber: S, format: LogFormat, writer: LineWriter) -> Result<(), String>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
 {
+    // The application's spans as OpenTelemetry spans (idle until the trace
+    // pipeline starts). Outermost: under it, the formatting layer's lookups
+    // would cross one more layer on every line of every request.
+    #[cfg(otlp)]
+    let spans = Some(crate::otel::SpanLayer::idle());
+    #[cfg(not(otlp))]
+    let spans = None::<tracing_subscriber::layer::Identity>;
     let result = match format {
-        LogFormat::Json => subscriber.with(json_layer(writer)).try_init(),
+        LogFormat::Json => subscriber.with(json_layer(writer)).with(spans).try_init(),
         LogFormat::Pretty => subscriber
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(colour())
                     .with_writer(writer),
             )
+            .with(spans)
             .try_init(),
     };
     result.map_err(|e| e.to_string())

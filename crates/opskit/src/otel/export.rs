@@ -596,6 +596,7 @@ impl TracesPipeline {
             .with_resource(resource)
             .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
+        super::children::activate(sink.clone(), settings.spans.clone(), settings.sampler);
         zero_counters("traces");
         tracing::info!(endpoint = %crate::redact_urls(&target.url), protocol = target.protocol.name(), sampler_ratio = settings.sampler.ratio, parent_based = settings.sampler.parent_based, "exporting spans over OTLP");
         Some(Self { provider, sink })

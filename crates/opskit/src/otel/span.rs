@@ -12,18 +12,24 @@ use crate::trace::TraceContext;
 /// The OpenTelemetry server span of a finished request, built in one go
 /// (semantic conventions for HTTP servers): name `{method} {route}`, the
 /// request's trace and span ids, the caller's span as parent, status Error
-/// on 5xx, and a panic as an `exception` event.
+/// on 5xx, and a panic as an `exception` event. It starts at `started_at`
+/// and lasts `elapsed` (the wall clock read now, less the time since
+/// `started_at`: building the span after the access line must not shift it
+/// past the start of the application's child spans).
 pub(crate) fn server_span(
     sink: &SpanSink,
     trace: &TraceContext,
     outcome: &Outcome<'_>,
+    started_at: std::time::Instant,
     elapsed: std::time::Duration,
 ) -> opentelemetry_sdk::trace::SpanData {
     use opentelemetry::trace::{
         SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
     };
     use opentelemetry::KeyValue;
-    let end = std::time::SystemTime::now();
+    let now = std::time::SystemTime::now();
+    let start = now.checked_sub(started_at.elapsed()).unwrap_or(now);
+    let end = start + elapsed;
     let (trace_id, span_id, parent) = trace.raw();
     let method = known_method(outcome.method).unwrap_or("_OTHER");
     let (name, route) = span_name(method, outcome.route);
@@ -130,7 +136,7 @@ pub(crate) fn server_span(
         parent_span_is_remote: parent.is_some(),
         span_kind: SpanKind::Server,
         name,
-        start_time: end.checked_sub(elapsed).unwrap_or(end),
+        start_time: start,
         end_time: end,
         attributes,
         dropped_attributes_count: 0,

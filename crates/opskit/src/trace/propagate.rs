@@ -26,6 +26,12 @@ impl Drop for Entered {
     }
 }
 
+/// `f` of the current request's trace context, without cloning it.
+#[cfg(otlp)]
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&TraceContext>) -> R) -> R {
+    CURRENT.with(|c| f(c.borrow().as_ref()))
+}
+
 /// The current request's trace context, inside a request.
 pub fn current() -> Option<TraceContext> {
     CURRENT.with(|c| c.borrow().clone())
