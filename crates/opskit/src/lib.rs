@@ -3,6 +3,7 @@
 
 pub mod config;
 mod decimal;
+mod grpc;
 pub mod health;
 pub mod layer;
 pub mod limits;
