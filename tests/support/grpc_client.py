@@ -51,7 +51,9 @@ def unary(channel, method, payload, timeout=None):
         reply = call(payload, timeout=timeout)
         report("OK", reply=reply)
     except grpc.RpcError as e:
-        report(e.code().name, e.details())
+        # A Trailers-Only answer's headers are the trailing metadata.
+        metadata = dict((e.initial_metadata() or ())) | dict((e.trailing_metadata() or ()))
+        report(e.code().name, e.details(), metadata=metadata)
 
 
 def main():
