@@ -129,6 +129,9 @@ type Codec<Out, In> = tonic_prost::ProstCodec<Out, In>;
 type BoxFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>;
 
+/// A handler's boxed answer.
+type Answer<Out> = Pin<Box<dyn Future<Output = Result<Response<Out>, Status>> + Send>>;
+
 /// A unary handler as tonic's `UnaryService`.
 fn unary<In, Out, F, Fut>(
     users: Arc<Users>,
@@ -137,7 +140,7 @@ fn unary<In, Out, F, Fut>(
     Request<In>,
     Response = Response<Out>,
     Error = Status,
-    Future = Pin<Box<dyn Future<Output = Result<Response<Out>, Status>> + Send>>,
+    Future = Answer<Out>,
 >
 where
     F: Fn(Arc<Users>, In) -> Fut + Clone + Send + 'static,
@@ -146,8 +149,7 @@ where
 {
     Handler(move |req: Request<In>| {
         let (users, f) = (users.clone(), f.clone());
-        Box::pin(async move { f(users, req.into_inner()).await.map(Response::new) })
-            as Pin<Box<dyn Future<Output = Result<Response<Out>, Status>> + Send>>
+        Box::pin(async move { f(users, req.into_inner()).await.map(Response::new) }) as Answer<Out>
     })
 }
 

@@ -21,17 +21,19 @@ type Stream =
 /// trailers.
 fn streamed(code: &str, message: &str) -> Response<Stream> {
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", code.parse().unwrap());
+    trailers.insert("grpc-status", code.parse().expect("a status"));
     if !message.is_empty() {
-        trailers.insert("grpc-message", message.parse().unwrap());
+        trailers.insert("grpc-message", message.parse().expect("a message"));
     }
     let frames = vec![
         Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x02\x08\x01"))),
         Ok(Frame::trailers(trailers)),
     ];
     let mut res = Response::new(StreamBody::new(futures_util::stream::iter(frames)));
-    res.headers_mut()
-        .insert("content-type", "application/grpc".parse().unwrap());
+    res.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
     res
 }
 
@@ -40,7 +42,7 @@ fn call(path: &str) -> Request<String> {
         .header("content-type", "application/grpc+proto")
         .header("te", "trailers")
         .body(String::new())
-        .unwrap()
+        .expect("a request")
 }
 
 fn layer(settings: SecuritySettings) -> OpsLayer {
@@ -58,7 +60,7 @@ fn with_metrics(f: impl std::future::Future<Output = ()>) -> String {
             .enable_time()
             .start_paused(true)
             .build()
-            .unwrap()
+            .expect("a runtime")
             .block_on(f)
     });
     handle.render()
@@ -132,8 +134,10 @@ fn a_trailers_only_answer_is_recorded_at_once() {
         let svc = layer(Default::default()).layer(tower::service_fn(
             |_req: Request<super::RequestBody<String>>| async {
                 let mut res = Response::new(Full::<Bytes>::default());
-                res.headers_mut()
-                    .insert("content-type", "application/grpc".parse().unwrap());
+                res.headers_mut().insert(
+                    "content-type",
+                    http::HeaderValue::from_static("application/grpc"),
+                );
                 res.headers_mut()
                     .insert("grpc-status", "5".parse().unwrap());
                 Ok::<_, Infallible>(res)

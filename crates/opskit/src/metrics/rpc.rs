@@ -19,14 +19,14 @@ pub const CALL_DURATION: &str = "rpc_server_call_duration_seconds";
 /// A method's histograms, by status code (0–16).
 type ByCode = [Option<Histogram>; 17];
 
+/// The histograms by method.
+type Methods = HashMap<Box<str>, ByCode, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 pub(super) struct RpcSeries {
     max_series: usize,
     /// By method (a `&str` lookup, no key built), then status code.
-    series: RwLock<(
-        HashMap<Box<str>, ByCode, foldhash::fast::RandomState>,
-        usize,
-    )>,
+    series: RwLock<(Methods, usize)>,
     overflow: std::sync::OnceLock<(Histogram, Counter)>,
 }
 
