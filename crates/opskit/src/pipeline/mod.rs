@@ -28,7 +28,13 @@
 //!                                      at the shutdown deadline)
 //! ```
 
+mod answer;
+mod scan;
 mod scope;
+
+pub(crate) use answer::Answer;
+use answer::Rpc;
+use scan::{Names, Wanted};
 
 #[cfg(feature = "actix")]
 pub(crate) use scope::InRequestFuture;
@@ -99,91 +105,6 @@ pub(crate) enum Next {
     Limit(LimitCheck),
 }
 
-/// An answer given without the handler.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// A CORS preflight: 204, headers only.
-    NoContent,
-    Problem(Problem),
-    /// A gRPC call ended by opskit: a Trailers-Only response with this
-    /// status code and `grpc-message`.
-    Grpc {
-        code: u8,
-        message: String,
-    },
-}
-
-impl Answer {
-    /// The answer as an `http` response (the tower adapter's type).
-    pub(crate) fn to_response<B: From<Vec<u8>>>(&self) -> http::Response<B> {
-        match self {
-            Answer::Problem(p) => p.to_response(),
-            Answer::Grpc { code, message } => grpc::trailers_only(*code, message),
-            Answer::NoContent => {
-                let mut res = http::Response::new(B::from(Vec::new()));
-                *res.status_mut() = http::StatusCode::NO_CONTENT;
-                res
-            }
-        }
-    }
-}
-
-impl Answer {
-    /// The answer to a gRPC call: a problem becomes the gRPC status the
-    /// client can read (`code`, when the pipeline knows the reason better
-    /// than the HTTP status says).
-    fn for_grpc(self, code: Option<u8>) -> Answer {
-        match self {
-            Answer::Problem(p) => Answer::Grpc {
-                code: code.unwrap_or_else(|| grpc::code_for_status(p.status())),
-                message: p.message().to_owned(),
-            },
-            other => other,
-        }
-    }
-}
-
-/// The answer as Actix's error: it renders the response (the handler, if
-/// any, has the request).
-#[cfg(feature = "actix")]
-impl actix_web::ResponseError for Answer {
-    fn status_code(&self) -> actix_web::http::StatusCode {
-        match self {
-            Answer::Problem(p) => actix_web::ResponseError::status_code(p),
-            Answer::NoContent => actix_web::http::StatusCode::NO_CONTENT,
-            Answer::Grpc { .. } => actix_web::http::StatusCode::OK,
-        }
-    }
-
-    fn error_response(&self) -> actix_web::HttpResponse {
-        match self {
-            Answer::Problem(p) => actix_web::ResponseError::error_response(p),
-            Answer::NoContent => actix_web::HttpResponse::NoContent().finish(),
-            Answer::Grpc { .. } => {
-                let res = self.to_response::<Vec<u8>>();
-                let mut out = actix_web::HttpResponse::Ok();
-                for (name, value) in res.headers() {
-                    out.insert_header((name.as_str(), value.as_bytes()));
-                }
-                out.finish()
-            }
-        }
-    }
-}
-
-#[cfg(feature = "actix")]
-impl std::fmt::Display for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Answer::Problem(p) => std::fmt::Display::fmt(p, f),
-            Answer::NoContent => f.write_str("204 No Content"),
-            Answer::Grpc { code, message } => {
-                write!(f, "gRPC {}: {message}", grpc::code_name(*code))
-            }
-        }
-    }
-}
-
 /// How a handler failed to answer.
 pub(crate) enum Failure {
     /// It panicked (the payload, caught by the adapter).
@@ -246,136 +167,6 @@ impl<M: HeaderMapLike> std::fmt::Debug for Pipeline<M> {
             .field("recorder", &self.recorder)
             .field("headers", &self.headers)
             .finish_non_exhaustive()
-    }
-}
-
-/// The request headers the pipeline reads, as names parsed once: a lookup
-/// by `&str` parses and validates the name each time.
-struct Names<M: HeaderMapLike> {
-    traceparent: M::Name,
-    tracestate: M::Name,
-    baggage: M::Name,
-    user_agent: M::Name,
-    content_length: M::Name,
-    transfer_encoding: M::Name,
-    forwarded_proto: M::Name,
-    forwarded: M::Name,
-    x_forwarded_for: M::Name,
-    origin: M::Name,
-    request_method: M::Name,
-    grpc_timeout: M::Name,
-    grpc_status: M::Name,
-    grpc_message: M::Name,
-    report: [M::Name; 3],
-}
-
-impl<M: HeaderMapLike> Names<M> {
-    fn new() -> Self {
-        Self {
-            traceparent: M::static_name("traceparent"),
-            tracestate: M::static_name("tracestate"),
-            baggage: M::static_name("baggage"),
-            user_agent: M::static_name("user-agent"),
-            content_length: M::static_name("content-length"),
-            transfer_encoding: M::static_name("transfer-encoding"),
-            forwarded_proto: M::static_name("x-forwarded-proto"),
-            forwarded: M::static_name("forwarded"),
-            x_forwarded_for: M::static_name("x-forwarded-for"),
-            origin: M::static_name("origin"),
-            request_method: M::static_name("access-control-request-method"),
-            grpc_timeout: M::static_name("grpc-timeout"),
-            grpc_status: M::static_name("grpc-status"),
-            grpc_message: M::static_name("grpc-message"),
-            report: [
-                M::static_name("host"),
-                M::static_name("accept"),
-                M::static_name("content-type"),
-            ],
-        }
-    }
-}
-
-/// The request headers the pipeline reads, found in one pass over the map:
-/// a request carries a handful of headers and the pipeline reads a dozen
-/// names, most absent, so one walk comparing names (enum tags for the
-/// standard ones) costs a fraction of a dozen hashed lookups (~2,000
-/// instructions a request). Each slot holds the first value of its name, as
-/// a map's `get` would; the trace-context headers keep every line.
-struct Wanted<'a, M: HeaderMapLike> {
-    forwarded_proto: Option<&'a [u8]>,
-    forwarded: Option<&'a [u8]>,
-    request_id: Option<&'a [u8]>,
-    trace: crate::trace::TraceHeaders<'a>,
-    content_length: Option<&'a [u8]>,
-    transfer_encoding: Option<&'a [u8]>,
-    origin: Option<&'a [u8]>,
-    request_method: Option<&'a [u8]>,
-    grpc_timeout: Option<&'a [u8]>,
-    user_agent: Option<&'a M::Value>,
-    /// Host (the span's `server.address`), Accept, Content-Type (error reports).
-    report: [Option<&'a M::Value>; 3],
-}
-
-impl<'a, M: HeaderMapLike> Wanted<'a, M> {
-    fn scan(h: &'a M, n: &Names<M>, request_id: &M::Name) -> Self {
-        let mut w = Self {
-            forwarded_proto: None,
-            forwarded: None,
-            request_id: None,
-            trace: crate::trace::TraceHeaders::default(),
-            content_length: None,
-            transfer_encoding: None,
-            origin: None,
-            request_method: None,
-            grpc_timeout: None,
-            user_agent: None,
-            report: [None; 3],
-        };
-        for (name, value) in h.entries() {
-            let bytes = M::bytes(value);
-            // The request id's name is configurable: checked on its own.
-            if name == request_id {
-                w.request_id.get_or_insert(bytes);
-            }
-            let lines = if *name == n.traceparent {
-                Some(&mut w.trace.traceparent)
-            } else if *name == n.tracestate {
-                Some(&mut w.trace.tracestate)
-            } else if *name == n.baggage {
-                Some(&mut w.trace.baggage)
-            } else {
-                None
-            };
-            if let Some(lines) = lines {
-                lines.push(bytes);
-                continue;
-            }
-            let slot = if *name == n.user_agent {
-                w.user_agent.get_or_insert(value);
-                continue;
-            } else if *name == n.content_length {
-                &mut w.content_length
-            } else if *name == n.transfer_encoding {
-                &mut w.transfer_encoding
-            } else if *name == n.forwarded_proto {
-                &mut w.forwarded_proto
-            } else if *name == n.forwarded {
-                &mut w.forwarded
-            } else if *name == n.origin {
-                &mut w.origin
-            } else if *name == n.request_method {
-                &mut w.request_method
-            } else if *name == n.grpc_timeout {
-                &mut w.grpc_timeout
-            } else {
-                if let Some(i) = n.report.iter().position(|r| r == name) {
-                    w.report[i].get_or_insert(value);
-                }
-                continue;
-            };
-            slot.get_or_insert(bytes);
-        }
-        w
     }
 }
 
@@ -797,28 +588,5 @@ impl<M: HeaderMapLike, K: Kept> Drop for InFlight<M, K> {
             let rpc = self.grpc.then(|| Rpc::new(grpc::CANCELLED, None));
             self.record(499, true, None, rpc.as_ref());
         }
-    }
-}
-
-/// A gRPC call's status as the pipeline read it.
-struct Rpc {
-    code: u8,
-    message: Option<Box<str>>,
-}
-
-impl Rpc {
-    fn new(code: u8, message: Option<Box<str>>) -> Self {
-        Self { code, message }
-    }
-
-    /// The status `code` and the `grpc-message` of `headers` (a response's
-    /// headers, or its trailers).
-    fn from_headers<M: HeaderMapLike>(code: &[u8], headers: &M, names: &Names<M>) -> Self {
-        let message = headers
-            .lines(&names.grpc_message)
-            .next()
-            .map(|m| grpc::decode_message(m).into_boxed_str())
-            .filter(|m| !m.is_empty());
-        Self::new(grpc::parse_status(code), message)
     }
 }
