@@ -25,7 +25,11 @@
 //! decision alone, without and with its response header values. `+enrich`
 //! (a handler setting two fields with `RequestTelemetry`) and `+routes` (the
 //! quiet operational routes and three route limits the request does not
-//! match) add issue 17's parts to any opskit variant.
+//! match) add issue 17's parts to any opskit variant; and `tonic-bare`,
+//! `tonic-opskit`: one unary gRPC call through tonic's router, bare and
+//! behind opskit's full layer (`tonic_call.rs`).
+
+use crate::tonic_call;
 
 use opskit::layer::OpsLayer;
 use opskit::metrics::{HttpMetrics, MetricsSettings};
@@ -295,6 +299,27 @@ pub fn run() {
     let (writer, _guard) = sink_writer();
     let (ops_writer, _ops_guard) = opskit_sink_writer();
     let sink = opskit_benches::dropping_span_sink();
+    if variant.starts_with("tonic-") {
+        let layer = (variant == "tonic-opskit").then(|| {
+            let subscriber = tracing_subscriber::registry()
+                .with(tracing_subscriber::EnvFilter::new("info"))
+                .with(opskit::logging::json_layer(ops_writer));
+            tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+            let (rec, security, limiter) = opskit_parts("opskit", &sink);
+            OpsLayer::with_rate_limiter(rec, security, limiter)
+        });
+        let app = tonic_call::router(layer).with_state(());
+        let ok = (0..n)
+            .filter(|_| rt.block_on(tonic_call::call(app.clone())))
+            .count();
+        assert_eq!(ok, n, "every call is OK");
+        let _ = sink.shutdown();
+        let exported = opskit_benches::EXPORTED.load(std::sync::atomic::Ordering::Relaxed);
+        if variant == "tonic-opskit" {
+            assert_eq!(exported, n, "every span reached the exporter");
+        }
+        return;
+    }
     if variant.starts_with("actix-") {
         let ok = run_actix(&variant, n, writer, ops_writer, &sink);
         assert_eq!(ok, n, "every request succeeds");

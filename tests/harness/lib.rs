@@ -13,12 +13,14 @@
 //! | [`services`] | real servers: [`Postgres`], [`Redis`], [`Prometheus`], [`Rotel`], [`Bugsink`] |
 //! | [`browser`] | headless Chromium and a second origin: [`chromium_dump_dom`], [`StaticPage`] |
 //! | [`wait`] | waiting for a condition: [`eventually`], [`within`] |
+//! | [`grpc`] | gRPC calls made by Python's grpcio: [`grpc_call`] |
 //! | [`audit`] | `opskit-audit` runs, a real [`Nginx`], the deploy-template validators |
 //!
 //! Everything is re-exported at the crate root (`opskit_conformance::Starter`).
 
 pub mod audit;
 pub mod browser;
+pub mod grpc;
 pub mod http;
 pub mod receivers;
 pub mod services;
@@ -27,6 +29,7 @@ pub mod wait;
 
 pub use audit::{audit_bin, repo_root, run_audit, run_tool, venv_tool, AuditRun, Nginx};
 pub use browser::{chromium_dump_dom, StaticPage};
+pub use grpc::{grpc_call, grpc_spawn};
 pub use http::{
     closed_port, free_port, pipelined_gets, raw_request, request, send, ClosedPort, Pending,
     Response,

@@ -17,6 +17,9 @@ pub enum Kind {
     Axum,
     /// `examples/actix-starter`.
     Actix,
+    /// `examples/tonic-starter` (gRPC; not in [`Kind::ALL`], which runs the
+    /// HTTP assertions).
+    Tonic,
 }
 
 impl Kind {
@@ -28,6 +31,7 @@ impl Kind {
         match self {
             Kind::Axum => "axum-starter",
             Kind::Actix => "actix-starter",
+            Kind::Tonic => "tonic-starter",
         }
     }
 

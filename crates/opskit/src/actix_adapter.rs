@@ -263,13 +263,19 @@ where
                 match result {
                     Ok(mut res) => {
                         let (status, size) = (res.status().as_u16(), res.response().body().size());
-                        flight.finish(res.headers_mut(), status, sized(size));
+                        // Actix sends no trailers: a gRPC call answered
+                        // without a status in its headers ends here.
+                        if let Some(call) = flight.finish(res.headers_mut(), status, sized(size)) {
+                            call.end_stream(None);
+                        }
                         Ok(res)
                     }
                     Err(e) => {
                         let mut res = e.error_response();
                         let (status, size) = (res.status().as_u16(), res.body().size());
-                        flight.finish(res.headers_mut(), status, sized(size));
+                        if let Some(call) = flight.finish(res.headers_mut(), status, sized(size)) {
+                            call.end_stream(None);
+                        }
                         Err(InternalError::from_response(e, res).into())
                     }
                 }

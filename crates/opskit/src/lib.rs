@@ -3,6 +3,9 @@
 
 pub mod config;
 mod decimal;
+mod grpc;
+#[cfg(feature = "grpc")]
+pub mod grpc_health;
 pub mod health;
 pub mod layer;
 pub mod limits;

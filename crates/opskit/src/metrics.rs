@@ -7,6 +7,7 @@
 //! | `http_server_request_body_size_bytes` | histogram | the same |
 //! | `http_server_response_body_size_bytes` | histogram | the same |
 //! | `http_server_active_requests` | gauge | `http_request_method`, `url_scheme` |
+//! | `rpc_server_call_duration_seconds` | histogram | `rpc_system_name`, `rpc_method`, `rpc_response_status_code`, `error_type` (gRPC calls, not in the HTTP histograms) |
 //! | `opskit_metrics_overflow_total` | counter | — |
 //!
 //! `http_route` is the route *template*; requests that matched no route have
@@ -313,6 +314,8 @@ struct Inner {
     series: RwLock<HashMap<u64, Bucket, std::hash::BuildHasherDefault<Prehashed>>>,
     count: AtomicUsize,
     overflow: OnceLock<(Series, Counter)>,
+    /// `rpc_server_call_duration_seconds`: gRPC calls.
+    rpc: rpc::RpcSeries,
     /// `http_server_active_requests` by method code and scheme, made on first use.
     active: [OnceLock<ActiveSlot>; (METHODS.len() + 1) * 2],
     #[cfg(otlp)]
@@ -382,6 +385,7 @@ impl HttpMetrics {
                 series: RwLock::new(HashMap::default()),
                 count: AtomicUsize::new(0),
                 overflow: OnceLock::new(),
+                rpc: rpc::RpcSeries::new(settings.max_series),
                 active: std::array::from_fn(|_| OnceLock::new()),
                 #[cfg(otlp)]
                 otel,
@@ -483,6 +487,12 @@ impl HttpMetrics {
         self.inner.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records a finished gRPC call (not in the HTTP histograms): its
+    /// method (`package.Service/Method` or `_OTHER`) and status code.
+    pub fn finish_rpc(&self, method: &str, code: u8, duration: Duration) {
+        self.inner.rpc.record(method, code, duration);
+    }
+
     /// How many label sets are kept (the overflow series not counted).
     pub fn series(&self) -> usize {
         self.inner.count.load(Ordering::Relaxed)
@@ -519,6 +529,11 @@ pub fn describe() {
         "Duration of HTTP server requests."
     );
     metrics::describe_gauge!(ACTIVE_REQUESTS, "Number of active HTTP server requests.");
+    metrics::describe_histogram!(
+        CALL_DURATION,
+        Unit::Seconds,
+        "Duration of gRPC server calls, by method and status code."
+    );
     metrics::describe_histogram!(
         REQUEST_BODY_SIZE,
         Unit::Bytes,
@@ -573,6 +588,9 @@ mod exporter;
 pub(crate) use exporter::listen;
 #[cfg(feature = "prometheus")]
 pub use exporter::{Endpoint, Exporter, CONTENT_TYPE};
+
+mod rpc;
+pub use rpc::CALL_DURATION;
 
 #[cfg(test)]
 mod tests;

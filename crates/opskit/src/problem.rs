@@ -96,6 +96,12 @@ impl Problem {
         self.0.status
     }
 
+    /// What a client that cannot read the body is told: the detail, or
+    /// the title (a gRPC call's `grpc-message`).
+    pub(crate) fn message(&self) -> &str {
+        self.0.detail.as_deref().unwrap_or(&self.0.title)
+    }
+
     /// The serialized body.
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain strings, numbers and JSON values cannot fail.

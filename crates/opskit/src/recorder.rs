@@ -24,8 +24,8 @@ use tracing::{Level, Span};
 /// The `error.type` of a request cut at the shutdown deadline.
 const SHUTDOWN_CUT: &str = "shutdown";
 
-pub use crate::request::Outcome;
 pub(crate) use crate::request::{header_text, known_method};
+pub use crate::request::{Outcome, Rpc};
 
 /// The per-request policy shared by every adapter. Built once at start-up.
 #[derive(Debug, Clone)]
@@ -331,6 +331,12 @@ impl Recorder {
                 status: 503,
                 aborted: false,
                 error: Some(SHUTDOWN_CUT),
+                // A gRPC call cut by the server: UNAVAILABLE, as the
+                // shutdown answers gRPC clients.
+                rpc: outcome.rpc.map(|r| crate::request::Rpc {
+                    code: crate::grpc::UNAVAILABLE,
+                    ..r
+                }),
                 ..*outcome
             };
             &cut_outcome
@@ -360,7 +366,13 @@ impl Recorder {
         if let (Some(m), Some(q)) = (&self.metrics, quiet) {
             m.count_quiet(&q.pattern, outcome.status);
         }
-        if let Some(m) = self.metrics.as_ref().filter(|_| quiet.is_none()) {
+        if let (Some(m), Some(rpc)) = (
+            self.metrics.as_ref().filter(|_| quiet.is_none()),
+            outcome.rpc,
+        ) {
+            // A gRPC call is counted once: as an RPC, not as an HTTP request.
+            m.finish_rpc(rpc.method, rpc.code, elapsed);
+        } else if let Some(m) = self.metrics.as_ref().filter(|_| quiet.is_none()) {
             let aborted = outcome.aborted;
             m.finish(&crate::metrics::Request {
                 method: outcome.method,
@@ -381,8 +393,13 @@ impl Recorder {
         }
         #[cfg(feature = "sentry")]
         if let Some(reporter) = &self.reporter {
-            let failed =
-                (outcome.status >= 500 && !outcome.aborted && !cut) || outcome.panic.is_some();
+            // A gRPC call is reported for the codes that mean the server is
+            // broken (INTERNAL, UNKNOWN, DATA_LOSS), whatever its HTTP status.
+            let server_failed = match outcome.rpc {
+                Some(r) => crate::grpc::is_reported(r.code),
+                None => outcome.status >= 500,
+            };
+            let failed = (server_failed && !outcome.aborted && !cut) || outcome.panic.is_some();
             if failed && !self.is_operational(outcome.path) {
                 let crumbs = crate::report::take_breadcrumbs(&started.span);
                 reporter.report_request(outcome, &started.request_id, &started.trace, crumbs);
@@ -410,17 +427,25 @@ impl Recorder {
         }
         let a = &self.access;
         // A quiet route logs only an application route's server error.
-        let quieted = quiet.is_some_and(|q| q.operational || outcome.status < 500);
+        // A gRPC call's class is its status code's: a server error per the
+        // semantic conventions, another failure (the client's), or OK.
+        let class = match outcome.rpc {
+            Some(r) if crate::grpc::is_server_error(r.code) => 500,
+            Some(r) if r.code != 0 => 400,
+            Some(_) => 200,
+            None => outcome.status,
+        };
+        let quieted = quiet.is_some_and(|q| q.operational || class < 500);
         if !a.enabled || quieted {
             return;
         }
-        let level = match outcome.status {
+        let level = match class {
             500.. => a.levels.server_error,
             400..=499 => a.levels.client_error,
             _ => a.levels.success,
         };
         let Some(level) = level else { return };
-        if outcome.status < 400 {
+        if class < 400 {
             if a.skip_paths
                 .iter()
                 .flatten()
@@ -437,7 +462,10 @@ impl Recorder {
             Some(m) => (m, None),
             None => ("_OTHER", Some(truncate(outcome.method, 32))),
         };
-        let message = if outcome.aborted {
+        let rpc = outcome.rpc.as_ref();
+        let message = if outcome.aborted && rpc.is_some() {
+            "call cancelled by the client"
+        } else if outcome.aborted {
             "request aborted by the client"
         } else if cut {
             "request cut at the shutdown deadline"
@@ -468,6 +496,11 @@ impl Recorder {
             network.peer.address = peer.as_ref().map(IpText::as_str),
             user_agent.original = outcome.user_agent.map(|u| truncate(u, MAX_USER_AGENT)),
             error.type = cut.then_some(SHUTDOWN_CUT),
+            rpc.system.name = rpc.map(|_| "grpc"),
+            rpc.method = rpc.map(|r| r.method),
+            rpc.response.status_code = rpc.map(|r| crate::grpc::code_name(r.code)),
+            rpc.grpc.status_code = rpc.map(|r| u64::from(r.code)),
+            rpc.grpc.status_message = rpc.and_then(|r| r.message).map(|m| truncate(m, 1024)),
             duration_ms = (duration_ms * 1000.0).round() / 1000.0
         );
     }

@@ -73,6 +73,21 @@ pub struct Outcome<'a> {
     /// What the handler added to its request's telemetry
     /// ([`RequestTelemetry`](crate::telemetry::RequestTelemetry)).
     pub enrichment: Option<&'a Enrichment>,
+    /// For a gRPC call, how it ended: its outcome is this status, not the
+    /// HTTP status (which is 200 for every call that reached the server).
+    pub rpc: Option<Rpc<'a>>,
+}
+
+/// How a gRPC call ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc<'a> {
+    /// `package.Service/Method` (`rpc.method`), or `_OTHER` for a method the
+    /// server does not have.
+    pub method: &'a str,
+    /// The gRPC status code (0 OK … 16 UNAUTHENTICATED).
+    pub code: u8,
+    /// The status message (`grpc-message`, decoded), when there is one.
+    pub message: Option<&'a str>,
 }
 
 impl<'a> Outcome<'a> {
@@ -96,6 +111,7 @@ impl<'a> Outcome<'a> {
             request_size: None,
             response_size: None,
             enrichment: None,
+            rpc: None,
         }
     }
 }

@@ -49,6 +49,9 @@ pub(crate) trait HeaderMapLike: Clone + Default + Sync {
 
 /// What one response adds to the prepared headers.
 pub(crate) struct PerResponse<'a> {
+    /// The response may go to a browser: the security headers apply (not
+    /// to a gRPC call's).
+    pub(crate) browser: bool,
     pub(crate) https: bool,
     pub(crate) nonce: Option<&'a CspNonce>,
     pub(crate) cors: &'a [(&'static str, String)],
@@ -336,9 +339,9 @@ impl<M: HeaderMapLike> Prepared<M> {
         // absent, as the handler set none of them.
         let mut append = false;
         // Templates exist only where responses start from them (`http`).
-        let handler_csp = match template {
+        let handler_csp = match template.as_ref().filter(|_| r.browser) {
             Some(template) => Some(self.merge_onto_template(headers, template)),
-            None if !M::FROM_TEMPLATE && self.sets_security_headers() => {
+            None if r.browser && !M::FROM_TEMPLATE && self.sets_security_headers() => {
                 let (csp, theirs) = self.merge_in_place(headers, r.https);
                 append = !theirs;
                 Some(csp)

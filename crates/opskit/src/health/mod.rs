@@ -448,6 +448,15 @@ impl Health {
         &self.shutdown
     }
 
+    /// The names of the registered checks of this kind.
+    pub fn check_names(&self, kind: CheckKind) -> Vec<String> {
+        self.entries()
+            .iter()
+            .filter(|e| e.check.kind == kind)
+            .map(|e| e.check.name.clone())
+            .collect()
+    }
+
     fn entries(&self) -> Vec<Arc<Entry>> {
         self.checks.read().map(|c| c.clone()).unwrap_or_default()
     }

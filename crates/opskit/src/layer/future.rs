@@ -41,7 +41,7 @@ impl Kept for TowerKept {
     }
 }
 
-type Flight = InFlight<http::HeaderMap, TowerKept>;
+pub(super) type Flight = InFlight<http::HeaderMap, TowerKept>;
 
 pin_project! {
     /// The future of [`OpsService`](super::OpsService).
@@ -177,8 +177,8 @@ where
             Ok(Ok(res)) => {
                 let empty = res.body().size_hint().exact() == Some(0);
                 match flight.replacement(res.status().as_u16(), empty) {
-                    Some(p) => p.to_response::<Full<Bytes>>().map(OpsBody::Right),
-                    None => res.map(OpsBody::Left),
+                    Some(a) => a.to_response::<Full<Bytes>>().map(OpsBody::opskit),
+                    None => res.map(OpsBody::inner),
                 }
             }
             Ok(Err(e)) => {
@@ -188,11 +188,18 @@ where
             Err(stop) => flight
                 .answer(stop)
                 .to_response::<Full<Bytes>>()
-                .map(OpsBody::Right),
+                .map(OpsBody::opskit),
         };
         let status = res.status().as_u16();
         let size = res.body().size_hint().exact();
-        flight.finish(res.headers_mut(), status, size);
+        // A gRPC call whose status comes in the trailers ends with its body
+        // (at once when the body has already ended: it has none).
+        if let Some(call) = flight.finish(res.headers_mut(), status, size) {
+            match res.body().is_end_stream() {
+                true => call.end_stream(None),
+                false => res.body_mut().ending(Box::new(call)),
+            }
+        }
         Poll::Ready(Ok(res))
     }
 }

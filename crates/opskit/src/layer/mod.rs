@@ -91,3 +91,6 @@ impl<S> Layer<S> for OpsLayer {
         OpsService::new(inner, self.pipeline.clone())
     }
 }
+
+#[cfg(all(test, feature = "prometheus"))]
+mod grpc_tests;

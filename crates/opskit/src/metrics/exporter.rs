@@ -43,6 +43,12 @@ impl Exporter {
                     )
                     .and_then(|b| {
                         b.set_buckets_for_metric(
+                            Matcher::Full(super::CALL_DURATION.to_owned()),
+                            &settings.duration_buckets,
+                        )
+                    })
+                    .and_then(|b| {
+                        b.set_buckets_for_metric(
                             Matcher::Full(REQUEST_BODY_SIZE.to_owned()),
                             &BODY_SIZE_BUCKETS,
                         )

@@ -32,8 +32,19 @@ pub(crate) fn server_span(
     let end = start + elapsed;
     let (trace_id, span_id, parent) = trace.raw();
     let method = known_method(outcome.method).unwrap_or("_OTHER");
-    let (name, route) = span_name(method, outcome.route);
-    let mut attributes = Vec::with_capacity(12);
+    let (mut name, route) = span_name(method, outcome.route);
+    let mut attributes = Vec::with_capacity(15);
+    // A gRPC call (RPC semantic conventions v1.40): named
+    // `package.Service/Method`, its status code the outcome.
+    if let Some(rpc) = &outcome.rpc {
+        name = std::borrow::Cow::Owned(rpc.method.to_owned());
+        attributes.push(KeyValue::new("rpc.system.name", "grpc"));
+        attributes.push(KeyValue::new("rpc.method", rpc.method.to_owned()));
+        attributes.push(KeyValue::new(
+            "rpc.response.status_code",
+            crate::grpc::code_name(rpc.code),
+        ));
+    }
     attributes.push(KeyValue::new("http.request.method", method));
     if method == "_OTHER" {
         attributes.push(KeyValue::new(
@@ -99,12 +110,19 @@ pub(crate) fn server_span(
         Some("panic".into())
     } else if let Some(e) = outcome.error {
         Some(e.into())
+    } else if let Some(rpc) = &outcome.rpc {
+        crate::grpc::is_server_error(rpc.code).then(|| crate::grpc::code_name(rpc.code).into())
     } else if outcome.status >= 500 {
         Some(outcome.status.to_string().into())
     } else {
         None
     };
-    let failed = outcome.status >= 500 || outcome.panic.is_some();
+    // Error: a gRPC server error code (UNKNOWN, DEADLINE_EXCEEDED,
+    // UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), an HTTP 5xx.
+    let failed = match &outcome.rpc {
+        Some(rpc) => crate::grpc::is_server_error(rpc.code),
+        None => outcome.status >= 500,
+    } || outcome.panic.is_some();
     if let Some(e) = error_type {
         attributes.push(KeyValue::new("error.type", opentelemetry::Value::String(e)));
     }
@@ -143,7 +161,12 @@ pub(crate) fn server_span(
         events,
         links: link(trace),
         status: if failed {
-            Status::error("")
+            Status::error(
+                outcome
+                    .rpc
+                    .and_then(|r| r.message)
+                    .map_or_else(String::new, |m| truncate(m, 1024).to_owned()),
+            )
         } else {
             Status::Unset
         },

@@ -28,12 +28,19 @@
 //!                                      at the shutdown deadline)
 //! ```
 
+mod answer;
+mod scan;
 mod scope;
+
+pub(crate) use answer::Answer;
+use answer::Rpc;
+use scan::{Names, Wanted};
 
 #[cfg(feature = "actix")]
 pub(crate) use scope::InRequestFuture;
 pub(crate) use scope::{install_panic_hook, panic_message, panic_problem, RequestScope};
 
+use crate::grpc;
 use crate::limits::Limits;
 use crate::ratelimit::{Checked, LimitCheck, Limiter, RequestInfo};
 use crate::recorder::{Outcome, Recorder, Started};
@@ -96,57 +103,6 @@ pub(crate) enum Next {
     Answer(Answer),
     /// Await the (Redis) rate limit, then [`InFlight::admit`] its decision.
     Limit(LimitCheck),
-}
-
-/// An answer given without the handler.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// A CORS preflight: 204, headers only.
-    NoContent,
-    Problem(Problem),
-}
-
-impl Answer {
-    /// The answer as an `http` response (the tower adapter's type).
-    pub(crate) fn to_response<B: From<Vec<u8>>>(&self) -> http::Response<B> {
-        match self {
-            Answer::Problem(p) => p.to_response(),
-            Answer::NoContent => {
-                let mut res = http::Response::new(B::from(Vec::new()));
-                *res.status_mut() = http::StatusCode::NO_CONTENT;
-                res
-            }
-        }
-    }
-}
-
-/// The answer as Actix's error: it renders the response (the handler, if
-/// any, has the request).
-#[cfg(feature = "actix")]
-impl actix_web::ResponseError for Answer {
-    fn status_code(&self) -> actix_web::http::StatusCode {
-        match self {
-            Answer::Problem(p) => actix_web::ResponseError::status_code(p),
-            Answer::NoContent => actix_web::http::StatusCode::NO_CONTENT,
-        }
-    }
-
-    fn error_response(&self) -> actix_web::HttpResponse {
-        match self {
-            Answer::Problem(p) => actix_web::ResponseError::error_response(p),
-            Answer::NoContent => actix_web::HttpResponse::NoContent().finish(),
-        }
-    }
-}
-
-#[cfg(feature = "actix")]
-impl std::fmt::Display for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Answer::Problem(p) => std::fmt::Display::fmt(p, f),
-            Answer::NoContent => f.write_str("204 No Content"),
-        }
-    }
 }
 
 /// How a handler failed to answer.
@@ -214,126 +170,6 @@ impl<M: HeaderMapLike> std::fmt::Debug for Pipeline<M> {
     }
 }
 
-/// The request headers the pipeline reads, as names parsed once: a lookup
-/// by `&str` parses and validates the name each time.
-struct Names<M: HeaderMapLike> {
-    traceparent: M::Name,
-    tracestate: M::Name,
-    baggage: M::Name,
-    user_agent: M::Name,
-    content_length: M::Name,
-    transfer_encoding: M::Name,
-    forwarded_proto: M::Name,
-    forwarded: M::Name,
-    x_forwarded_for: M::Name,
-    origin: M::Name,
-    request_method: M::Name,
-    report: [M::Name; 3],
-}
-
-impl<M: HeaderMapLike> Names<M> {
-    fn new() -> Self {
-        Self {
-            traceparent: M::static_name("traceparent"),
-            tracestate: M::static_name("tracestate"),
-            baggage: M::static_name("baggage"),
-            user_agent: M::static_name("user-agent"),
-            content_length: M::static_name("content-length"),
-            transfer_encoding: M::static_name("transfer-encoding"),
-            forwarded_proto: M::static_name("x-forwarded-proto"),
-            forwarded: M::static_name("forwarded"),
-            x_forwarded_for: M::static_name("x-forwarded-for"),
-            origin: M::static_name("origin"),
-            request_method: M::static_name("access-control-request-method"),
-            report: [
-                M::static_name("host"),
-                M::static_name("accept"),
-                M::static_name("content-type"),
-            ],
-        }
-    }
-}
-
-/// The request headers the pipeline reads, found in one pass over the map:
-/// a request carries a handful of headers and the pipeline reads a dozen
-/// names, most absent, so one walk comparing names (enum tags for the
-/// standard ones) costs a fraction of a dozen hashed lookups (~2,000
-/// instructions a request). Each slot holds the first value of its name, as
-/// a map's `get` would; the trace-context headers keep every line.
-struct Wanted<'a, M: HeaderMapLike> {
-    forwarded_proto: Option<&'a [u8]>,
-    forwarded: Option<&'a [u8]>,
-    request_id: Option<&'a [u8]>,
-    trace: crate::trace::TraceHeaders<'a>,
-    content_length: Option<&'a [u8]>,
-    transfer_encoding: Option<&'a [u8]>,
-    origin: Option<&'a [u8]>,
-    request_method: Option<&'a [u8]>,
-    user_agent: Option<&'a M::Value>,
-    /// Host (the span's `server.address`), Accept, Content-Type (error reports).
-    report: [Option<&'a M::Value>; 3],
-}
-
-impl<'a, M: HeaderMapLike> Wanted<'a, M> {
-    fn scan(h: &'a M, n: &Names<M>, request_id: &M::Name) -> Self {
-        let mut w = Self {
-            forwarded_proto: None,
-            forwarded: None,
-            request_id: None,
-            trace: crate::trace::TraceHeaders::default(),
-            content_length: None,
-            transfer_encoding: None,
-            origin: None,
-            request_method: None,
-            user_agent: None,
-            report: [None; 3],
-        };
-        for (name, value) in h.entries() {
-            let bytes = M::bytes(value);
-            // The request id's name is configurable: checked on its own.
-            if name == request_id {
-                w.request_id.get_or_insert(bytes);
-            }
-            let lines = if *name == n.traceparent {
-                Some(&mut w.trace.traceparent)
-            } else if *name == n.tracestate {
-                Some(&mut w.trace.tracestate)
-            } else if *name == n.baggage {
-                Some(&mut w.trace.baggage)
-            } else {
-                None
-            };
-            if let Some(lines) = lines {
-                lines.push(bytes);
-                continue;
-            }
-            let slot = if *name == n.user_agent {
-                w.user_agent.get_or_insert(value);
-                continue;
-            } else if *name == n.content_length {
-                &mut w.content_length
-            } else if *name == n.transfer_encoding {
-                &mut w.transfer_encoding
-            } else if *name == n.forwarded_proto {
-                &mut w.forwarded_proto
-            } else if *name == n.forwarded {
-                &mut w.forwarded
-            } else if *name == n.origin {
-                &mut w.origin
-            } else if *name == n.request_method {
-                &mut w.request_method
-            } else {
-                if let Some(i) = n.report.iter().position(|r| r == name) {
-                    w.report[i].get_or_insert(value);
-                }
-                continue;
-            };
-            slot.get_or_insert(bytes);
-        }
-        w
-    }
-}
-
 impl<M: HeaderMapLike> Pipeline<M> {
     /// The pipeline around this recorder, security policy and rate limiter.
     pub(crate) fn new(
@@ -375,8 +211,18 @@ impl<M: HeaderMapLike> Pipeline<M> {
         let declared = w
             .content_length
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-        // The body limit and timeout of the route reached.
-        let limits = security.limits(head.routed_path);
+        // A gRPC call (by its content type) ends with a gRPC status.
+        let grpc = w.report[2].is_some_and(|v| grpc::is_grpc(M::bytes(v)));
+        // The body limit and timeout of the route reached; a gRPC client's
+        // deadline (`grpc-timeout`) lowers the timeout, never raises it.
+        let mut limits = security.limits(head.routed_path);
+        if let Some(t) = w
+            .grpc_timeout
+            .filter(|_| grpc)
+            .and_then(grpc::parse_timeout)
+        {
+            limits.timeout = Some(limits.timeout.map_or(t, |c| c.min(t)));
+        }
         let nonce = security.nonce_enabled().then(CspNonce::generate);
         let cors = security.cors(head.method, w.origin, w.request_method);
         let answer = match &cors {
@@ -436,7 +282,12 @@ impl<M: HeaderMapLike> Pipeline<M> {
                 }
             }
         };
+        let next = match next {
+            Next::Answer(answer) if grpc => Next::Answer(answer.for_grpc(None)),
+            next => next,
+        };
         let flight = InFlight {
+            grpc,
             pipeline: self.clone(),
             started,
             kept,
@@ -462,6 +313,8 @@ impl<M: HeaderMapLike> Pipeline<M> {
 /// A request between [`Pipeline::begin`] and [`InFlight::finish`]. Dropped
 /// unfinished, it records the request as aborted.
 pub(crate) struct InFlight<M: HeaderMapLike, K: Kept> {
+    /// A gRPC call: its outcome is its gRPC status.
+    grpc: bool,
     pipeline: Arc<Pipeline<M>>,
     started: Started,
     kept: K,
@@ -537,7 +390,7 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
     /// Takes the rate limiter's decision awaited for [`Next::Limit`]: the
     /// answer when it refuses, `None` to call the handler.
     pub(crate) fn admit(&mut self, checked: Checked) -> Option<Answer> {
-        let refused = (!checked.decision.allowed).then(|| Answer::Problem(checked.problem()));
+        let refused = (!checked.decision.allowed).then(|| self.grpc_aware(checked.problem(), None));
         self.rate = Some(checked);
         refused
     }
@@ -546,7 +399,23 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
     pub(crate) fn answer(&mut self, stop: Stop) -> Answer {
         match stop {
             Stop::Answer(answer) => answer,
-            Stop::Failed(failure) => Answer::Problem(self.failure(failure)),
+            Stop::Failed(failure) => {
+                let timed_out = matches!(failure, Failure::TimedOut);
+                let problem = self.failure(failure);
+                // A timeout is the client's DEADLINE_EXCEEDED whatever
+                // status an HTTP client is told (408, 503 or 504).
+                let code = (timed_out && !self.cut_off()).then_some(grpc::DEADLINE_EXCEEDED);
+                self.grpc_aware(problem, code)
+            }
+        }
+    }
+
+    /// `problem` as the answer to this request: a Trailers-Only gRPC
+    /// status for a gRPC call (`code`, or the problem's status mapped).
+    fn grpc_aware(&self, problem: Problem, code: Option<u8>) -> Answer {
+        match self.grpc {
+            true => Answer::Problem(problem).for_grpc(code),
+            false => Answer::Problem(problem),
         }
     }
 
@@ -586,21 +455,36 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
     /// body is known to be empty), if anything: a body cut off at the limit
     /// is a 413 whatever the handler answered (a failed extractor's 400, say);
     /// no route for a method outside RFC 9110's is a 501 in every framework.
-    pub(crate) fn replacement(&self, status: u16, empty_body: bool) -> Option<Problem> {
-        if self.cut_off() {
-            return Some(self.limits.body_too_large());
-        }
-        crate::problem::replace_unrouted(self.kept.target().0, status, empty_body)
+    pub(crate) fn replacement(&self, status: u16, empty_body: bool) -> Option<Answer> {
+        let problem = if self.cut_off() {
+            self.limits.body_too_large()
+        } else {
+            crate::problem::replace_unrouted(self.kept.target().0, status, empty_body)?
+        };
+        Some(self.grpc_aware(problem, None))
     }
 
     /// Ends the request: adds opskit's headers to the response about to be
     /// sent (security, CORS, request id, `traceresponse`, rate-limit fields)
     /// and records it (access log, metrics, span, error report).
-    pub(crate) fn finish(mut self, headers: &mut M, status: u16, response_size: Option<u64>) {
-        self.done = true;
+    ///
+    /// A gRPC call's outcome is its status: read here from the response
+    /// headers (a Trailers-Only response, or an HTTP error the client maps
+    /// to a status). When the status comes in the trailers, the flight is
+    /// handed back: the adapter keeps it with the response body and calls
+    /// [`Self::end_stream`] when the body ends (dropped before: CANCELLED).
+    #[must_use = "a gRPC call handed back ends with `end_stream`"]
+    pub(crate) fn finish(
+        mut self,
+        headers: &mut M,
+        status: u16,
+        response_size: Option<u64>,
+    ) -> Option<Self> {
         self.pipeline.headers.apply(
             headers,
             &PerResponse {
+                // Browser security headers mean nothing to a gRPC client.
+                browser: !self.grpc,
                 https: self.https,
                 nonce: self.nonce.as_ref(),
                 cors: &self.cors,
@@ -609,23 +493,59 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
                 rate: self.rate.as_ref(),
             },
         );
-        self.record(status, false, response_size);
+        let rpc = if self.grpc {
+            let names = &self.pipeline.names;
+            let code = headers.lines(&names.grpc_status).next();
+            let rpc = match code {
+                Some(code) => Some(Rpc::from_headers(code, headers, names)),
+                // No status and not 200: the client maps the HTTP status.
+                None if status != 200 => Some(Rpc::new(grpc::code_for_http(status), None)),
+                None => None,
+            };
+            if rpc.is_none() {
+                return Some(self);
+            }
+            rpc
+        } else {
+            None
+        };
+        self.done = true;
+        self.record(status, false, response_size, rpc.as_ref());
+        None
+    }
+
+    /// Ends a gRPC call handed back by [`Self::finish`] when its response
+    /// body ended: its status from the `trailers` (UNKNOWN without one, as
+    /// a client reads it).
+    pub(crate) fn end_stream(mut self, trailers: Option<&M>) {
+        let names = &self.pipeline.names;
+        let rpc = match trailers.and_then(|t| Some((t.lines(&names.grpc_status).next()?, t))) {
+            Some((code, t)) => Rpc::from_headers(code, t, names),
+            None => Rpc::new(grpc::UNKNOWN, Some("no grpc-status in the trailers".into())),
+        };
+        self.done = true;
+        self.record(200, false, None, Some(&rpc));
     }
 
     /// Ends a request the service failed without a response (the connection
     /// will be closed): recorded as a 500, so that it is not silent.
     pub(crate) fn failed(mut self) {
         self.done = true;
-        self.record(500, false, None);
+        let rpc = self.grpc.then(|| Rpc::new(grpc::UNKNOWN, None));
+        self.record(500, false, None, rpc.as_ref());
     }
 
-    fn record(&self, status: u16, aborted: bool, response_size: Option<u64>) {
+    fn record(&self, status: u16, aborted: bool, response_size: Option<u64>, rpc: Option<&Rpc>) {
         let route = self.kept.route();
         // Host is the span's `server.address`; Accept and Content-Type are
         // read only for error reports: a 5xx or a panic (the recorder
         // decides which of those it reports).
         let text = |i: usize| self.report[i].as_ref().and_then(M::text);
-        let (host, accept, content_type) = match status >= 500 || self.panic.is_some() {
+        let failed = match rpc {
+            Some(r) => grpc::is_reported(r.code),
+            None => status >= 500,
+        };
+        let (host, accept, content_type) = match failed || self.panic.is_some() {
             true => (text(0), text(1), text(2)),
             false => (text(0), None, None),
         };
@@ -651,6 +571,11 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
             request_size: self.request_size,
             response_size,
             enrichment: None,
+            rpc: rpc.map(|r| crate::request::Rpc {
+                method: grpc::method_name(path, Some(r.code)),
+                code: r.code,
+                message: r.message.as_deref(),
+            }),
         };
         self.pipeline.recorder.finish(&self.started, &outcome);
     }
@@ -661,7 +586,9 @@ impl<M: HeaderMapLike, K: Kept> Drop for InFlight<M, K> {
     /// up on the request at the shutdown deadline).
     fn drop(&mut self) {
         if !self.done {
-            self.record(499, true, None);
+            // A gRPC client that goes away cancels its call.
+            let rpc = self.grpc.then(|| Rpc::new(grpc::CANCELLED, None));
+            self.record(499, true, None, rpc.as_ref());
         }
     }
 }

@@ -8,6 +8,7 @@ fn apply(prepared: &Prepared<HeaderMap>, headers: &mut HeaderMap, https: bool) {
     prepared.apply(
         headers,
         &PerResponse {
+            browser: true,
             https,
             nonce: None,
             cors: &[],
@@ -85,6 +86,7 @@ fn with_cors_on_every_response_varies_by_origin_once() {
             prepared.apply(
                 &mut h,
                 &PerResponse {
+                    browser: true,
                     https: false,
                     nonce: None,
                     cors,
@@ -245,6 +247,7 @@ fn the_template_and_in_place_ways_give_the_same_headers() {
                 for https in [false, true] {
                     for set in handler_sets {
                         let r = PerResponse {
+                            browser: true,
                             https,
                             nonce: settings.csp_nonce.then_some(&nonce),
                             cors: &[("vary", "Origin".to_owned())],
