@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use opskit_conformance::{
-    eventually_every, free_port, pipelined_gets, promtool_check_metrics, request, Kind,
-    OtlpReceiver, Prometheus, Redis, SentryReceiver, Starter,
+    duration_series, eventually_every, free_port, pipelined_gets, promtool_check_metrics, request,
+    series_value, Kind, OtlpReceiver, Prometheus, Redis, SentryReceiver, Starter,
 };
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -21,14 +21,6 @@ opskit_conformance::conformance!(
     a_request_the_client_left_is_aborted_499,
     an_application_recorder_installed_first_gets_the_metrics,
 );
-
-/// The distinct label sets of the request-duration histogram.
-fn duration_series(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
-        .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
-        .collect()
-}
 
 fn metrics_are_named_labelled_and_lint_clean(kind: Kind) {
     let s = Starter::spawn(kind, &[]);
@@ -547,13 +539,6 @@ fn an_application_recorder_installed_first_gets_the_metrics(kind: Kind) {
     let plain = Starter::spawn(kind, &[]);
     assert_eq!(plain.get("/demo/own-metrics").unwrap().status, 404);
     assert_eq!(plain.get("/metrics").unwrap().status, 200);
-}
-
-/// The value of the series `series` (name and labels as rendered), if present.
-fn series_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// With every optional part on (OTLP export, Sentry, a Redis-backed rate

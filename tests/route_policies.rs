@@ -4,8 +4,9 @@
 //! own — the same in both starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{eventually, raw_request, Kind, OtlpReceiver, Prometheus, Starter};
-use std::collections::BTreeSet;
+use opskit_conformance::{
+    duration_series, eventually, raw_request, series_value, Kind, OtlpReceiver, Prometheus, Starter,
+};
 use std::time::Duration;
 
 opskit_conformance::conformance!(
@@ -26,20 +27,6 @@ const QUIET: [&str; 8] = [
     "/favicon.ico",
     "/static/app.js",
 ];
-
-/// The distinct label sets of the request-duration histogram.
-fn duration_series(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
-        .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
-        .collect()
-}
-
-fn series_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 fn quiet_count(text: &str, route: &str, status: u16) -> Option<f64> {
     series_value(

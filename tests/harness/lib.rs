@@ -37,7 +37,10 @@ pub use http::{
 pub use receivers::{
     decode_spans, BlackHole, Envelope, ExportedSpan, OtlpReceiver, Post, SentryReceiver,
 };
-pub use services::{promtool_check_metrics, Bugsink, Postgres, Prometheus, Redis, Rotel};
+pub use services::{
+    duration_series, promtool_check_metrics, series_value, Bugsink, Postgres, Prometheus, Redis,
+    Rotel,
+};
 pub use starter::{command, run_to_exit, Kind, Starter};
 pub use wait::{eventually, eventually_every, poll, within, Probe};
 

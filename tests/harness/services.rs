@@ -252,6 +252,28 @@ impl Drop for Redis {
     }
 }
 
+/// The distinct label sets of the request-duration histogram in a
+/// Prometheus exposition text.
+pub fn duration_series(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+        .map(|l| {
+            l.rsplit_once(' ')
+                .expect("a series line has a value")
+                .0
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The value of the series `series` (name and labels as rendered) in a
+/// Prometheus exposition text, if present.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Runs `promtool check metrics` on an exposition text: `Ok` when clean,
 /// `Err` with promtool's output otherwise.
 pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
