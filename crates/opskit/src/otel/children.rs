@@ -361,6 +361,32 @@ impl SpanFields<'_> {
     }
 }
 
+/// The `Visit` methods both visitors share: `Debug` values as their text,
+/// numbers as attribute values (through the visitor's `push`; a `u64` past
+/// `i64` as its decimal text).
+macro_rules! typed_fields {
+    () => {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.record_str(field, &format!("{value:?}"));
+        }
+
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.push(field, value.into());
+        }
+
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            match i64::try_from(value) {
+                Ok(v) => self.push(field, v.into()),
+                Err(_) => self.push(field, value.to_string().into()),
+            }
+        }
+
+        fn record_f64(&mut self, field: &Field, value: f64) {
+            self.push(field, value.into());
+        }
+    };
+}
+
 impl Visit for SpanFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if !self.special(field, value) {
@@ -372,24 +398,7 @@ impl Visit for SpanFields<'_> {
         self.record_str(field, &value.to_string());
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, value.into());
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        match i64::try_from(value) {
-            Ok(v) => self.push(field, v.into()),
-            Err(_) => self.push(field, value.to_string().into()),
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, value.into());
-    }
+    typed_fields!();
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         if field.name() == "error" {
@@ -426,24 +435,7 @@ impl Visit for EventFields {
         }
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, value.into());
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        match i64::try_from(value) {
-            Ok(v) => self.push(field, v.into()),
-            Err(_) => self.push(field, value.to_string().into()),
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, value.into());
-    }
+    typed_fields!();
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.push(field, value.into());
