@@ -291,3 +291,39 @@ fn health_flips_to_not_serving_on_sigterm_and_watch_sees_it() {
         Some(0)
     );
 }
+
+/// A call still running at the shutdown deadline is answered UNAVAILABLE
+/// (retryable: the client tries another instance) before the connection
+/// closes, and logged as cut by the server.
+#[test]
+fn a_call_still_running_at_the_shutdown_deadline_is_unavailable() {
+    let mut s = Starter::spawn(
+        Kind::Tonic,
+        &[
+            ("OPSKIT_SHUTDOWN_DELAY", "0"),
+            ("OPSKIT_SHUTDOWN_TIMEOUT", "1s"),
+        ],
+    );
+    let slow = std::thread::spawn({
+        let addr = s.addr;
+        move || grpc_call(addr, &["sleep", "8000"])
+    });
+    s.expect_in_flight(1);
+    s.signal("TERM");
+    let out = slow.join().unwrap();
+    assert_eq!(code(&out), "UNAVAILABLE", "{out:?}");
+    assert_eq!(
+        out.last().unwrap()["details"],
+        "the service is shutting down; retry the request"
+    );
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(15)).unwrap().code(),
+        Some(0)
+    );
+    let line = s.expect_json_line("the cut call's access line", Duration::from_secs(1), |v| {
+        v["rpc.method"] == "users.v1.Users/Sleep"
+    });
+    assert_eq!(line["message"], "request cut at the shutdown deadline");
+    assert_eq!(line["rpc.grpc.status_code"], 14);
+    assert_eq!(line["error.type"], "shutdown");
+}

@@ -5,6 +5,7 @@ use crate::health::ProbeResponse;
 use crate::pipeline::{
     Begun, BodyBound, BodyCounter, Failure, Head, InFlight, Kept, Next, Pipeline, Stop,
 };
+use crate::shutdown::CutSignal;
 use crate::Ops;
 use actix_web::body::BodySize;
 use actix_web::body::MessageBody;
@@ -24,6 +25,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use tracing::Instrument;
 
 fn to_response(p: ProbeResponse) -> HttpResponse {
@@ -294,14 +296,28 @@ async fn run<F: Future>(fut: F, flight: &Flight) -> Result<F::Output, Stop> {
         enriched: &flight.started().enriched,
     })
     .catch_unwind();
-    let caught = match flight.timeout() {
-        Some(t) => match actix_web::rt::time::timeout(t, guarded).await {
-            Ok(caught) => caught,
-            Err(_elapsed) => return Err(Stop::Failed(Failure::TimedOut)),
-        },
-        None => guarded.await,
+    let bounded = async {
+        match flight.timeout() {
+            Some(t) => match actix_web::rt::time::timeout(t, guarded).await {
+                Ok(caught) => caught.map_err(|payload| Stop::Failed(Failure::Panicked(payload))),
+                Err(_elapsed) => Err(Stop::Failed(Failure::TimedOut)),
+            },
+            None => guarded
+                .await
+                .map_err(|payload| Stop::Failed(Failure::Panicked(payload))),
+        }
     };
-    caught.map_err(|payload| Stop::Failed(Failure::Panicked(payload)))
+    let mut bounded = std::pin::pin!(bounded);
+    let mut cut = std::pin::pin!(CutSignal::default());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(ended) = bounded.as_mut().poll(cx) {
+            return Poll::Ready(ended);
+        }
+        flight
+            .poll_cut(cut.as_mut(), cx)
+            .map(|()| Err(Stop::Failed(Failure::Cut)))
+    })
+    .await
 }
 
 /// Replaces the request's payload with one that fails with

@@ -22,7 +22,7 @@ use std::time::Instant;
 use tracing::{Level, Span};
 
 /// The `error.type` of a request cut at the shutdown deadline.
-const SHUTDOWN_CUT: &str = "shutdown";
+pub(crate) const SHUTDOWN_CUT: &str = "shutdown";
 
 pub(crate) use crate::request::{header_text, known_method};
 pub use crate::request::{Outcome, Rpc};
@@ -134,6 +134,11 @@ impl Recorder {
     pub fn with_shutdown(mut self, shutdown: crate::Shutdown) -> Self {
         self.shutdown = Some(shutdown);
         self
+    }
+
+    /// The shutdown coordinator it follows, if any.
+    pub(crate) fn shutdown(&self) -> Option<&crate::Shutdown> {
+        self.shutdown.as_ref()
     }
 
     /// The paths of the operational routes (`/readyz`, `/metrics`, …; each
@@ -320,13 +325,15 @@ impl Recorder {
             .map(Finished);
         // Dropped after the drain's deadline: the server cut it. Its own
         // outcome, 503 with `error.type` `shutdown`, not the client's 499.
-        let cut = outcome.aborted
+        let dropped_at_deadline = outcome.aborted
             && self
                 .shutdown
                 .as_ref()
                 .is_some_and(crate::Shutdown::deadline_passed);
+        // Or answered at it (503, UNAVAILABLE), its handler stopped.
+        let cut = dropped_at_deadline || outcome.error == Some(SHUTDOWN_CUT);
         let cut_outcome;
-        let outcome = if cut {
+        let outcome = if dropped_at_deadline {
             cut_outcome = Outcome {
                 status: 503,
                 aborted: false,

@@ -11,9 +11,13 @@
 //! # }
 //! ```
 
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
+use std::task::{Context, Poll};
+use tokio::sync::{watch, Notify};
 
 /// How long after the listener closed an idle connection may still bring a
 /// request (answered with `Connection: close`): one just accepted may have
@@ -21,6 +25,12 @@ use tokio::sync::watch;
 /// servers close idle connections after it.
 #[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) const LAST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long before the drain's deadline the handlers still running are
+/// stopped and answered (503, gRPC UNAVAILABLE), so that their answers are
+/// written before the server closes the connections at the deadline.
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub(crate) const ANSWER_BEFORE_CUT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A cloneable handle on the process' shutdown state.
 ///
@@ -33,6 +43,8 @@ pub struct Shutdown {
     /// Set when the drain's deadline (`OPSKIT_SHUTDOWN_TIMEOUT`) has passed:
     /// requests dropped from then on were cut by the server, not the client.
     deadline_passed: Arc<AtomicBool>,
+    /// Wakes the handlers waiting on [`CutSignal`] when the deadline passes.
+    cut: Arc<Notify>,
     /// Requests started and not yet finished (logged), so that the server
     /// can wait for the lines of the requests it cut before the log closes.
     /// Counted only once a server that waits for them asks (`track`): every
@@ -53,6 +65,7 @@ impl Shutdown {
         Self {
             tx: Arc::new(watch::channel(false).0),
             deadline_passed: Arc::new(AtomicBool::new(false)),
+            cut: Arc::new(Notify::new()),
             requests: Arc::new(AtomicUsize::new(0)),
             track: Arc::new(AtomicBool::new(false)),
         }
@@ -98,10 +111,12 @@ impl Shutdown {
     }
 
     /// Marks the drain's deadline as passed: requests still running are
-    /// about to be cut by the server.
+    /// about to be cut by the server. Handlers still running stop now and
+    /// their requests are answered (see [`CutSignal`]).
     #[cfg(any(feature = "axum", feature = "actix"))]
     pub(crate) fn pass_deadline(&self) {
         self.deadline_passed.store(true, Ordering::Release);
+        self.cut.notify_waiters();
     }
 
     /// Whether the drain's deadline has passed: a request dropped now was
@@ -169,5 +184,92 @@ impl Shutdown {
             this.trigger();
         });
         Ok(())
+    }
+}
+
+pin_project! {
+    /// The drain's deadline as seen by one request's handler: ready once
+    /// [`Shutdown::pass_deadline`] has run, so that the pipeline answers the
+    /// request (503, or UNAVAILABLE to a gRPC client: retry elsewhere)
+    /// instead of the connection being closed under it.
+    ///
+    /// Armed on the first poll that finds the handler still pending: a
+    /// handler that answers at once pays nothing, one that waits pays one
+    /// registration with the shutdown's `Notify`.
+    #[derive(Debug, Default)]
+    pub(crate) struct CutSignal {
+        #[pin]
+        notified: Option<tokio::sync::futures::OwnedNotified>,
+    }
+}
+
+impl CutSignal {
+    /// Whether `shutdown`'s deadline has passed; registers to be woken when
+    /// it does. Never ready without a shutdown coordinator.
+    pub(crate) fn poll_cut(
+        self: Pin<&mut Self>,
+        shutdown: Option<&Shutdown>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let Some(shutdown) = shutdown else {
+            return Poll::Pending;
+        };
+        let mut notified = self.project().notified;
+        if notified.is_none() {
+            notified.set(Some(Arc::clone(&shutdown.cut).notified_owned()));
+            // Registered before the flag is read: a deadline passed between
+            // the two still wakes this task.
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
+        }
+        if shutdown.deadline_passed() {
+            return Poll::Ready(());
+        }
+        match notified.as_pin_mut() {
+            Some(n) => n.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(all(test, any(feature = "axum", feature = "actix")))]
+mod tests {
+    use super::*;
+
+    /// Polls `cut` once with a waker that counts its wakes.
+    fn poll(
+        cut: Pin<&mut CutSignal>,
+        shutdown: Option<&Shutdown>,
+        wakes: &Arc<AtomicUsize>,
+    ) -> Poll<()> {
+        struct Count(Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let waker = std::task::Waker::from(Arc::new(Count(Arc::clone(wakes))));
+        cut.poll_cut(shutdown, &mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn the_cut_wakes_a_waiting_handler_and_then_stays_ready() {
+        let shutdown = Shutdown::new();
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let mut cut = std::pin::pin!(CutSignal::default());
+        assert!(poll(cut.as_mut(), Some(&shutdown), &wakes).is_pending());
+        shutdown.trigger();
+        assert!(poll(cut.as_mut(), Some(&shutdown), &wakes).is_pending());
+        assert_eq!(wakes.load(Ordering::SeqCst), 0);
+        shutdown.pass_deadline();
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "woken at the deadline");
+        assert!(poll(cut.as_mut(), Some(&shutdown), &wakes).is_ready());
+        // Armed after the deadline: ready at once.
+        let mut late = std::pin::pin!(CutSignal::default());
+        assert!(poll(late.as_mut(), Some(&shutdown), &wakes).is_ready());
+        // Without a coordinator: never.
+        let mut none = std::pin::pin!(CutSignal::default());
+        assert!(poll(none.as_mut(), None, &wakes).is_pending());
     }
 }

@@ -4,6 +4,7 @@
 use super::body::{OpsBody, RequestBody};
 use crate::pipeline::{Failure, InFlight, Kept, Next, Stop};
 use crate::ratelimit::LimitCheck;
+use crate::shutdown::CutSignal;
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use http_body::Body;
@@ -62,7 +63,11 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, S, R> {
-        Running { #[pin] future: F, #[pin] deadline: Option<tokio::time::Sleep> },
+        Running {
+            #[pin] future: F,
+            #[pin] deadline: Option<tokio::time::Sleep>,
+            #[pin] cut: CutSignal,
+        },
         /// Waiting for the (Redis) rate limit; then the service is called.
         Limited { check: LimitCheck, call: Option<(S, R)> },
         /// Answered without the handler, or the handler failed to start.
@@ -85,6 +90,7 @@ fn call<S: Service<R>, R>(inner: &mut S, req: R, flight: &Flight) -> Kind<S::Fut
         Ok(future) => Kind::Running {
             future,
             deadline: flight.timeout().map(tokio::time::sleep),
+            cut: CutSignal::default(),
         },
         Err(stop) => Kind::Stopped { stop: Some(stop) },
     }
@@ -137,15 +143,25 @@ where
         };
         let ended = loop {
             match this.kind.as_mut().project() {
-                KindProj::Running { future, deadline } => {
+                KindProj::Running {
+                    future,
+                    deadline,
+                    cut,
+                } => {
                     let _scope = flight.scope();
                     match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                         Ok(Poll::Ready(result)) => break Ok(result),
                         Err(payload) => break Err(Stop::Failed(Failure::Panicked(payload))),
-                        Ok(Poll::Pending) => match deadline.as_pin_mut().map(|d| d.poll(cx)) {
-                            Some(Poll::Ready(())) => break Err(Stop::Failed(Failure::TimedOut)),
-                            _ => return Poll::Pending,
-                        },
+                        Ok(Poll::Pending) => {
+                            if let Some(Poll::Ready(())) = deadline.as_pin_mut().map(|d| d.poll(cx))
+                            {
+                                break Err(Stop::Failed(Failure::TimedOut));
+                            }
+                            if flight.poll_cut(cut, cx).is_ready() {
+                                break Err(Stop::Failed(Failure::Cut));
+                            }
+                            return Poll::Pending;
+                        }
                     }
                 }
                 KindProj::Limited { check, call: next } => {

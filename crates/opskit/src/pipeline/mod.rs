@@ -18,10 +18,11 @@
 //!            ◀── Begun { flight, next, body counter } ──
 //! Next::Limit: await it ───────────▶ InFlight::admit → Call or 429
 //! Next::Call: run the handler in InFlight::scope, catching panics,
-//!             within InFlight::timeout
-//! handler ended ───────────────────▶ InFlight::replacement: panic 500,
-//!                                      timeout, body cut off 413,
-//!                                      unknown method 501, or keep
+//!             within InFlight::timeout, until InFlight::poll_cut
+//! handler stopped ─────────────────▶ InFlight::answer: panic 500, timeout,
+//!                                      shutdown 503 (gRPC UNAVAILABLE)
+//! handler ended ───────────────────▶ InFlight::replacement: body cut off
+//!                                      413, unknown method 501, or keep
 //! response ────────────────────────▶ InFlight::finish: response headers,
 //!                                      access log, metrics, span, report
 //! dropped unfinished ──────────────▶ 499 (the client left) or 503 (cut
@@ -46,12 +47,15 @@ use crate::ratelimit::{Checked, LimitCheck, Limiter, RequestInfo};
 use crate::recorder::{Outcome, Recorder, Started};
 use crate::response_headers::{HeaderMapLike, PerResponse, Prepared};
 use crate::security::{CorsDecision, CspNonce, SecurityPolicy};
+use crate::shutdown::CutSignal;
 use crate::{Problem, RequestId};
 use std::any::Any;
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// What an adapter keeps of its request until the response (cheap clones of
@@ -111,6 +115,8 @@ pub(crate) enum Failure {
     Panicked(Box<dyn Any + Send>),
     /// It ran past [`InFlight::timeout`].
     TimedOut,
+    /// It still ran at the drain's deadline ([`InFlight::poll_cut`]).
+    Cut,
 }
 
 /// How a request stopped without a response from its handler: answered
@@ -387,6 +393,14 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
         self.limits.timeout
     }
 
+    /// Whether the handler must stop because the drain's deadline has
+    /// passed ([`Failure::Cut`]); registers the task to be woken when it
+    /// does. Adapters poll it (with their own `cut`) while the handler is
+    /// pending, beside the timeout.
+    pub(crate) fn poll_cut(&self, cut: Pin<&mut CutSignal>, cx: &mut Context<'_>) -> Poll<()> {
+        cut.poll_cut(self.pipeline.recorder.shutdown(), cx)
+    }
+
     /// Takes the rate limiter's decision awaited for [`Next::Limit`]: the
     /// answer when it refuses, `None` to call the handler.
     pub(crate) fn admit(&mut self, checked: Checked) -> Option<Answer> {
@@ -427,6 +441,10 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
             Failure::Panicked(payload) => {
                 self.panic = Some(payload);
                 return panic_problem();
+            }
+            Failure::Cut => {
+                self.error = Some(crate::recorder::SHUTDOWN_CUT);
+                return Problem::new(503).detail("the service is shutting down; retry the request");
             }
             Failure::TimedOut => {
                 self.error = Some("timeout");

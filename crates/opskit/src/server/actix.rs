@@ -137,12 +137,16 @@ impl<C: Send + Sync + 'static> Ops<C> {
             )
             .await;
             // Actix cuts what is still running at its own timeout (started
-            // just after this one, rounded up): requests dropped from a moment
-            // before it are logged as cut by the server, not the client.
+            // just after this one, rounded up). A moment before it, handlers
+            // still running stop and their requests are answered (503, gRPC
+            // UNAVAILABLE) while their connections are still open; requests
+            // dropped from then on are logged as cut by the server, not the
+            // client.
             let deadline = ops.clone();
             actix_web::rt::spawn(async move {
                 let t = deadline.settings().shutdown_timeout;
-                actix_web::rt::time::sleep(t.saturating_sub(Duration::from_millis(50))).await;
+                actix_web::rt::time::sleep(t.saturating_sub(crate::shutdown::ANSWER_BEFORE_CUT))
+                    .await;
                 deadline.shutdown().pass_deadline();
             });
             handle.stop(true).await;

@@ -104,26 +104,33 @@ impl<C: Send + Sync + 'static> Ops<C> {
             }
         }
         let _ = closing.send(true);
-        let drained = async { while connections.join_next().await.is_some() {} };
-        let cut = tokio::select! {
-            () = drained => false,
-            () = tokio::time::sleep(settings.shutdown_timeout) => true,
-        };
-        if cut {
+        let timeout = settings.shutdown_timeout;
+        let answer_at = timeout.saturating_sub(crate::shutdown::ANSWER_BEFORE_CUT);
+        if !drained(&mut connections, answer_at).await {
             tracing::warn!(
-                "shutdown timeout reached with requests still in flight; exiting anyway"
+                "shutdown timeout reached with requests still in flight; answering them 503 and exiting"
             );
-            // Requests dropped from now on are logged as cut by the server
-            // (their access lines are written as their futures are dropped,
-            // before the log is flushed).
+            // Handlers still running stop and their requests are answered
+            // (503, gRPC UNAVAILABLE: retry elsewhere) before the connections
+            // close; requests dropped from now on are logged as cut by the
+            // server (their access lines are written as their futures are
+            // dropped, before the log is flushed).
             self.shutdown().pass_deadline();
-            connections.abort_all();
-            while connections.join_next().await.is_some() {}
+            if !drained(&mut connections, timeout - answer_at).await {
+                connections.abort_all();
+                while connections.join_next().await.is_some() {}
+            }
         }
         tracing::info!("server stopped");
         self.finish_telemetry();
         Ok(())
     }
+}
+
+/// Waits up to `within` for every connection to end; whether they did.
+async fn drained(connections: &mut tokio::task::JoinSet<()>, within: Duration) -> bool {
+    let all = async { while connections.join_next().await.is_some() {} };
+    tokio::time::timeout(within, all).await.is_ok()
 }
 
 /// The connection timeouts of [`Ops::serve`].
