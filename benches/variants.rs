@@ -25,7 +25,9 @@
 //! decision alone, without and with its response header values. `+enrich`
 //! (a handler setting two fields with `RequestTelemetry`) and `+routes` (the
 //! quiet operational routes and three route limits the request does not
-//! match) add issue 17's parts to any opskit variant; and `tonic-bare`,
+//! match) add issue 17's parts to any opskit variant; `opskit+lean` and
+//! `actix-opskit+lean` are the full stacks with the lean header profile
+//! (`OPSKIT_SECURITY_HEADERS=lean`); and `tonic-bare`,
 //! `tonic-opskit`: one unary gRPC call through tonic's router, bare and
 //! behind opskit's full layer (`tonic_call.rs`).
 
@@ -88,7 +90,10 @@ fn opskit_parts(
     sink: &opskit::otel::SpanSink,
 ) -> (Recorder, SecurityPolicy, Option<Limiter>) {
     let variant = variant.strip_prefix("actix-").unwrap_or(variant);
-    let all = variant == "opskit";
+    // `opskit+lean`: the full stack with OPSKIT_SECURITY_HEADERS=lean (the
+    // handler's text answer is not a document: OWASP's REST set only).
+    let lean = variant == "opskit+lean";
+    let all = variant == "opskit" || lean;
     let on =
         |part: &str| (all && part != "unsampled") || variant.split('+').skip(1).any(|p| p == part);
     let mut access = opskit::config::AccessLogSettings::default();
@@ -121,6 +126,7 @@ fn opskit_parts(
     }
     let mut security = SecuritySettings::default();
     security.enabled = on("headers");
+    security.lean = lean;
     if routes {
         let operational: Vec<String> = ["/livez", "/readyz", "/startupz", "/health", "/metrics"]
             .map(String::from)

@@ -12,6 +12,7 @@ opskit_conformance::conformance!(
     hsts_max_age_sets_or_turns_off_hsts,
     coep_is_sent_only_when_turned_on,
     headers_off_sends_none_but_still_strips_server,
+    lean_headers_keep_the_full_set_for_documents_only,
     a_body_over_the_limit_gets_413,
     a_chunked_body_is_cut_off_at_the_limit,
     an_http2_body_without_length_is_cut_off_at_the_limit,
@@ -253,6 +254,48 @@ fn headers_off_sends_none_but_still_strips_server(kind: Kind) {
     }
     let r = s.get("/demo/legacy").unwrap();
     assert_eq!((r.status, r.json()["legacy"].as_bool()), (200, Some(true)));
+}
+
+/// `OPSKIT_SECURITY_HEADERS=lean`: documents (the HTML page) keep helmet's
+/// full set; every other response (JSON, problems, probes) gets OWASP's REST
+/// set only: `nosniff`, CSP `frame-ancestors 'none'`, HSTS over HTTPS.
+fn lean_headers_keep_the_full_set_for_documents_only(kind: Kind) {
+    let s = Starter::spawn(kind, &[("OPSKIT_SECURITY_HEADERS", "lean")]);
+    let full = security_headers(&s.get("/demo/page").unwrap());
+    assert_eq!(full.len(), 12, "the HTML page keeps the full set: {full:?}");
+    for path in [
+        "/",
+        "/users/1",
+        "/nope",
+        "/demo/error",
+        "/demo/legacy",
+        "/livez",
+    ] {
+        for (https, headers) in [
+            (false, vec![]),
+            (true, vec![("x-forwarded-proto", "https")]),
+        ] {
+            let r = s.request("GET", path, &headers, b"").unwrap();
+            let mut want = BTreeMap::from([
+                (
+                    "content-security-policy".to_owned(),
+                    "frame-ancestors 'none'".to_owned(),
+                ),
+                ("x-content-type-options".to_owned(), "nosniff".to_owned()),
+            ]);
+            if https {
+                want.insert(
+                    "strict-transport-security".to_owned(),
+                    "max-age=31536000; includeSubDomains".to_owned(),
+                );
+            }
+            assert_eq!(security_headers(&r), want, "{path} https={https}");
+            for name in ["server", "x-powered-by", "cross-origin-opener-policy"] {
+                assert!(r.header(name).is_none(), "{path}: {name}: {:?}", r.headers);
+            }
+            assert!(r.header("x-request-id").is_some(), "{path}");
+        }
+    }
 }
 
 fn a_body_over_the_limit_gets_413(kind: Kind) {

@@ -96,6 +96,9 @@ pub(crate) struct Prepared<M: HeaderMapLike> {
     /// rate-limit fields): when a handler set none of them, as is usual,
     /// they are appended to vacant entries of Actix's map.
     per_response: Vec<M::Name>,
+    /// The security headers of the responses that are not documents, under
+    /// `OPSKIT_SECURITY_HEADERS=lean` ([`SecurityPolicy::lean_policy`]).
+    lean: Option<Box<Prepared<M>>>,
 }
 
 impl<M: HeaderMapLike> std::fmt::Debug for Prepared<M> {
@@ -167,6 +170,9 @@ impl<M: HeaderMapLike> Prepared<M> {
             template_plain: None,
             template_https: None,
             per_response: Vec::new(),
+            lean: security
+                .lean_policy()
+                .map(|lean| Box::new(Prepared::new(recorder, lean, None))),
             security,
         }
         .with_templates()
@@ -326,17 +332,14 @@ impl<M: HeaderMapLike> Prepared<M> {
         (handler_csp, theirs_per_response)
     }
 
-    /// Security headers (a handler's own value kept only where overridable),
-    /// no `Server`/`X-Powered-By`, CORS, the request id, `traceresponse` and
-    /// the rate-limit fields.
-    pub(crate) fn apply(&self, headers: &mut M, r: &PerResponse<'_>) {
+    /// The security headers of [`Self::apply`] (and no `Server`,
+    /// `X-Powered-By`); whether the per-response headers may be appended.
+    fn apply_security(&self, headers: &mut M, r: &PerResponse<'_>) -> bool {
         let template = if r.https {
             &self.template_https
         } else {
             &self.template_plain
         };
-        // Whether the per-response headers below may be appended: known
-        // absent, as the handler set none of them.
         let mut append = false;
         // Templates exist only where responses start from them (`http`).
         let handler_csp = match template.as_ref().filter(|_| r.browser) {
@@ -349,7 +352,7 @@ impl<M: HeaderMapLike> Prepared<M> {
             None => None,
         };
         if let Some(handler_csp) = handler_csp {
-            if let Some(n) = r.nonce {
+            if let Some(n) = r.nonce.filter(|_| self.security.nonce_enabled()) {
                 if !(self.csp_overridable && handler_csp) {
                     if let Some(v) = self
                         .security
@@ -366,6 +369,27 @@ impl<M: HeaderMapLike> Prepared<M> {
                 headers.remove(name);
             }
         }
+        append
+    }
+
+    /// Security headers (a handler's own value kept only where overridable),
+    /// no `Server`/`X-Powered-By`, CORS, the request id, `traceresponse` and
+    /// the rate-limit fields.
+    pub(crate) fn apply(&self, headers: &mut M, r: &PerResponse<'_>) {
+        // Lean: only documents get the full set (one header lookup).
+        let security = match &self.lean {
+            Some(lean)
+                if !headers
+                    .get_str("content-type")
+                    .is_some_and(crate::security::is_document) =>
+            {
+                lean
+            }
+            _ => self,
+        };
+        // Whether the per-response headers below may be appended: known
+        // absent, as the handler set none of them.
+        let append = security.apply_security(headers, r);
         // With CORS on, every response varies by Origin (a cache must not
         // give one origin's answer to another), a preflight by more.
         let mut vary = self.security.cors_enabled().then_some("origin");

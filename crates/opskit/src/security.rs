@@ -97,6 +97,26 @@ impl std::fmt::Display for Csp {
 /// A deny-list Permissions-Policy (OWASP Secure Headers).
 pub const DEFAULT_PERMISSIONS_POLICY: &str = "accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), fullscreen=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), payment=(), picture-in-picture=(), publickey-credentials-get=(), screen-wake-lock=(), sync-xhr=(), usb=(), xr-spatial-tracking=()";
 
+/// Whether a response of this `Content-Type` is a document a browser
+/// renders (HTML, XHTML, SVG, XML), which keeps the full header set under
+/// `OPSKIT_SECURITY_HEADERS=lean`.
+pub(crate) fn is_document(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    [
+        &b"text/html"[..],
+        b"application/xhtml+xml",
+        b"image/svg+xml",
+        b"text/xml",
+        b"application/xml",
+    ]
+    .iter()
+    .any(|d| essence.eq_ignore_ascii_case(d))
+}
+
 /// Response headers removed because they leak implementation details.
 pub(crate) const REMOVED_HEADERS: [&str; 2] = ["server", "x-powered-by"];
 
@@ -118,6 +138,11 @@ pub enum HttpsMode {
 pub struct SecuritySettings {
     /// Send the security headers at all.
     pub enabled: bool,
+    /// Only documents (HTML, XHTML, SVG, XML) get the full set; every other
+    /// response gets OWASP's REST set: `X-Content-Type-Options: nosniff`,
+    /// `Content-Security-Policy: frame-ancestors 'none'` and HSTS over HTTPS
+    /// (`OPSKIT_SECURITY_HEADERS=lean`).
+    pub lean: bool,
     /// The CSP (without `upgrade-insecure-requests`, added over HTTPS).
     pub csp: String,
     /// `Content-Security-Policy-Report-Only` instead of enforcing.
@@ -157,6 +182,7 @@ impl Default for SecuritySettings {
     fn default() -> Self {
         Self {
             enabled: true,
+            lean: false,
             csp: DEFAULT_CSP.to_owned(),
             csp_report_only: false,
             csp_report_uri: None,
@@ -286,6 +312,7 @@ impl actix_web::FromRequest for CspNonce {
 #[derive(Debug, Clone)]
 pub struct SecurityPolicy {
     enabled: bool,
+    lean: bool,
     fixed: Vec<(&'static str, String)>,
     csp_name: &'static str,
     csp_plain: Option<String>,
@@ -352,6 +379,7 @@ impl SecurityPolicy {
         });
         Self {
             enabled: s.enabled,
+            lean: s.enabled && s.lean,
             fixed: if s.enabled { fixed } else { Vec::new() },
             csp_name: if s.csp_report_only {
                 "content-security-policy-report-only"
@@ -374,6 +402,26 @@ impl SecurityPolicy {
             ),
             cors: s.cors.clone(),
         }
+    }
+
+    /// The policy of the responses that are not documents, when
+    /// `OPSKIT_SECURITY_HEADERS=lean`: OWASP's REST Security Cheat Sheet
+    /// set. `nosniff`; `frame-ancestors 'none'` as the whole CSP (nothing
+    /// in an API response is rendered, so nothing else in a CSP applies,
+    /// and no response of an API is meant to be framed); HSTS as
+    /// configured. The rest of helmet's set only concerns documents.
+    pub(crate) fn lean_policy(&self) -> Option<SecurityPolicy> {
+        let frame_ancestors = "frame-ancestors 'none'".to_owned();
+        self.lean.then(|| SecurityPolicy {
+            enabled: true,
+            lean: false,
+            fixed: vec![("x-content-type-options", "nosniff".to_owned())],
+            csp_name: "content-security-policy",
+            csp_plain: Some(frame_ancestors.clone()),
+            csp_https: Some(frame_ancestors),
+            nonce: false,
+            ..self.clone()
+        })
     }
 
     /// Headers sent on every response (unless overridable and already set).

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 pub(super) const SECURITY_HEADERS: VarSpec = VarSpec::new(
     "OPSKIT_SECURITY_HEADERS",
-    "true or false",
+    "true, lean or false",
     Some("true"),
-    "Whether the security headers are sent (see docs/security.md).",
+    "Which security headers are sent (see docs/security.md). `true`: helmet's full set on every response. `lean`: the full set on documents (HTML, XHTML, SVG, XML), OWASP's REST set on every other response (`nosniff`, CSP `frame-ancestors 'none'`, HSTS over HTTPS). `false`: none.",
 );
 pub(super) const CSP: VarSpec = VarSpec::new("OPSKIT_CSP", "a Content-Security-Policy", None, "The CSP. Unset: helmet's default policy; `upgrade-insecure-requests` is added for HTTPS requests.");
 pub(super) const CSP_REPORT_ONLY: VarSpec = VarSpec::new(
@@ -259,6 +259,20 @@ impl FromVar for CspText {
     }
 }
 
+/// `OPSKIT_SECURITY_HEADERS`: sent at all, and lean.
+struct HeadersVar(bool, bool);
+
+impl FromVar for HeadersVar {
+    fn from_var(value: &str) -> Result<Self, String> {
+        if value.trim().eq_ignore_ascii_case("lean") {
+            return Ok(Self(true, true));
+        }
+        bool::from_var(value)
+            .map(|on| Self(on, false))
+            .map_err(|_| "the value is not true, lean or false".to_owned())
+    }
+}
+
 struct TimeoutStatus(u16);
 
 impl FromVar for TimeoutStatus {
@@ -331,7 +345,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<crate::security::SecuritySettin
     use crate::security::{
         CorsSettings, SecuritySettings, DEFAULT_CSP, DEFAULT_PERMISSIONS_POLICY,
     };
-    let enabled = r.read(&SECURITY_HEADERS);
+    let headers_var: Option<HeadersVar> = r.read(&SECURITY_HEADERS);
     let csp: Option<CspText> = r.read(&CSP);
     let report_only = r.read(&CSP_REPORT_ONLY);
     let report_uri: Option<HeaderText> = r.read(&CSP_REPORT_URI);
@@ -363,7 +377,8 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<crate::security::SecuritySettin
         );
     }
     Some(SecuritySettings {
-        enabled: enabled?,
+        enabled: headers_var.as_ref()?.0,
+        lean: headers_var?.1,
         csp: csp.map_or_else(|| DEFAULT_CSP.to_owned(), |c| c.0),
         csp_report_only: report_only?,
         csp_report_uri: report_uri.map(|u| u.0),

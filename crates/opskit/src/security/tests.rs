@@ -96,3 +96,31 @@ fn body_limit_and_cors() {
     ));
     assert_eq!(p.cors("GET", None, None), CorsDecision::None);
 }
+
+#[test]
+fn documents_are_html_xhtml_svg_and_xml_whatever_the_parameters() {
+    use crate::security::is_document;
+    for ct in [
+        "text/html",
+        "text/html; charset=utf-8",
+        "TEXT/HTML;charset=UTF-8",
+        " text/html ",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "application/xml",
+        "text/xml; charset=utf-8",
+    ] {
+        assert!(is_document(ct.as_bytes()), "{ct}");
+    }
+    for ct in [
+        "application/json",
+        "application/problem+json",
+        "text/plain",
+        "text/htmlx",
+        "text/html-ish",
+        "",
+        "application/grpc",
+    ] {
+        assert!(!is_document(ct.as_bytes()), "{ct}");
+    }
+}
