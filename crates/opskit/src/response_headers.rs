@@ -89,7 +89,8 @@ pub(crate) struct Prepared<M: HeaderMapLike> {
     /// response starts from a clone and only the handler's few headers are
     /// inserted, instead of inserting a dozen into the handler's map (each
     /// insert hashes its name). `None` when the policy sets no header, and
-    /// for maps that take the headers in place (`FROM_TEMPLATE` false).
+    /// for maps that take the headers in place (`FROM_TEMPLATE` false, or a
+    /// short list: the lean profile's).
     template_plain: Option<M>,
     template_https: Option<M>,
     /// The names of the per-response headers (request id, `traceresponse`,
@@ -203,7 +204,11 @@ impl<M: HeaderMapLike> Prepared<M> {
             }
             t
         };
-        if M::FROM_TEMPLATE && self.sets_security_headers() {
+        // A short list (the lean profile's) goes in place: a clone of a
+        // small template has room for nothing more (a clone's capacity is
+        // its length), and the handler's and per-response headers would
+        // grow it several times; inserting two or three is cheaper.
+        if M::FROM_TEMPLATE && self.sets_security_headers() && self.fixed.len() > 4 {
             self.template_plain = Some(build(false));
             self.template_https = Some(build(true));
         }
@@ -344,7 +349,7 @@ impl<M: HeaderMapLike> Prepared<M> {
         // Templates exist only where responses start from them (`http`).
         let handler_csp = match template.as_ref().filter(|_| r.browser) {
             Some(template) => Some(self.merge_onto_template(headers, template)),
-            None if r.browser && !M::FROM_TEMPLATE && self.sets_security_headers() => {
+            None if r.browser && self.sets_security_headers() => {
                 let (csp, theirs) = self.merge_in_place(headers, r.https);
                 append = !theirs;
                 Some(csp)
