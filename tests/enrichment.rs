@@ -159,13 +159,19 @@ fn declared_fields_are_bounded_labels_and_no_other_field_is(kind: Kind) {
     assert_eq!((folded("page"), folded("tenant")), (Some(197.0), Some(0.0)));
     // The only labels are the declared ones: no user id anywhere, and the
     // users route (which sets none of them) has neither.
-    assert!(!text.contains("user_id") && !text.contains("user.id"), "{text}");
+    assert!(
+        !text.contains("user_id") && !text.contains("user.id"),
+        "{text}"
+    );
     let users: Vec<&String> = series
         .iter()
         .filter(|s| s.contains(r#"http_route="/users/{id}""#))
         .collect();
     assert_eq!(users.len(), 1, "{users:#?}");
-    assert!(users[0].ends_with(r#"http_response_status_code="200"}"#), "{users:#?}");
+    assert!(
+        users[0].ends_with(r#"http_response_status_code="200"}"#),
+        "{users:#?}"
+    );
     // A real Prometheus stores the same: 4 page series, 197 folded.
     let prom = Prometheus::start(s.addr, "/metrics");
     let value = |q: &str| {
@@ -180,9 +186,12 @@ fn declared_fields_are_bounded_labels_and_no_other_field_is(kind: Kind) {
         Duration::from_secs(30),
         Duration::from_millis(200),
         || {
-            let n = value(r#"count(http_server_request_duration_seconds_count{http_route="/pages/{slug}"})"#)?;
+            let n = value(
+                r#"count(http_server_request_duration_seconds_count{http_route="/pages/{slug}"})"#,
+            )?;
             let other = value(r#"sum(http_server_request_duration_seconds_count{page="_OTHER"})"#)?;
-            let tenant = value(r#"sum(http_server_request_duration_seconds_count{tenant="acme"})"#)?;
+            let tenant =
+                value(r#"sum(http_server_request_duration_seconds_count{tenant="acme"})"#)?;
             match (n, other, tenant) {
                 (4.0, 197.0, 1.0) => Ok(()),
                 seen => Err(serde_json::json!(format!("{seen:?}"))),
@@ -192,7 +201,11 @@ fn declared_fields_are_bounded_labels_and_no_other_field_is(kind: Kind) {
     let undeclared = prom
         .query(r#"{__name__=~"http_server_.*",user_id!=""}"#)
         .unwrap();
-    assert_eq!(undeclared["data"]["result"], serde_json::json!([]), "{undeclared}");
+    assert_eq!(
+        undeclared["data"]["result"],
+        serde_json::json!([]),
+        "{undeclared}"
+    );
 }
 
 /// A path no route matches reaches the fallback, which serves
