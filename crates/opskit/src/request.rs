@@ -223,3 +223,39 @@ mod tests {
         assert_eq!(truncate("abc", 5), "abc");
     }
 }
+
+/// Field names opskit writes itself: a handler cannot set them.
+const RESERVED: [&str; 8] = [
+    "request_id",
+    "trace_id",
+    "span_id",
+    "message",
+    "level",
+    "timestamp",
+    "target",
+    "duration_ms",
+];
+
+/// Prefixes of opskit's own attribute names (OpenTelemetry's semantic
+/// conventions): a handler cannot set them either (`user.` is the handler's).
+const RESERVED_PREFIXES: [&str; 8] = [
+    "http.",
+    "url.",
+    "client.",
+    "server.",
+    "network.",
+    "user_agent.",
+    "error.",
+    "otel.",
+];
+
+/// Whether `key` may name an enrichment field (and so a declared label):
+/// 1 to [`MAX_KEY`] bytes of `a-z 0-9 . _ -`, none of opskit's own names.
+pub(crate) fn valid_key(key: &str) -> bool {
+    (1..=MAX_KEY).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && !RESERVED.contains(&key)
+        && !RESERVED_PREFIXES.iter().any(|p| key.starts_with(p))
+}

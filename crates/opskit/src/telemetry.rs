@@ -36,33 +36,8 @@
 //! # }
 //! ```
 
-use crate::request::{Enrichment, MAX_FIELDS, MAX_KEY, MAX_VALUE};
+use crate::request::{valid_key, Enrichment, MAX_FIELDS, MAX_VALUE};
 use tracing_subscriber::registry::LookupSpan;
-
-/// Field names opskit writes itself: a handler cannot set them.
-const RESERVED: [&str; 8] = [
-    "request_id",
-    "trace_id",
-    "span_id",
-    "message",
-    "level",
-    "timestamp",
-    "target",
-    "duration_ms",
-];
-
-/// Prefixes of opskit's own attribute names (OpenTelemetry's semantic
-/// conventions): a handler cannot set them either (`user.` is the handler's).
-const RESERVED_PREFIXES: [&str; 8] = [
-    "http.",
-    "url.",
-    "client.",
-    "server.",
-    "network.",
-    "user_agent.",
-    "error.",
-    "otel.",
-];
 
 /// Why a field was not set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -128,14 +103,6 @@ impl RequestTelemetry {
     }
 }
 
-pub(crate) fn valid_key(key: &str) -> bool {
-    (1..=MAX_KEY).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        && !RESERVED.contains(&key)
-        && !RESERVED_PREFIXES.iter().any(|p| key.starts_with(p))
-}
 
 /// Runs `f` on the enrichment of the request whose span is current here (the
 /// request span itself or one inside it); when `f` says the fields changed,

@@ -103,7 +103,7 @@ impl MetricLabel {
 
     /// Why this declaration is refused, if it is (never quoting a value).
     pub(crate) fn problem(&self) -> Option<String> {
-        if !crate::telemetry::valid_key(&self.name) {
+        if !crate::request::valid_key(&self.name) {
             return Some("the name is not a field a handler can set (1 to 64 of a-z 0-9 . _ -, not one of opskit's own)".to_owned());
         }
         if self.name.starts_with("user.") {
