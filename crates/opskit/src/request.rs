@@ -194,36 +194,6 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_text_keeps_utf8_and_stops_at_a_bad_byte() {
-        assert_eq!(header_text(b"curl/8"), Some("curl/8"));
-        assert_eq!(header_text("Ünïcødé 漢字".as_bytes()), Some("Ünïcødé 漢字"));
-        assert_eq!(header_text(b"caf\xe9 au lait"), Some("caf"));
-        assert_eq!(header_text(b"\xff"), None);
-        assert_eq!(header_text(b""), None);
-        let long = format!("{}{}", "a".repeat(511), "é".repeat(50));
-        assert_eq!(truncate(&long, MAX_USER_AGENT), "a".repeat(511));
-    }
-
-    #[test]
-    fn methods_outside_the_standard_set_are_other() {
-        assert_eq!(known_method("GET"), Some("GET"));
-        assert_eq!(known_method("PATCH"), Some("PATCH"));
-        assert_eq!(known_method("get"), None);
-        assert_eq!(known_method("PROPFIND"), None);
-    }
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("abc", 5), "abc");
-    }
-}
-
 /// Field names opskit writes itself: a handler cannot set them.
 const RESERVED: [&str; 8] = [
     "request_id",
@@ -258,4 +228,34 @@ pub(crate) fn valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         && !RESERVED.contains(&key)
         && !RESERVED_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_keeps_utf8_and_stops_at_a_bad_byte() {
+        assert_eq!(header_text(b"curl/8"), Some("curl/8"));
+        assert_eq!(header_text("Ünïcødé 漢字".as_bytes()), Some("Ünïcødé 漢字"));
+        assert_eq!(header_text(b"caf\xe9 au lait"), Some("caf"));
+        assert_eq!(header_text(b"\xff"), None);
+        assert_eq!(header_text(b""), None);
+        let long = format!("{}{}", "a".repeat(511), "é".repeat(50));
+        assert_eq!(truncate(&long, MAX_USER_AGENT), "a".repeat(511));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_are_other() {
+        assert_eq!(known_method("GET"), Some("GET"));
+        assert_eq!(known_method("PATCH"), Some("PATCH"));
+        assert_eq!(known_method("get"), None);
+        assert_eq!(known_method("PROPFIND"), None);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
 }

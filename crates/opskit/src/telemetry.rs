@@ -103,7 +103,6 @@ impl RequestTelemetry {
     }
 }
 
-
 /// Runs `f` on the enrichment of the request whose span is current here (the
 /// request span itself or one inside it); when `f` says the fields changed,
 /// rewrites the request span's formatted JSON fields so that the log lines
