@@ -27,7 +27,6 @@ impl Drop for Entered {
 }
 
 /// `f` of the current request's trace context, without cloning it.
-#[cfg(otlp)]
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&TraceContext>) -> R) -> R {
     CURRENT.with(|c| f(c.borrow().as_ref()))
 }
@@ -45,6 +44,30 @@ pub fn inject(headers: &mut http::HeaderMap) {
         if let Ok(v) = http::HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
+    }
+}
+
+/// Writes the trace headers of an outgoing call for `cx`: `traceparent`
+/// naming `cx`'s span (when `OTEL_PROPAGATORS` propagates trace context),
+/// `tracestate` and `baggage` when it carries them. No string is built for
+/// `traceparent` (its bytes are made on the stack).
+pub(crate) fn inject_context(cx: &TraceContext, headers: &mut http::HeaderMap) {
+    if cx.propagate {
+        if let Ok(v) = http::HeaderValue::from_bytes(&cx.header_bytes()) {
+            headers.insert(http::header::HeaderName::from_static("traceparent"), v);
+        }
+        if let Some(v) = cx
+            .tracestate()
+            .and_then(|t| http::HeaderValue::from_str(t).ok())
+        {
+            headers.insert(http::header::HeaderName::from_static("tracestate"), v);
+        }
+    }
+    if let Some(v) = cx
+        .baggage()
+        .and_then(|b| http::HeaderValue::from_str(b).ok())
+    {
+        headers.insert(http::header::HeaderName::from_static("baggage"), v);
     }
 }
 
@@ -75,12 +98,22 @@ pub fn outgoing_headers() -> Vec<(&'static str, String)> {
     out
 }
 
-/// A tower layer for HTTP clients (hyper-util's `Client`, `reqwest`
-/// through `tower` adapters, tonic channels): every request sent from
-/// inside a request carries its trace context on ([`inject`]).
+/// A tower layer for HTTP clients: every request sent from inside a
+/// request carries its trace context on ([`inject`]), and nothing else.
+///
+/// Replaced by `opskit::client::ClientLayer`, which also records a CLIENT
+/// span per call (the parent of the callee's server span) and
+/// `http.client.request.duration`. This module is a leaf of the crate
+/// (it imports nothing of opskit's), so it cannot reach the span pipeline
+/// and the metrics: the new layer lives in `opskit::client`.
+#[deprecated(
+    since = "0.1.0",
+    note = "use opskit::client::ClientLayer: the same propagation, plus a CLIENT span and http.client.request.duration per call"
+)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PropagateLayer;
 
+#[allow(deprecated)]
 impl<S> tower_layer::Layer<S> for PropagateLayer {
     type Service = Propagate<S>;
     fn layer(&self, inner: S) -> Propagate<S> {
@@ -88,7 +121,8 @@ impl<S> tower_layer::Layer<S> for PropagateLayer {
     }
 }
 
-/// The service of [`PropagateLayer`].
+/// The service of [`PropagateLayer`] (replaced by `opskit::client::Client`).
+#[allow(deprecated)]
 #[derive(Debug, Clone)]
 pub struct Propagate<S> {
     inner: S,
