@@ -416,35 +416,6 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
 }
 
 impl TraceContext {
-    /// The context of a call this request's side makes through its span
-    /// `span_id` (a CLIENT span): the same trace, flags, `tracestate` and
-    /// `baggage`, with `span_id` as the span the callee sees as its parent.
-    #[cfg(otlp)]
-    pub(crate) fn child(&self, span_id: u64) -> Self {
-        Self {
-            span_id,
-            parent_span_id: Some(self.span_id),
-            linked: None,
-            ..self.clone()
-        }
-    }
-
-    /// The context of a sampled span outside any request (a `+background`
-    /// trace): `traceparent` only.
-    #[cfg(otlp)]
-    pub(crate) fn background(trace_id: u128, span_id: u64, tracestate: Option<&str>) -> Self {
-        Self {
-            trace_id,
-            span_id,
-            parent_span_id: None,
-            flags: 1,
-            tracestate: tracestate.map(std::sync::Arc::from),
-            baggage: None,
-            propagate: true,
-            linked: None,
-        }
-    }
-
     /// `(trace id, span id, caller's span id)` as numbers.
     #[cfg(any(otlp, feature = "sentry"))]
     pub(crate) fn raw(&self) -> (u128, u64, Option<u64>) {

@@ -26,6 +26,37 @@ impl Drop for Entered {
     }
 }
 
+impl TraceContext {
+    /// The context of a call this request's side makes through its span
+    /// `span_id` (a CLIENT span): the same trace, flags, `tracestate` and
+    /// `baggage`, with `span_id` as the span the callee sees as its parent.
+    #[cfg(otlp)]
+    pub(crate) fn child(&self, span_id: u64) -> Self {
+        Self {
+            span_id,
+            parent_span_id: Some(self.span_id),
+            linked: None,
+            ..self.clone()
+        }
+    }
+
+    /// The context of a sampled span outside any request (a `+background`
+    /// trace): `traceparent` only.
+    #[cfg(otlp)]
+    pub(crate) fn background(trace_id: u128, span_id: u64, tracestate: Option<&str>) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            parent_span_id: None,
+            flags: 1,
+            tracestate: tracestate.map(std::sync::Arc::from),
+            baggage: None,
+            propagate: true,
+            linked: None,
+        }
+    }
+}
+
 /// `f` of the current request's trace context, without cloning it.
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&TraceContext>) -> R) -> R {
     CURRENT.with(|c| f(c.borrow().as_ref()))
