@@ -70,7 +70,7 @@ pub(crate) struct Target<'a> {
 #[derive(Debug)]
 pub(crate) struct Call {
     method: &'static str,
-    address: Box<str>,
+    address: Host,
     port: Option<u16>,
     started: Instant,
     /// The trace context the call carries on.
@@ -92,7 +92,7 @@ impl Call {
         });
         let mut call = Self {
             method,
-            address: Box::from(target.host),
+            address: Host::new(target.host),
             port,
             started: Instant::now(),
             carry: None,
@@ -146,7 +146,7 @@ impl Call {
             method_original: target.method,
             address: target.host,
             port: self.port,
-            url: crate::redact_urls(&target.url.to_string()).into_owned(),
+            url: redacted(target.url.to_string()),
         };
         let Some(span) = crate::otel::ClientSpan::start(trace_id, parent, state, start) else {
             return false;
@@ -174,7 +174,7 @@ impl Call {
         }
         crate::metrics::record_client(&crate::metrics::ClientCall {
             method: self.method,
-            address: &self.address,
+            address: self.address.as_str(),
             port: self.port,
             status,
             error: error.map(|e| e.0),
@@ -194,6 +194,48 @@ impl Drop for Call {
                 None,
                 Some(("_OTHER", "the call was dropped before it finished")),
             );
+        }
+    }
+}
+
+/// `url` with its credentials and query redacted, copied only when
+/// something was.
+#[cfg(otlp)]
+fn redacted(url: String) -> String {
+    let hidden = match crate::redact_urls(&url) {
+        std::borrow::Cow::Owned(hidden) => Some(hidden),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    hidden.unwrap_or(url)
+}
+
+/// A host name kept until the call ends (for the metric), in place when it
+/// is short: no allocation per call for the usual names.
+#[derive(Debug)]
+enum Host {
+    Inline { len: u8, bytes: [u8; 62] },
+    Heap(Box<str>),
+}
+
+impl Host {
+    fn new(host: &str) -> Self {
+        match u8::try_from(host.len()) {
+            Ok(len) if host.len() <= 62 => {
+                let mut bytes = [0; 62];
+                bytes[..host.len()].copy_from_slice(host.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(host.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied whole from a `str`: always UTF-8.
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Self::Heap(host) => host,
         }
     }
 }

@@ -282,3 +282,24 @@ mod spans {
         assert!(!spans.iter().any(|s| s.name == "unsampled.call"));
     }
 }
+
+/// Host names are kept in place up to 62 bytes, on the heap beyond.
+#[test]
+fn host_names_short_and_long_are_kept_whole() {
+    for host in [
+        "",
+        "users.internal",
+        &"h".repeat(62),
+        &"x".repeat(63),
+        &"é".repeat(200),
+    ] {
+        let kept = Host::new(host);
+        assert_eq!(kept.as_str(), host);
+        assert_eq!(
+            matches!(kept, Host::Inline { .. }),
+            host.len() <= 62,
+            "{}",
+            host.len()
+        );
+    }
+}
