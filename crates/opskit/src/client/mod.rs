@@ -1,4 +1,4 @@
-//! Outbound HTTP calls: one framework-neutral core ([`Call`]) behind the
+//! Outbound HTTP calls: one framework-neutral core (`Call`, internal) behind the
 //! tower layer [`ClientLayer`] (hyper-util's `Client`, tonic channels) and,
 //! with feature `reqwest`, the `reqwest-middleware` middleware
 //! [`TraceMiddleware`].
