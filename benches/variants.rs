@@ -23,7 +23,9 @@
 //! and `peer-otel+child`, `peer-otel-unsampled[+child]`; and
 //! `limit-decision`, `limit-decision+headers`: the in-memory rate-limit
 //! decision alone, without and with its response header values. `+enrich`
-//! (a handler setting two fields with `RequestTelemetry`) and `+routes` (the
+//! (a handler setting two fields with `RequestTelemetry`), `+labels`
+//! (`tenant` declared a metric label, values `acme|globex`: with
+//! `+metrics+enrich`) and `+routes` (the
 //! quiet operational routes and three route limits the request does not
 //! match) add issue 17's parts to any opskit variant; `opskit+lean` and
 //! `actix-opskit+lean` are the full stacks with the lean header profile
@@ -112,9 +114,15 @@ pub(crate) fn opskit_parts(
     // `+routes`: the quiet operational routes of `init` (probes, `/health`,
     // `/metrics`) and three route limits, none of which the request matches.
     let routes = variant.split('+').any(|p| p == "routes");
+    // `+labels`: `tenant` (set by `+enrich`) is a declared metric label.
+    let mut metrics_settings = MetricsSettings::default();
+    if variant.split('+').any(|p| p == "labels") {
+        metrics_settings.labels =
+            vec![opskit::metrics::MetricLabel::new("tenant").values(["acme", "globex"])];
+    }
     let mut rec = Recorder::new(access, "x-request-id")
         .with_trace_context(sampler, opskit::trace::Propagation::default())
-        .with_metrics(on("metrics").then(|| HttpMetrics::new(&MetricsSettings::default())))
+        .with_metrics(on("metrics").then(|| HttpMetrics::new(&metrics_settings)))
         .with_spans((on("spans") || unsampled).then(|| sink.clone()));
     if on("sentry") {
         rec = rec.with_reporter(opskit::report::Reporter::from_settings(

@@ -52,6 +52,7 @@ const INVALID: &[(&str, &str)] = &[
     ("OPSKIT_METRICS_ADDR", "nowhere"),
     ("OPSKIT_METRICS_MAX_SERIES", "5"),
     ("OPSKIT_METRICS_BUCKETS", "2,1"),
+    ("OPSKIT_METRICS_LABELS", "tenant:cap=lots"),
     ("OTEL_SDK_DISABLED", "maybe"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector/"),
     ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "ftp://collector/"),

@@ -273,7 +273,8 @@ fn health_flips_to_not_serving_on_sigterm_and_watch_sees_it() {
         let addr = s.addr;
         move || grpc_call(addr, &["sleep", "1500"])
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The watch stream and the slow call.
+    s.expect_in_flight(2);
     s.signal("TERM");
     let next: Value = serde_json::from_str(&lines.next().expect("a change").unwrap()).unwrap();
     assert_eq!(next["status"], "NOT_SERVING", "{next}");

@@ -12,6 +12,7 @@ opskit_conformance::conformance!(
     metrics_are_pushed_as_otlp_protobuf_by_default,
     a_dead_collector_does_not_slow_requests,
     a_real_collector_receives_the_metrics,
+    the_last_span_export_gets_the_export_timeout,
 );
 
 /// A string attribute of an OTLP/JSON attribute list.
@@ -253,4 +254,41 @@ fn a_real_collector_receives_the_metrics(kind: Kind) {
         ],
     );
     assert!(seen, "rotel printed:\n{}", collector.output());
+}
+
+/// The last span export at shutdown waits for the configured export timeout
+/// (as docs/health.md's shutdown budget says), not the SDK's fixed 5 s: a
+/// collector that holds each export for 8 s, with a 15 s timeout, gets the
+/// spans of the last moments, and none is logged as lost. (The SDK's metric
+/// reader waits 5 s whatever it is told; the budget counts that.)
+fn the_last_span_export_gets_the_export_timeout(kind: Kind) {
+    let slow = OtlpReceiver::start_slow();
+    let endpoint = slow.endpoint();
+    let mut s = Starter::spawn(
+        kind,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "15000"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OPSKIT_SHUTDOWN_DELAY", "0"),
+        ],
+    );
+    assert_eq!(s.get("/users/1").unwrap().status, 200);
+    // The span's export is under way: the collector holds it for 8 s, so
+    // the last export at shutdown waits behind it.
+    let traces = slow.wait_for(Duration::from_secs(10), |p| p.path == "/v1/traces");
+    assert!(traces.is_some(), "no span export began");
+    s.signal("TERM");
+    let status = s.wait_exit(Duration::from_secs(60));
+    assert!(status.is_some_and(|st| st.success()), "{status:?}");
+    let lost: Vec<String> = s
+        .output()
+        .into_iter()
+        .filter(|l| l.contains("the last OTLP span export failed"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "the last span export was cut short: {lost:?}"
+    );
 }

@@ -184,7 +184,25 @@ impl Post {
 }
 
 /// Reads one request with a `Content-Length` body and answers `200 {}`.
-fn read_post(mut stream: TcpStream) -> Option<Post> {
+fn read_post(stream: TcpStream) -> Option<Post> {
+    let (post, mut stream, answer) = read_request(stream)?;
+    let _ = stream.write_all(answer);
+    Some(post)
+}
+
+/// Reads one request as [`read_post`] does and keeps it at once, but
+/// answers only [`OtlpReceiver::SLOW`] later: a collector under load.
+fn read_post_late(stream: TcpStream) -> Option<Post> {
+    let (post, mut stream, answer) = read_request(stream)?;
+    std::thread::spawn(move || {
+        std::thread::sleep(OtlpReceiver::SLOW);
+        let _ = stream.write_all(answer);
+    });
+    Some(post)
+}
+
+/// Reads one request with a `Content-Length` body; the answer it wants.
+fn read_request(mut stream: TcpStream) -> Option<(Post, TcpStream, &'static [u8])> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
@@ -229,12 +247,12 @@ fn read_post(mut stream: TcpStream) -> Option<Post> {
     } else {
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
     };
-    let _ = stream.write_all(answer);
-    Some(Post {
+    let post = Post {
         path,
         headers,
         body,
-    })
+    };
+    Some((post, stream, answer))
 }
 
 /// A test-side OTLP/HTTP receiver: keeps every POST (protobuf or JSON) and
@@ -249,6 +267,16 @@ impl OtlpReceiver {
     /// Starts the receiver on an ephemeral loopback port.
     pub fn start() -> Self {
         let (addr, received) = receive(read_post);
+        Self { addr, received }
+    }
+
+    /// How long [`OtlpReceiver::start_slow`]'s receiver takes to answer.
+    pub const SLOW: Duration = Duration::from_secs(8);
+
+    /// A receiver that keeps each POST as it arrives but answers it only
+    /// [`OtlpReceiver::SLOW`] later.
+    pub fn start_slow() -> Self {
+        let (addr, received) = receive(read_post_late);
         Self { addr, received }
     }
 

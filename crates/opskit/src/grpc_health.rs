@@ -77,3 +77,54 @@ async fn keep_current(health: Health, reporter: HealthReporter) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Check;
+    use crate::shutdown::Shutdown;
+    use tonic_health::pb::health_server::Health as _;
+    use tonic_health::pb::HealthCheckRequest;
+
+    async fn status(service: &HealthService, name: &str) -> Result<i32, tonic::Code> {
+        service
+            .check(tonic::Request::new(HealthCheckRequest {
+                service: name.to_owned(),
+            }))
+            .await
+            .map(|r| r.into_inner().status)
+            .map_err(|s| s.code())
+    }
+
+    /// Named services answer as their readiness checks; `""` as `/readyz`
+    /// (failed by the critical check); unknown names are NOT_FOUND; the
+    /// shutdown trigger turns every service NOT_SERVING.
+    #[tokio::test]
+    async fn named_services_answer_as_their_checks() {
+        let health = Health::new(Shutdown::new());
+        health.mark_started();
+        health.register(Check::new("cache", || async { Ok(()) }));
+        health.register(Check::new("db", || async { Err("down".to_owned()) }));
+        let reporter = HealthReporter::new();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let task = tokio::spawn(keep_current(health.clone(), reporter));
+        let (serving, not_serving) = (
+            ServingStatus::Serving as i32,
+            ServingStatus::NotServing as i32,
+        );
+        // The first pass runs the checks (each bounded by its own timeout).
+        for _ in 0..200 {
+            if status(&service, "db").await == Ok(not_serving) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status(&service, "db").await, Ok(not_serving));
+        assert_eq!(status(&service, "cache").await, Ok(serving));
+        assert_eq!(status(&service, "").await, Ok(not_serving));
+        assert_eq!(status(&service, "nosuch").await, Err(tonic::Code::NotFound));
+        health.shutdown().trigger();
+        task.await.unwrap();
+        assert_eq!(status(&service, "cache").await, Ok(not_serving));
+    }
+}

@@ -10,12 +10,17 @@
 //! | `http_client_request_duration_seconds` | histogram | `http_request_method`, `server_address` (at most [`MAX_SERVER_ADDRESSES`], then `_OTHER`), `server_port`, `http_response_status_code`, `error_type` (outbound calls through `opskit::client`) |
 //! | `rpc_server_call_duration_seconds` | histogram | `rpc_system_name`, `rpc_method`, `rpc_response_status_code`, `error_type` (gRPC calls, not in the HTTP histograms) |
 //! | `opskit_metrics_overflow_total` | counter | — |
+//! | `opskit_metrics_label_overflow_total` | counter | `label` (declared labels only) |
 //!
 //! `http_route` is the route *template*; requests that matched no route have
 //! no `http_route` label (one series per method and status, whatever the
 //! path). Methods outside RFC 9110 + PATCH are `_OTHER`. At most
 //! `OPSKIT_METRICS_MAX_SERIES` label sets are kept; the rest are recorded
 //! under `otel_metric_overflow="true"` (as OpenTelemetry SDKs do) and counted.
+//!
+//! A handler's enrichment field becomes a label of the three histograms only
+//! when the service declared it ([`MetricLabel`], `OPSKIT_METRICS_LABELS`),
+//! with its allowed values or a cap ([`MetricLabel`]).
 //!
 //! ```
 //! use opskit::metrics::{HttpMetrics, MetricsSettings, Request};
@@ -92,6 +97,9 @@ pub struct MetricsSettings {
     pub duration_buckets: Vec<f64>,
     /// Serve the metrics on this address instead of the application's port.
     pub addr: Option<std::net::SocketAddr>,
+    /// Enrichment fields that are labels of the HTTP histograms
+    /// (`OPSKIT_METRICS_LABELS`, then `Builder::metric_label`).
+    pub labels: Vec<MetricLabel>,
 }
 
 impl Default for MetricsSettings {
@@ -103,6 +111,7 @@ impl Default for MetricsSettings {
             max_series: 1000,
             duration_buckets: DEFAULT_DURATION_BUCKETS.to_vec(),
             addr: None,
+            labels: Vec::new(),
         }
     }
 }
@@ -127,6 +136,9 @@ pub struct Request<'a> {
     pub response_size: Option<u64>,
     /// How long the request took.
     pub duration: Duration,
+    /// What the handler added to its request's telemetry: the values of
+    /// the declared labels are read from it.
+    pub enrichment: Option<&'a crate::request::Enrichment>,
 }
 
 impl<'a> Request<'a> {
@@ -141,6 +153,7 @@ impl<'a> Request<'a> {
             request_size: None,
             response_size: None,
             duration: Duration::ZERO,
+            enrichment: None,
         }
     }
 }
@@ -160,13 +173,16 @@ struct Series {
 }
 
 impl Series {
-    fn new(labels: &[Label]) -> Self {
+    fn new(labels: &[Label], _declared: &Declared) -> Self {
         Self {
             duration: metrics::histogram!(REQUEST_DURATION, labels.iter()),
             request_size: metrics::histogram!(REQUEST_BODY_SIZE, labels.iter()),
             response_size: metrics::histogram!(RESPONSE_BODY_SIZE, labels.iter()),
             #[cfg(otlp)]
-            attributes: labels.iter().map(otel_attribute).collect(),
+            attributes: labels
+                .iter()
+                .map(|l| otel_attribute(l, _declared))
+                .collect(),
         }
     }
 
@@ -193,9 +209,10 @@ impl Series {
 }
 
 /// The OpenTelemetry attribute for a Prometheus label: the semantic
-/// conventions' dotted name, the status code as an integer.
+/// conventions' dotted name, the status code as an integer, a declared
+/// label's field name.
 #[cfg(otlp)]
-fn otel_attribute(label: &Label) -> opentelemetry::KeyValue {
+fn otel_attribute(label: &Label, declared: &Declared) -> opentelemetry::KeyValue {
     use opentelemetry::KeyValue;
     let value = label.value().to_owned();
     match label.key() {
@@ -208,7 +225,7 @@ fn otel_attribute(label: &Label) -> opentelemetry::KeyValue {
         ),
         "error_type" => KeyValue::new("error.type", value),
         "otel_metric_overflow" => KeyValue::new("otel.metric.overflow", true),
-        other => KeyValue::new(other.to_owned(), value),
+        other => KeyValue::new(declared.field_of(other).unwrap_or(other).to_owned(), value),
     }
 }
 
@@ -220,6 +237,8 @@ struct Key {
     status: Option<u16>,
     error: Option<&'static str>,
     route: Option<Box<str>>,
+    /// The declared labels' value codes (0: none set).
+    labels: u64,
 }
 
 /// The same, borrowed from the request (no allocation to look it up).
@@ -229,6 +248,7 @@ struct KeyRef<'a> {
     status: Option<u16>,
     error: Option<&'static str>,
     route: Option<&'a str>,
+    labels: u64,
 }
 
 impl Hash for KeyRef<'_> {
@@ -245,6 +265,10 @@ impl Hash for KeyRef<'_> {
         if let Some(route) = self.route {
             state.write(route.as_bytes());
         }
+        // Only requests with a declared label set pay a third write.
+        if self.labels != 0 {
+            state.write_u64(self.labels);
+        }
     }
 }
 
@@ -255,9 +279,10 @@ impl KeyRef<'_> {
             && self.status == k.status
             && self.error == k.error
             && self.route == k.route.as_deref()
+            && self.labels == k.labels
     }
 
-    fn labels(&self) -> Vec<Label> {
+    fn labels(&self, declared: &Declared) -> Vec<Label> {
         let mut labels = vec![
             Label::from_static_parts("http_request_method", method_name(self.method)),
             Label::from_static_parts("url_scheme", if self.https { "https" } else { "http" }),
@@ -271,6 +296,7 @@ impl KeyRef<'_> {
         if let Some(error) = self.error {
             labels.push(Label::from_static_parts("error_type", error));
         }
+        declared.push_labels(self.labels, &mut labels);
         labels
     }
 }
@@ -307,6 +333,8 @@ pub struct HttpMetrics {
 #[derive(Debug)]
 struct Inner {
     max_series: usize,
+    /// The enrichment fields declared as labels (most often none).
+    labels: Declared,
     /// Keys are bounded (route templates, methods, codes), so a fast
     /// seeded hash suffices (SipHash cost ~250 instructions a request).
     hasher: foldhash::fast::RandomState,
@@ -382,6 +410,7 @@ impl HttpMetrics {
         Self {
             inner: Arc::new(Inner {
                 max_series: settings.max_series,
+                labels: Declared::new(&settings.labels),
                 hasher: foldhash::fast::RandomState::default(),
                 series: RwLock::new(HashMap::default()),
                 count: AtomicUsize::new(0),
@@ -438,6 +467,10 @@ impl HttpMetrics {
             status: r.status,
             error,
             route: r.route,
+            labels: match r.enrichment {
+                Some(e) if !self.inner.labels.is_empty() => self.inner.labels.codes(e),
+                _ => 0,
+            },
         };
         let hash = self.inner.hasher.hash_one(&key);
         {
@@ -465,7 +498,10 @@ impl HttpMetrics {
             drop(map);
             let (series, counter) = self.inner.overflow.get_or_init(|| {
                 (
-                    Series::new(&[Label::from_static_parts("otel_metric_overflow", "true")]),
+                    Series::new(
+                        &[Label::from_static_parts("otel_metric_overflow", "true")],
+                        &self.inner.labels,
+                    ),
                     metrics::counter!(OVERFLOW),
                 )
             });
@@ -473,7 +509,10 @@ impl HttpMetrics {
             counter.increment(1);
             return;
         }
-        let series = Arc::new(Series::new(&key.labels()));
+        let series = Arc::new(Series::new(
+            &key.labels(&self.inner.labels),
+            &self.inner.labels,
+        ));
         series.record(r, &self.inner);
         bucket.push((
             Key {
@@ -482,6 +521,7 @@ impl HttpMetrics {
                 status: key.status,
                 error: key.error,
                 route: key.route.map(Box::from),
+                labels: key.labels,
             },
             series,
         ));
@@ -555,6 +595,10 @@ pub fn describe() {
         "Requests recorded under the overflow series because OPSKIT_METRICS_MAX_SERIES was reached."
     );
     metrics::describe_counter!(
+        LABEL_OVERFLOW,
+        "Requests whose value of a declared label (OPSKIT_METRICS_LABELS) was recorded as _OTHER: not an allowed value, or past the label's cap."
+    );
+    metrics::describe_counter!(
         QUIET_REQUESTS,
         "Requests to quiet routes (probes, /metrics, OPSKIT_TELEMETRY_EXCLUDE), by route pattern and status: they have no request histogram series, span or access line."
     );
@@ -600,6 +644,11 @@ pub(crate) use client::{configure as configure_client, record as record_client, 
 pub use client::{CLIENT_REQUEST_DURATION, MAX_SERVER_ADDRESSES};
 mod rpc;
 pub use rpc::CALL_DURATION;
+
+mod labels;
+use labels::Declared;
+pub(crate) use labels::{set_problem as labels_problem, MAX_CAP};
+pub use labels::{LabelValues, MetricLabel, FOLDED, LABEL_OVERFLOW};
 
 #[cfg(test)]
 mod tests;

@@ -396,6 +396,7 @@ impl Recorder {
                 request_size: outcome.request_size,
                 response_size: outcome.response_size,
                 duration: elapsed,
+                enrichment: outcome.enrichment,
             });
         }
         #[cfg(feature = "sentry")]

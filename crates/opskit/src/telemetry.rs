@@ -6,7 +6,10 @@
 //! the request, in the JSON format), on its server span as an attribute, and
 //! on its Sentry event as a tag; `user.id` becomes the Sentry event's user
 //! only with `OPSKIT_SENTRY_SEND_PII` (and is then left out of the tags),
-//! never otherwise. Nothing becomes a metric label. A handler behind a
+//! never otherwise. A field becomes a metric label only when the service
+//! declared it at start-up with its allowed values or a cap
+//! ([`MetricLabel`](crate::metrics::MetricLabel), `OPSKIT_METRICS_LABELS`;
+//! past them its value is `_OTHER`). A handler behind a
 //! fallback can name its route for the metrics, span and log
 //! ([`RequestTelemetry::set_route`]).
 //!
@@ -125,7 +128,7 @@ impl RequestTelemetry {
     }
 }
 
-fn valid_key(key: &str) -> bool {
+pub(crate) fn valid_key(key: &str) -> bool {
     (1..=MAX_KEY).contains(&key.len())
         && key
             .bytes()

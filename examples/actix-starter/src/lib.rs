@@ -13,7 +13,8 @@
 //! `GET /demo/background-panic` (starts a task that panics: opskit logs and
 //! reports it), `GET /demo/own-metrics` (the application's own metrics
 //! recorder, 404 unless `APP_DEMO_OWN_RECORDER` installed it; see [`demo`]),
-//! plus opskit's operational routes.
+//! `GET /pages/{slug}` (served by the default service, which names its
+//! route), plus opskit's operational routes.
 
 mod config;
 pub mod demo;
@@ -99,7 +100,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/demo/background-panic",
             web::get().to(demo_background_panic),
         )
-        .route("/demo/own-metrics", web::get().to(demo_own_metrics));
+        .route("/demo/own-metrics", web::get().to(demo_own_metrics))
+        .default_service(web::to(pages));
 }
 
 async fn index(ops: web::Data<Ops<Config>>) -> HttpResponse {
@@ -295,6 +297,28 @@ fn downstream_problem(e: DownstreamError) -> Problem {
             Problem::new(502).detail(format!("the downstream service answered {status}"))
         }
     }
+}
+
+/// The default service: pages no route names (a content store's, say)
+/// under `/pages/{slug}`, 404 for any other path. It names its route for the
+/// metrics, span and access line (without it they have no `http.route`),
+/// and puts the page on its telemetry: a metric label only when the service
+/// declares it, capped (`OPSKIT_METRICS_LABELS=page:cap=20`).
+async fn pages(req: HttpRequest, telemetry: RequestTelemetry) -> HttpResponse {
+    match page_slug(req.path()) {
+        Some(slug) => {
+            let _ = telemetry.set_route("/pages/{slug}");
+            let _ = telemetry.set("page", slug);
+            HttpResponse::Ok().json(json!({ "page": slug }))
+        }
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// The page of a `/pages/{slug}` path.
+fn page_slug(path: &str) -> Option<&str> {
+    path.strip_prefix("/pages/")
+        .filter(|s| !s.is_empty() && !s.contains('/'))
 }
 
 async fn demo_page(nonce: Option<CspNonce>) -> HttpResponse {

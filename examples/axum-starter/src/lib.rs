@@ -13,6 +13,7 @@
 //! `GET /demo/background-panic` (starts a task that panics: opskit logs and
 //! reports it), `GET /demo/own-metrics` (the application's own metrics
 //! recorder, 404 unless `APP_DEMO_OWN_RECORDER` installed it; see [`demo`]),
+//! `GET /pages/{slug}` (served by the fallback, which names its route),
 //! plus opskit's operational routes.
 
 mod config;
@@ -100,6 +101,7 @@ pub fn app(ops: &Ops<Config>) -> Router {
         .route("/upload", post(upload))
         .route("/demo/background-panic", get(demo_background_panic))
         .route("/demo/own-metrics", get(demo_own_metrics))
+        .fallback(pages)
         .with_state(ops.clone())
         .merge(ops.routes())
         // Extractors accept bodies up to opskit's limit (Axum's own default is 2 MB).
@@ -312,6 +314,29 @@ fn downstream_problem(e: DownstreamError) -> Problem {
             Problem::new(502).detail(format!("the downstream service answered {status}"))
         }
     }
+}
+
+/// The fallback: pages no route names (a content store's, say) under
+/// `/pages/{slug}`, 404 for any other path. It names its route for the
+/// metrics, span and access line (without it they have no `http.route`),
+/// and puts the page on its telemetry: a metric label only when the service
+/// declares it, capped (`OPSKIT_METRICS_LABELS=page:cap=20`).
+async fn pages(uri: axum::http::Uri, telemetry: RequestTelemetry) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match page_slug(uri.path()) {
+        Some(slug) => {
+            let _ = telemetry.set_route("/pages/{slug}");
+            let _ = telemetry.set("page", slug);
+            Json(json!({ "page": slug })).into_response()
+        }
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The page of a `/pages/{slug}` path.
+fn page_slug(path: &str) -> Option<&str> {
+    path.strip_prefix("/pages/")
+        .filter(|s| !s.is_empty() && !s.contains('/'))
 }
 
 async fn demo_page(nonce: Option<CspNonce>) -> axum::response::Html<String> {

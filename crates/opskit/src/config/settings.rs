@@ -72,6 +72,7 @@ pub static VARS: &[VarSpec] = &[
     metrics::METRICS_ADDR,
     metrics::METRICS_MAX_SERIES,
     metrics::METRICS_BUCKETS,
+    metrics::METRICS_LABELS,
     otel::OTEL_SDK_DISABLED,
     otel::OTLP_ENDPOINT,
     otel::OTLP_METRICS_ENDPOINT,

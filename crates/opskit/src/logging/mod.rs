@@ -22,7 +22,9 @@ mod writer;
 pub use json::{FlatJson, FlatJsonFields};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::registry::LookupSpan;
-pub use writer::{non_blocking, DroppedLines, LineWriter, WriterGuard, DEFAULT_LIMIT};
+pub use writer::{
+    non_blocking, DroppedLines, LineWriter, WriterGuard, DEFAULT_LIMIT, FLUSH_AT_EXIT,
+};
 
 /// A `tracing-subscriber` layer writing opskit's flat JSON lines to `writer`.
 pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static

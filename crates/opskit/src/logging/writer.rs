@@ -120,13 +120,25 @@ impl std::fmt::Debug for WriterGuard {
     }
 }
 
+/// How long dropping the [`WriterGuard`] waits for the waiting lines to be
+/// written: an output that does not take them (a full pipe nobody reads)
+/// must not hold the process past its shutdown budget (docs/health.md).
+pub const FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Drop for WriterGuard {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(t) = self.thread.take() else { return };
+        // `JoinHandle` has no timed join: poll its end, briefly, at exit.
+        let deadline = std::time::Instant::now() + FLUSH_AT_EXIT;
+        while !t.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return; // the thread is left to the process's exit
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        let _ = t.join();
     }
 }
 
@@ -307,6 +319,35 @@ mod tests {
     /// below is 100 lingers: scheduling noise on a loaded machine stays far
     /// under it, and a writer that waited for a timer, a batch or a full
     /// buffer instead of being woken would miss it.
+    /// An output that never takes a line (a full pipe nobody reads): the
+    /// guard's drop still returns, after [`FLUSH_AT_EXIT`], instead of
+    /// holding the process at exit. (The 30 s bound only catches a hang.)
+    #[test]
+    fn an_output_that_never_takes_a_line_does_not_hold_the_exit() {
+        struct Stuck;
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                loop {
+                    std::thread::park();
+                }
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (mut w, guard) = non_blocking(Stuck, DEFAULT_LIMIT);
+        w.write_all(b"never written\n").unwrap();
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+        assert!(
+            dropped.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "dropping the guard waited for an output that never takes the line"
+        );
+    }
+
     #[test]
     fn a_line_alone_is_written_promptly() {
         let out = Collect::default();

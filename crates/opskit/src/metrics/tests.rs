@@ -71,3 +71,71 @@ fn series_are_capped() {
     );
     assert!(text.contains(&format!("\n{OVERFLOW} 51\n")), "{text}");
 }
+
+/// A declared label names the series by its value, up to its cap (then
+/// `_OTHER`); an undeclared field never does; a request that set nothing
+/// keeps the series it had without declarations.
+#[cfg(feature = "prometheus")]
+#[test]
+fn declared_labels_name_series_and_fold_past_the_cap() {
+    use crate::request::Enrichment;
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let enriched = |tenant: &str| Enrichment {
+        fields: vec![
+            ("tenant".to_owned(), tenant.to_owned()),
+            ("user.id".to_owned(), "7".to_owned()),
+        ],
+        route: None,
+    };
+    metrics::with_local_recorder(&recorder, || {
+        let m = HttpMetrics::new(&MetricsSettings {
+            labels: vec![crate::metrics::MetricLabel::new("tenant").cap(2)],
+            ..Default::default()
+        });
+        for tenant in ["a", "b", "c", "d", "a", "e"] {
+            let e = enriched(tenant);
+            m.finish(&Request {
+                route: Some("/x"),
+                status: Some(200),
+                enrichment: Some(&e),
+                ..Request::new("GET")
+            });
+        }
+        m.finish(&Request {
+            route: Some("/x"),
+            status: Some(200),
+            ..Request::new("GET")
+        });
+        // a, b, _OTHER, and the request that set nothing.
+        assert_eq!(m.series(), 4);
+    });
+    let text = handle.render();
+    let count = |tenant: Option<&str>| {
+        let label = tenant.map_or(String::new(), |t| format!(",tenant=\"{t}\""));
+        let series = format!(
+            "http_server_request_duration_seconds_count{{http_request_method=\"GET\",url_scheme=\"http\",http_route=\"/x\",http_response_status_code=\"200\"{label}}}"
+        );
+        value(&text, &series)
+    };
+    assert_eq!(count(Some("a")), Some(2.0), "{text}");
+    assert_eq!(count(Some("b")), Some(1.0), "{text}");
+    assert_eq!(count(Some("_OTHER")), Some(3.0), "{text}");
+    assert_eq!(count(None), Some(1.0), "{text}");
+    assert!(!text.contains("user_id"), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "opskit_metrics_label_overflow_total{label=\"tenant\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+}
+
+#[cfg(feature = "prometheus")]
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -36,6 +36,7 @@ pub struct Builder {
     csp: Option<String>,
     rate_limit_routes: Vec<crate::ratelimit::RoutePolicy>,
     route_limits: Vec<crate::limits::RouteLimit>,
+    metric_labels: Vec<crate::metrics::MetricLabel>,
     rate_limit_key: Option<crate::ratelimit::KeyFn>,
     no_logging: bool,
     #[cfg(feature = "sentry")]
@@ -127,6 +128,30 @@ impl Builder {
         self
     }
 
+    /// Declares an enrichment field a label of the HTTP request histograms,
+    /// with its allowed values or a cap of distinct values (beyond them a
+    /// value is `_OTHER`); no undeclared field is ever a label. Labels from
+    /// `OPSKIT_METRICS_LABELS` come first and win over one of the same name
+    /// (operators win); a refused declaration is a configuration problem of
+    /// `init`. Never declare a user id or other personal data.
+    ///
+    /// ```
+    /// use opskit::metrics::MetricLabel;
+    /// let ops = opskit::Builder::new()
+    ///     .env(opskit::config::Env::from_pairs([("OPSKIT_METRICS_LABELS", "region:cap=5")]))
+    ///     .metric_label(MetricLabel::new("plan").values(["free", "pro"]))
+    ///     .metric_label(MetricLabel::new("region").cap(20))
+    ///     .install_logging(false)
+    ///     .init::<opskit::config::NoAppConfig>()
+    ///     .unwrap();
+    /// let labels = &ops.settings().metrics.labels;
+    /// assert_eq!(labels[..], [MetricLabel::new("region").cap(5), MetricLabel::new("plan").values(["free", "pro"])]);
+    /// ```
+    pub fn metric_label(mut self, label: crate::metrics::MetricLabel) -> Self {
+        self.metric_labels.push(label);
+        self
+    }
+
     /// Keys rate limits by `key` (an authenticated user id, say); requests
     /// for which it returns `None` are keyed by client IP.
     pub fn rate_limit_key(
@@ -186,6 +211,10 @@ impl Builder {
         // problems reported with the rest under OPSKIT_STRICT_ENV.
         let unknown = crate::config::unknown_vars::<C>(&env);
         let strict = crate::config::strict(&env);
+        let settings = settings.and_then(|mut s| {
+            declare_labels(&mut s.metrics.labels, self.metric_labels)?;
+            Ok(s)
+        });
         let (settings, app) = match (settings, app) {
             (Ok(mut s), Ok(a)) if !strict || unknown.is_empty() => {
                 s.security.route_limits.extend(self.route_limits);
@@ -431,5 +460,41 @@ impl Builder {
             }),
             app: Arc::new(app),
         })
+    }
+}
+
+/// Adds the builder's metric labels after the environment's (a label the
+/// environment declares under the same Prometheus name wins); a refused
+/// declaration, or too many in all, is a configuration problem.
+fn declare_labels(
+    labels: &mut Vec<crate::metrics::MetricLabel>,
+    declared: Vec<crate::metrics::MetricLabel>,
+) -> Result<(), ConfigReport> {
+    const EXPECTED: &str = "labels with allowed values or a cap (docs/metrics.md)";
+    let mut report = ConfigReport::default();
+    for (n, label) in declared.into_iter().enumerate() {
+        if let Some(problem) = label.problem() {
+            report.push(
+                "Builder::metric_label",
+                EXPECTED,
+                format!("label {}: {problem}", n + 1),
+            );
+        } else if !labels
+            .iter()
+            .any(|l| l.prometheus_name() == label.prometheus_name())
+        {
+            labels.push(label);
+        }
+    }
+    if let Some(problem) = crate::metrics::labels_problem(labels) {
+        report.push(
+            "OPSKIT_METRICS_LABELS",
+            EXPECTED,
+            format!("with the service's Builder::metric_label: {problem}"),
+        );
+    }
+    match report.is_empty() {
+        true => Ok(()),
+        false => Err(report),
     }
 }

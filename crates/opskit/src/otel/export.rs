@@ -323,6 +323,8 @@ fn resource(settings: &OtelSettings, service: &ServiceInfo) -> Resource {
 #[derive(Debug, Clone)]
 pub(crate) struct MetricsPipeline {
     provider: SdkMeterProvider,
+    /// The export timeout, which also bounds the last push at shutdown.
+    timeout: Duration,
 }
 
 /// The bucket boundaries of the HTTP histograms, as the metrics settings
@@ -408,12 +410,15 @@ impl MetricsPipeline {
             zero_counters("metrics");
         }
         tracing::info!(endpoint = %crate::redact_urls(&target.url), protocol = target.protocol.name(), interval_ms = settings.metric_export_interval.as_millis() as u64, "exporting metrics over OTLP");
-        Some((Self { provider }, instruments))
+        let timeout = target.timeout;
+        Some((Self { provider, timeout }, instruments))
     }
 
-    /// Exports what is pending and stops.
+    /// Exports what is pending and stops. The SDK's periodic reader (0.33)
+    /// waits at most 5 s for it, whatever timeout it is given; the timeout
+    /// is passed anyway, for when it honours it.
     pub(crate) fn shutdown(&self) {
-        if let Err(e) = self.provider.shutdown() {
+        if let Err(e) = self.provider.shutdown_with_timeout(self.timeout) {
             tracing::warn!(error = %crate::redact_urls(&e.to_string()), "the last OTLP metric export failed");
         }
     }
@@ -562,6 +567,8 @@ impl<E: SpanExporter> SpanExporter for Counting<E> {
 pub(crate) struct TracesPipeline {
     provider: SdkTracerProvider,
     sink: SpanSink,
+    /// The export timeout, which also bounds the last export at shutdown.
+    timeout: Duration,
 }
 
 fn sdk_sampler(s: crate::trace::Sampler) -> opentelemetry_sdk::trace::Sampler {
@@ -607,7 +614,12 @@ impl TracesPipeline {
         super::children::activate(sink.clone(), settings.spans.clone(), settings.sampler);
         zero_counters("traces");
         tracing::info!(endpoint = %crate::redact_urls(&target.url), protocol = target.protocol.name(), sampler_ratio = settings.sampler.ratio, parent_based = settings.sampler.parent_based, "exporting spans over OTLP");
-        Some(Self { provider, sink })
+        let timeout = target.timeout;
+        Some(Self {
+            provider,
+            sink,
+            timeout,
+        })
     }
 
     /// Where the recorder sends finished server spans.
@@ -620,9 +632,10 @@ impl TracesPipeline {
         &self.provider
     }
 
-    /// Exports what is pending and stops.
+    /// Exports what is pending and stops, waiting up to the export timeout
+    /// (the SDK's `shutdown()` would wait 5 s whatever the timeout is).
     pub(crate) fn shutdown(&self) {
-        if let Err(e) = self.provider.shutdown() {
+        if let Err(e) = self.provider.shutdown_with_timeout(self.timeout) {
             tracing::warn!(error = %crate::redact_urls(&e.to_string()), "the last OTLP span export failed");
         }
     }
