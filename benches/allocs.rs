@@ -3,6 +3,8 @@
 //! for `scripts/callgrind` (allocations/request = A(2N) − A(N) over N).
 
 #[allow(unreachable_pub)]
+mod outbound;
+#[allow(unreachable_pub)]
 mod tonic_call;
 #[allow(unreachable_pub)]
 #[path = "variants.rs"]

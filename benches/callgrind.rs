@@ -4,6 +4,8 @@
 //! does not add to the instructions measured.
 
 #[allow(unreachable_pub)]
+mod outbound;
+#[allow(unreachable_pub)]
 mod tonic_call;
 #[allow(unreachable_pub)]
 mod variants;

@@ -31,7 +31,9 @@
 //! `actix-opskit+lean` are the full stacks with the lean header profile
 //! (`OPSKIT_SECURITY_HEADERS=lean`); and `tonic-bare`,
 //! `tonic-opskit`: one unary gRPC call through tonic's router, bare and
-//! behind opskit's full layer (`tonic_call.rs`).
+//! behind opskit's full layer (`tonic_call.rs`); and `client-plain`,
+//! `client-middleware`, `client-opskit`, `client-reqwest-tracing`
+//! (`+unsampled`): one outbound call per request (`outbound.rs`).
 
 use crate::tonic_call;
 
@@ -87,7 +89,7 @@ fn opskit_variant(variant: &str, sink: &opskit::otel::SpanSink) -> axum::Router 
 }
 
 /// The recorder, security policy and limiter of an opskit variant (above).
-fn opskit_parts(
+pub(crate) fn opskit_parts(
     variant: &str,
     sink: &opskit::otel::SpanSink,
 ) -> (Recorder, SecurityPolicy, Option<Limiter>) {
@@ -266,6 +268,11 @@ pub fn run() {
         args.next().unwrap_or_else(|| "127.0.0.1:0".to_owned())
     });
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    if variant.starts_with("client-") {
+        // Outbound calls (outbound.rs): a runtime with I/O of their own.
+        crate::outbound::run(&variant, n);
+        return;
+    }
     let rt = if serve.is_some() {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

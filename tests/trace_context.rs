@@ -2,7 +2,7 @@
 //! in both starters.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use opskit_conformance::{Kind, OtlpReceiver, Post, Starter};
+use opskit_conformance::{eventually_every, Kind, OtlpReceiver, Post, Starter};
 use std::time::Duration;
 
 opskit_conformance::conformance!(
@@ -151,7 +151,9 @@ fn with_downstream(kind: Kind, rx: &OtlpReceiver) -> Starter {
 
 /// `GET /demo/downstream` with `headers` (repeated names are sent as
 /// separate lines): the `traceresponse` parts and what the call it made
-/// carried on (found by its `traceparent`, which names this request's span).
+/// carried on. The call's `traceparent` names its CLIENT span (a child of
+/// the starter's `downstream.call` span, itself a child of this request's
+/// span): the call is found by that ancestry among the exported spans.
 fn through(
     s: &Starter,
     rx: &OtlpReceiver,
@@ -160,12 +162,35 @@ fn through(
     let r = s.request("GET", "/demo/downstream", headers, b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let (trace, span, flags) = parts(r.header("traceresponse").unwrap());
-    let want = format!("00-{trace}-{span}-{flags}");
-    let call = rx
-        .wait_for(Duration::from_secs(10), |p| {
-            p.path == "/downstream" && p.header("traceparent") == Some(want.as_str())
-        })
-        .unwrap_or_else(|| panic!("no downstream call with {want}: {:#?}", rx.posts()));
+    let call = eventually_every(
+        "the downstream call of this request, under its CLIENT span",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || {
+            let spans = rx.spans();
+            let parent_of = |id: &str| {
+                spans
+                    .iter()
+                    .find(|x| x.span_id() == id)
+                    .map(|x| x.parent_span_id())
+            };
+            let posts = rx.posts();
+            posts
+                .iter()
+                .find(|p| {
+                    p.path == "/downstream"
+                        && p.header("traceparent").is_some_and(|tp| {
+                            let (t, client, f) = parts(tp);
+                            t == trace
+                                && f == flags
+                                && parent_of(&client).and_then(|call| parent_of(&call))
+                                    == Some(span.clone())
+                        })
+                })
+                .cloned()
+                .ok_or_else(|| format!("{} posts, {} spans", posts.len(), spans.len()))
+        },
+    );
     ((trace, span, flags), call)
 }
 

@@ -178,10 +178,14 @@ fn an_outgoing_call_carries_the_trace_on(kind: Kind) {
     let outer = span_for(&receiver, "/demo/downstream");
     let inner = span_for(&receiver, "/users/42");
     assert_eq!(inner.trace_id(), outer.trace_id(), "one trace");
+    // Called through the starter's CLIENT span (tests/outbound.rs checks
+    // the whole tree): server → downstream.call → CLIENT → server.
+    let client = child(&receiver, &outer.trace_id(), "GET");
+    assert_eq!(client.span.kind, 3, "SPAN_KIND_CLIENT");
     assert_eq!(
         inner.parent_span_id(),
-        outer.span_id(),
-        "called by the outer span"
+        client.span_id(),
+        "called by the outer request's CLIENT span"
     );
     assert_eq!(
         outer.parent_span_id(),

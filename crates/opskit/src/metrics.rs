@@ -7,6 +7,7 @@
 //! | `http_server_request_body_size_bytes` | histogram | the same |
 //! | `http_server_response_body_size_bytes` | histogram | the same |
 //! | `http_server_active_requests` | gauge | `http_request_method`, `url_scheme` |
+//! | `http_client_request_duration_seconds` | histogram | `http_request_method`, `server_address` (at most [`MAX_SERVER_ADDRESSES`], then `_OTHER`), `server_port`, `http_response_status_code`, `error_type` (outbound calls through `opskit::client`) |
 //! | `rpc_server_call_duration_seconds` | histogram | `rpc_system_name`, `rpc_method`, `rpc_response_status_code`, `error_type` (gRPC calls, not in the HTTP histograms) |
 //! | `opskit_metrics_overflow_total` | counter | — |
 //! | `opskit_metrics_label_overflow_total` | counter | `label` (declared labels only) |
@@ -570,6 +571,11 @@ pub fn describe() {
     );
     metrics::describe_gauge!(ACTIVE_REQUESTS, "Number of active HTTP server requests.");
     metrics::describe_histogram!(
+        CLIENT_REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of outbound HTTP client requests (opskit::client), by method, server address (bounded), port, status and error type."
+    );
+    metrics::describe_histogram!(
         CALL_DURATION,
         Unit::Seconds,
         "Duration of gRPC server calls, by method and status code."
@@ -633,6 +639,9 @@ pub(crate) use exporter::listen;
 #[cfg(feature = "prometheus")]
 pub use exporter::{Endpoint, Exporter, CONTENT_TYPE};
 
+mod client;
+pub(crate) use client::{configure as configure_client, record as record_client, ClientCall};
+pub use client::{CLIENT_REQUEST_DURATION, MAX_SERVER_ADDRESSES};
 mod rpc;
 pub use rpc::CALL_DURATION;
 

@@ -314,6 +314,10 @@ pub(crate) use span::server_span;
 #[cfg(otlp)]
 mod children;
 #[cfg(otlp)]
+mod client;
+#[cfg(otlp)]
+pub(crate) use client::{current_span_parent, exporting, ClientSpan, ClientStart, SpanParent};
+#[cfg(otlp)]
 mod export;
 #[cfg(otlp)]
 mod span;

@@ -21,6 +21,21 @@ pub(crate) const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
+/// `error.type` of an outbound call (`opskit::client`): the transport
+/// error's class (`connect`, `timeout`, `_OTHER`), or the status code from
+/// 400 on (a client counts 4xx as failed calls, as the semantic conventions
+/// say for CLIENT spans).
+pub(crate) fn client_error_type(
+    status: Option<u16>,
+    error: Option<&'static str>,
+) -> Option<std::borrow::Cow<'static, str>> {
+    match (error, status) {
+        (Some(e), _) => Some(e.into()),
+        (None, Some(s)) if s >= 400 => Some(s.to_string().into()),
+        _ => None,
+    }
+}
+
 /// `method`'s index in [`METHODS`], `None` for `_OTHER`.
 pub(crate) fn method_index(method: &str) -> Option<usize> {
     METHODS.iter().position(|m| *m == method)

@@ -690,10 +690,10 @@ fn parse_tracestate(v: &[u8]) -> Option<String> {
 }
 
 mod propagate;
-#[cfg(otlp)]
 pub(crate) use propagate::with_current;
-pub(crate) use propagate::Entered;
+#[allow(deprecated)]
 pub use propagate::{current, inject, outgoing_headers, Propagate, PropagateLayer};
+pub(crate) use propagate::{inject_context, Entered};
 
 #[cfg(test)]
 mod tests;

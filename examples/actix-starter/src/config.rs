@@ -39,15 +39,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// Calls the downstream service with `headers` (the trace context, from
-    /// `opskit::trace::outgoing_headers()` read inside the request) and
-    /// returns its status and JSON body. Blocking: run it off the runtime.
-    pub fn call_downstream(
-        &self,
-        own: std::net::SocketAddr,
-        headers: Vec<(&'static str, String)>,
-    ) -> Result<(u16, serde_json::Value), String> {
-        let url = match &self.downstream_url {
+    /// What `/demo/downstream` calls: `APP_DOWNSTREAM_URL`, or this
+    /// service's own `/users/42` at `own` (its listening address).
+    pub fn downstream_url(&self, own: std::net::SocketAddr) -> String {
+        match &self.downstream_url {
             Some(u) => u.to_string(),
             None => {
                 let ip = match own.ip() {
@@ -59,28 +54,7 @@ impl Config {
                     std::net::SocketAddr::new(ip, own.port())
                 )
             }
-        };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut request = agent.get(&url);
-        for (name, value) in headers {
-            request = request.header(name, value);
         }
-        // An error may quote the URL: its credentials stay out of the log.
-        let mut response = request
-            .call()
-            .map_err(|e| opskit::redact_urls(&e.to_string()).into_owned())?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(1 << 20)
-            .read_json()
-            .unwrap_or(serde_json::Value::Null);
-        Ok((status, body))
     }
 }
 

@@ -49,6 +49,12 @@ impl Exporter {
                     })
                     .and_then(|b| {
                         b.set_buckets_for_metric(
+                            Matcher::Full(super::CLIENT_REQUEST_DURATION.to_owned()),
+                            &settings.duration_buckets,
+                        )
+                    })
+                    .and_then(|b| {
+                        b.set_buckets_for_metric(
                             Matcher::Full(REQUEST_BODY_SIZE.to_owned()),
                             &BODY_SIZE_BUCKETS,
                         )

@@ -344,6 +344,11 @@ impl Builder {
         };
         #[cfg(not(otlp))]
         let http_metrics = crate::metrics::HttpMetrics::new;
+        crate::metrics::configure_client(
+            metrics_on,
+            #[cfg(otlp)]
+            otel_instruments.as_ref().map(|o| o.client_duration.clone()),
+        );
         let recorder = recorder.with_metrics(metrics_on.then(|| http_metrics(&settings.metrics)));
         #[cfg(not(feature = "sentry"))]
         if settings.sentry.dsn.is_some() {

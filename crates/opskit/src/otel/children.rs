@@ -47,9 +47,14 @@ struct Export {
 
 static EXPORT: OnceLock<Export> = OnceLock::new();
 
+/// The sink spans are exported into, once the trace pipeline has started.
+pub(super) fn sink() -> Option<&'static SpanSink> {
+    EXPORT.get().map(|e| &e.sink)
+}
+
 /// Spans of this layer alive right now (any thread): zero lets every
 /// event and every closing span skip the registry lookup.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+pub(super) static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts exporting the application's spans into `sink` (once per process,
 /// like the global subscriber; later calls are ignored).
@@ -87,11 +92,11 @@ impl SpanLayer {
 }
 
 /// An exported span while it is open, in its registry extensions.
-struct Live {
-    trace_id: u128,
-    span_id: u64,
+pub(super) struct Live {
+    pub(super) trace_id: u128,
+    pub(super) span_id: u64,
     parent: u64,
-    state: TraceState,
+    pub(super) state: TraceState,
     name: Cow<'static, str>,
     kind: SpanKind,
     start: SystemTime,
@@ -104,7 +109,7 @@ struct Live {
 
 /// A span that is not exported (its trace is not sampled): its children
 /// are not either, and do not start traces of their own.
-struct NotSampled;
+pub(super) struct NotSampled;
 
 /// Where a new span belongs.
 enum Place {

@@ -344,6 +344,8 @@ pub(crate) struct OtelInstruments {
     pub(crate) request_size: Histogram<u64>,
     pub(crate) response_size: Histogram<u64>,
     pub(crate) active: UpDownCounter<i64>,
+    /// `http.client.request.duration` (outbound calls, `opskit::client`).
+    pub(crate) client_duration: Histogram<f64>,
 }
 
 impl MetricsPipeline {
@@ -395,6 +397,12 @@ impl MetricsPipeline {
                 .i64_up_down_counter("http.server.active_requests")
                 .with_unit("{request}")
                 .with_description("Number of active HTTP server requests.")
+                .build(),
+            client_duration: meter
+                .f64_histogram("http.client.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP client requests.")
+                .with_boundaries(bounds.duration.to_vec())
                 .build(),
         };
         // Metric exports are counted by the HTTP client only.

@@ -26,8 +26,38 @@ impl Drop for Entered {
     }
 }
 
+impl TraceContext {
+    /// The context of a call this request's side makes through its span
+    /// `span_id` (a CLIENT span): the same trace, flags, `tracestate` and
+    /// `baggage`, with `span_id` as the span the callee sees as its parent.
+    #[cfg(otlp)]
+    pub(crate) fn child(&self, span_id: u64) -> Self {
+        Self {
+            span_id,
+            parent_span_id: Some(self.span_id),
+            linked: None,
+            ..self.clone()
+        }
+    }
+
+    /// The context of a sampled span outside any request (a `+background`
+    /// trace): `traceparent` only.
+    #[cfg(otlp)]
+    pub(crate) fn background(trace_id: u128, span_id: u64, tracestate: Option<&str>) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            parent_span_id: None,
+            flags: 1,
+            tracestate: tracestate.map(std::sync::Arc::from),
+            baggage: None,
+            propagate: true,
+            linked: None,
+        }
+    }
+}
+
 /// `f` of the current request's trace context, without cloning it.
-#[cfg(otlp)]
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&TraceContext>) -> R) -> R {
     CURRENT.with(|c| f(c.borrow().as_ref()))
 }
@@ -45,6 +75,30 @@ pub fn inject(headers: &mut http::HeaderMap) {
         if let Ok(v) = http::HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
+    }
+}
+
+/// Writes the trace headers of an outgoing call for `cx`: `traceparent`
+/// naming `cx`'s span (when `OTEL_PROPAGATORS` propagates trace context),
+/// `tracestate` and `baggage` when it carries them. No string is built for
+/// `traceparent` (its bytes are made on the stack).
+pub(crate) fn inject_context(cx: &TraceContext, headers: &mut http::HeaderMap) {
+    if cx.propagate {
+        if let Ok(v) = http::HeaderValue::from_bytes(&cx.header_bytes()) {
+            headers.insert(http::header::HeaderName::from_static("traceparent"), v);
+        }
+        if let Some(v) = cx
+            .tracestate()
+            .and_then(|t| http::HeaderValue::from_str(t).ok())
+        {
+            headers.insert(http::header::HeaderName::from_static("tracestate"), v);
+        }
+    }
+    if let Some(v) = cx
+        .baggage()
+        .and_then(|b| http::HeaderValue::from_str(b).ok())
+    {
+        headers.insert(http::header::HeaderName::from_static("baggage"), v);
     }
 }
 
@@ -75,12 +129,22 @@ pub fn outgoing_headers() -> Vec<(&'static str, String)> {
     out
 }
 
-/// A tower layer for HTTP clients (hyper-util's `Client`, `reqwest`
-/// through `tower` adapters, tonic channels): every request sent from
-/// inside a request carries its trace context on ([`inject`]).
+/// A tower layer for HTTP clients: every request sent from inside a
+/// request carries its trace context on ([`inject`]), and nothing else.
+///
+/// Replaced by `opskit::client::ClientLayer`, which also records a CLIENT
+/// span per call (the parent of the callee's server span) and
+/// `http.client.request.duration`. This module is a leaf of the crate
+/// (it imports nothing of opskit's), so it cannot reach the span pipeline
+/// and the metrics: the new layer lives in `opskit::client`.
+#[deprecated(
+    since = "0.1.0",
+    note = "use opskit::client::ClientLayer: the same propagation, plus a CLIENT span and http.client.request.duration per call"
+)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PropagateLayer;
 
+#[allow(deprecated)]
 impl<S> tower_layer::Layer<S> for PropagateLayer {
     type Service = Propagate<S>;
     fn layer(&self, inner: S) -> Propagate<S> {
@@ -88,7 +152,8 @@ impl<S> tower_layer::Layer<S> for PropagateLayer {
     }
 }
 
-/// The service of [`PropagateLayer`].
+/// The service of [`PropagateLayer`] (replaced by `opskit::client::Client`).
+#[allow(deprecated)]
 #[derive(Debug, Clone)]
 pub struct Propagate<S> {
     inner: S,
