@@ -32,6 +32,18 @@ pub(crate) const CODES: [&str; 17] = [
 
 /// `CANCELLED`: the client went away before the call ended.
 pub(crate) const CANCELLED: u8 = 1;
+
+/// Whether a call its client cancelled `elapsed` into a `deadline` it sent
+/// (`grpc-timeout`) ended by that deadline: a client cancels its call when
+/// its deadline passes, and that cancel races the server's own timer for
+/// the same deadline (the client's clock started first, by the request's
+/// transit), so a cancel in the deadline's last tenth is the deadline's.
+pub(crate) fn cancelled_by_deadline(
+    elapsed: std::time::Duration,
+    deadline: std::time::Duration,
+) -> bool {
+    elapsed >= deadline - deadline / 10
+}
 /// `UNKNOWN`: also a status outside 0–16, or none at all.
 pub(crate) const UNKNOWN: u8 = 2;
 pub(crate) const DEADLINE_EXCEEDED: u8 = 4;

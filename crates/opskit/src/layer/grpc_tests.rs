@@ -240,6 +240,61 @@ fn grpc_timeout_lowers_the_deadline_to_deadline_exceeded() {
     );
 }
 
+/// A client cancels its call when its own deadline passes, a moment before
+/// the server's timer for the same deadline fires (the client's clock
+/// started first): cancelled in the deadline's last tenth, the call is
+/// DEADLINE_EXCEEDED; cancelled well before it, CANCELLED. Real time (the
+/// request's start is a `std` instant); the bounds are wide both ways.
+#[test]
+fn a_cancel_at_the_clients_deadline_is_deadline_exceeded() {
+    let prometheus = PrometheusBuilder::new().build_recorder();
+    let handle = prometheus.handle();
+    metrics::with_local_recorder(&prometheus, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            for (path, cancel_after) in
+                [("/users.v1.Users/Late", 960), ("/users.v1.Users/Early", 20)]
+            {
+                let svc = layer(Default::default()).layer(tower::service_fn(
+                    |_req: Request<super::RequestBody<String>>| async {
+                        std::future::pending::<()>().await;
+                        Ok::<_, Infallible>(streamed("0", ""))
+                    },
+                ));
+                let mut req = call(path);
+                req.headers_mut()
+                    .insert("grpc-timeout", "1000m".parse().unwrap());
+                // The client goes away (its future is dropped).
+                let cut =
+                    tokio::time::timeout(Duration::from_millis(cancel_after), svc.oneshot(req));
+                if let Ok(res) = cut.await {
+                    // A late cancel may lose the race to the server's own
+                    // timer: then the answer itself is DEADLINE_EXCEEDED.
+                    assert_eq!(res.unwrap().headers()["grpc-status"], "4", "{path}");
+                }
+            }
+        });
+    });
+    let text = handle.render();
+    assert!(
+        series(
+            &text,
+            r#"rpc_method="users.v1.Users/Late",rpc_response_status_code="DEADLINE_EXCEEDED""#
+        ),
+        "{text}"
+    );
+    assert!(
+        series(
+            &text,
+            r#"rpc_method="users.v1.Users/Early",rpc_response_status_code="CANCELLED""#
+        ),
+        "{text}"
+    );
+}
+
 #[test]
 fn grpc_timeout_never_raises_the_configured_timeout() {
     with_metrics(async {

@@ -222,11 +222,11 @@ impl<M: HeaderMapLike> Pipeline<M> {
         // The body limit and timeout of the route reached; a gRPC client's
         // deadline (`grpc-timeout`) lowers the timeout, never raises it.
         let mut limits = security.limits(head.routed_path);
-        if let Some(t) = w
+        let client_deadline = w
             .grpc_timeout
             .filter(|_| grpc)
-            .and_then(grpc::parse_timeout)
-        {
+            .and_then(grpc::parse_timeout);
+        if let Some(t) = client_deadline {
             limits.timeout = Some(limits.timeout.map_or(t, |c| c.min(t)));
         }
         let nonce = security.nonce_enabled().then(CspNonce::generate);
@@ -294,6 +294,7 @@ impl<M: HeaderMapLike> Pipeline<M> {
         };
         let flight = InFlight {
             grpc,
+            client_deadline,
             pipeline: self.clone(),
             started,
             kept,
@@ -321,6 +322,8 @@ impl<M: HeaderMapLike> Pipeline<M> {
 pub(crate) struct InFlight<M: HeaderMapLike, K: Kept> {
     /// A gRPC call: its outcome is its gRPC status.
     grpc: bool,
+    /// The deadline a gRPC client sent (`grpc-timeout`).
+    client_deadline: Option<std::time::Duration>,
     pipeline: Arc<Pipeline<M>>,
     started: Started,
     kept: K,
@@ -604,8 +607,15 @@ impl<M: HeaderMapLike, K: Kept> Drop for InFlight<M, K> {
     /// up on the request at the shutdown deadline).
     fn drop(&mut self) {
         if !self.done {
-            // A gRPC client that goes away cancels its call.
-            let rpc = self.grpc.then(|| Rpc::new(grpc::CANCELLED, None));
+            // A gRPC client that goes away cancels its call; one that goes
+            // away at its deadline was cut by the deadline (DEADLINE_EXCEEDED).
+            let code = match self.client_deadline {
+                Some(d) if grpc::cancelled_by_deadline(self.started.at.elapsed(), d) => {
+                    grpc::DEADLINE_EXCEEDED
+                }
+                _ => grpc::CANCELLED,
+            };
+            let rpc = self.grpc.then(|| Rpc::new(code, None));
             self.record(499, true, None, rpc.as_ref());
         }
     }
