@@ -327,5 +327,7 @@ pub use children::SpanLayer;
 #[cfg(otlp)]
 pub(crate) use export::Transport;
 
+#[cfg(all(test, otlp))]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -98,26 +98,10 @@ fn without_spans_the_layer_propagates_and_measures() {
 #[cfg(otlp)]
 mod spans {
     use super::*;
+    use crate::otel::testing::{attr, Collect};
     use opentelemetry::trace::{SpanKind, Status};
-    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+    use opentelemetry_sdk::trace::SpanData;
     use tracing_subscriber::layer::SubscriberExt;
-
-    #[derive(Debug, Clone, Default)]
-    struct Collect(Arc<Mutex<Vec<SpanData>>>);
-
-    impl SpanExporter for Collect {
-        async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }
-
-    fn attr(s: &SpanData, k: &str) -> Option<String> {
-        s.attributes
-            .iter()
-            .find(|kv| kv.key.as_str() == k)
-            .map(|kv| kv.value.to_string())
-    }
 
     /// A sampled request: each call gets a CLIENT span under the
     /// enclosing exported `tracing` span (or the server span), the callee

@@ -450,19 +450,8 @@ impl Visit for EventFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-    use std::sync::{Arc, Mutex};
+    use crate::otel::testing::{attr, Collect};
     use tracing_subscriber::layer::SubscriberExt;
-
-    #[derive(Debug, Clone, Default)]
-    struct Collect(Arc<Mutex<Vec<SpanData>>>);
-
-    impl SpanExporter for Collect {
-        async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }
 
     /// One test (the export target is set once per process): in a
     /// sampled request, outside any (`+background`), in an unsampled
@@ -577,12 +566,6 @@ mod tests {
             opentelemetry::trace::TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128)
         );
         assert_eq!(outer.span_kind, SpanKind::Internal);
-        let attr = |s: &SpanData, k: &str| {
-            s.attributes
-                .iter()
-                .find(|kv| kv.key.as_str() == k)
-                .map(|kv| kv.value.to_string())
-        };
         assert_eq!(attr(outer, "db.system.name").as_deref(), Some("postgresql"));
         assert_eq!(attr(outer, "later").as_deref(), Some("7"), "recorded later");
         assert_eq!(outer.events.len(), MAX_EVENTS);
