@@ -5,6 +5,11 @@ use tower::{Layer, ServiceExt};
 /// What the fake downstream saw: the `traceparent` of each call, by path.
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
+/// A body-less GET of `url`.
+fn get(url: &str) -> http::Request<()> {
+    http::Request::get(url).body(()).unwrap()
+}
+
 /// A tower "HTTP client" answering by path: `/ok` 200, `/fail` 503,
 /// `/refused` a connection-refused I/O error.
 fn downstream(
@@ -55,29 +60,15 @@ fn without_spans_the_layer_propagates_and_measures() {
             let svc = ClientLayer.layer(downstream(seen.clone()));
             let ok = svc
                 .clone()
-                .oneshot(
-                    http::Request::get("http://users.internal:8080/ok")
-                        .body(())
-                        .unwrap(),
-                )
+                .oneshot(get("http://users.internal:8080/ok"))
                 .await;
             assert_eq!(ok.unwrap().status(), 200);
             let fail = svc
                 .clone()
-                .oneshot(
-                    http::Request::get("http://users.internal:8080/fail")
-                        .body(())
-                        .unwrap(),
-                )
+                .oneshot(get("http://users.internal:8080/fail"))
                 .await;
             assert_eq!(fail.unwrap().status(), 503);
-            let refused = svc
-                .oneshot(
-                    http::Request::get("http://users.internal:8080/refused")
-                        .body(())
-                        .unwrap(),
-                )
-                .await;
+            let refused = svc.oneshot(get("http://users.internal:8080/refused")).await;
             assert!(refused.is_err());
         });
     });
@@ -141,33 +132,17 @@ mod spans {
                 rt.block_on(async {
                     let call = tracing::info_span!("downstream.call");
                     let ok = tracing::Instrument::instrument(
-                        svc.clone().oneshot(
-                            http::Request::get(
-                                "http://user:pw@users.internal:8080/ok?token=s3cret",
-                            )
-                            .body(())
-                            .unwrap(),
-                        ),
+                        svc.clone()
+                            .oneshot(get("http://user:pw@users.internal:8080/ok?token=s3cret")),
                         call,
                     )
                     .await;
                     assert_eq!(ok.unwrap().status(), 200);
-                    let fail = svc
-                        .clone()
-                        .oneshot(
-                            http::Request::get("http://users.internal/fail")
-                                .body(())
-                                .unwrap(),
-                        )
-                        .await;
+                    let fail = svc.clone().oneshot(get("http://users.internal/fail")).await;
                     assert_eq!(fail.unwrap().status(), 503);
                     let refused = svc
                         .clone()
-                        .oneshot(
-                            http::Request::get("https://users.internal/refused")
-                                .body(())
-                                .unwrap(),
-                        )
+                        .oneshot(get("https://users.internal/refused"))
                         .await;
                     assert!(refused.is_err());
                 });
@@ -177,11 +152,7 @@ mod spans {
                 let _span = tracing::info_span!("unsampled.call").entered();
                 let r = svc
                     .clone()
-                    .oneshot(
-                        http::Request::get("http://users.internal/unsampled")
-                            .body(())
-                            .unwrap(),
-                    )
+                    .oneshot(get("http://users.internal/unsampled"))
                     .await;
                 assert!(r.is_ok());
             });
