@@ -1,7 +1,7 @@
 //! The metrics variables: whether and where the HTTP server metrics are
 //! served, who may scrape them, and how many series they keep.
 
-use super::parse::{Bounded, FromVar, LongSecret, NonEmptyPath, Reader};
+use super::parse::{numbered, Bounded, FromVar, LongSecret, NonEmptyPath, Reader};
 use super::VarSpec;
 use std::net::SocketAddr;
 
@@ -71,8 +71,7 @@ impl FromVar for LabelsVar {
     fn from_var(value: &str) -> Result<Self, String> {
         use crate::metrics::MetricLabel;
         let mut out = Vec::new();
-        let entries = value.split(';').map(str::trim).filter(|e| !e.is_empty());
-        for (n, entry) in entries.enumerate().map(|(i, e)| (i + 1, e)) {
+        for (n, entry) in numbered(value, ';') {
             let (name, values) = entry
                 .split_once(':')
                 .ok_or_else(|| format!("entry {n} is not field:values or field:cap=N"))?;

@@ -224,8 +224,14 @@ impl FromVar for HeaderName {
 
 /// The non-empty items of a comma-separated list, numbered from 1.
 pub(super) fn items(value: &str) -> impl Iterator<Item = (usize, &str)> {
+    numbered(value, ',')
+}
+
+/// The non-empty, trimmed parts of `value` between `separator`s, numbered
+/// from 1 (as problems name them: "item 3", "entry 2").
+pub(super) fn numbered(value: &str, separator: char) -> impl Iterator<Item = (usize, &str)> {
     value
-        .split(',')
+        .split(separator)
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .enumerate()

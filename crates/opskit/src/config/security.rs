@@ -1,7 +1,7 @@
 //! The security variables: the headers of [`crate::security`], CORS, the
 //! body limit and the request timeout.
 
-use super::parse::{items, one_of, FromVar, HeaderName, List, Reader};
+use super::parse::{items, numbered, one_of, FromVar, HeaderName, List, Reader};
 use super::VarSpec;
 use std::time::Duration;
 
@@ -151,8 +151,7 @@ struct RouteLimitsVar(Vec<crate::limits::RouteLimit>);
 impl FromVar for RouteLimitsVar {
     fn from_var(value: &str) -> Result<Self, String> {
         let mut out = Vec::new();
-        let entries = value.split(';').map(str::trim).filter(|e| !e.is_empty());
-        for (n, entry) in entries.enumerate().map(|(i, e)| (i + 1, e)) {
+        for (n, entry) in numbered(value, ';') {
             let (path, limits) = entry
                 .rsplit_once(':')
                 .ok_or_else(|| format!("entry {n} is not path:limits"))?;
@@ -241,17 +240,11 @@ struct CspText(String);
 impl FromVar for CspText {
     fn from_var(value: &str) -> Result<Self, String> {
         let HeaderText(v) = HeaderText::from_var(value)?;
-        for (n, directive) in v
-            .split(';')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .enumerate()
-        {
+        for (n, directive) in numbered(&v, ';') {
             let name = directive.split(' ').next().unwrap_or_default();
             if !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
                 return Err(format!(
-                    "directive {} does not start with a name of lower-case letters and dashes",
-                    n + 1
+                    "directive {n} does not start with a name of lower-case letters and dashes"
                 ));
             }
         }
