@@ -282,15 +282,9 @@ where
 
 /// The finished span, for the sink.
 fn span_data(live: Live, sink: &SpanSink) -> opentelemetry_sdk::trace::SpanData {
-    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+    use opentelemetry::trace::SpanId;
     opentelemetry_sdk::trace::SpanData {
-        span_context: SpanContext::new(
-            TraceId::from(live.trace_id),
-            SpanId::from(live.span_id),
-            TraceFlags::SAMPLED,
-            false,
-            live.state,
-        ),
+        span_context: super::span::exported_context(live.trace_id, live.span_id, live.state),
         parent_span_id: SpanId::from(live.parent),
         parent_span_is_remote: false,
         span_kind: live.kind,

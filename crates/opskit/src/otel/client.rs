@@ -139,7 +139,7 @@ impl ClientSpan {
     /// transport error's class and message. Status Error for a transport
     /// error and for a status from 400 on (HTTP client conventions).
     pub(crate) fn finish(mut self, status: Option<u16>, error: Option<(&'static str, &str)>) {
-        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+        use opentelemetry::trace::SpanId;
         if let Some(s) = status {
             self.attributes
                 .push(KeyValue::new("http.response.status_code", i64::from(s)));
@@ -156,13 +156,7 @@ impl ClientSpan {
             crate::redact_urls(crate::request::truncate(message, 1024)).into_owned()
         });
         let span = opentelemetry_sdk::trace::SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(self.trace_id),
-                SpanId::from(self.span_id),
-                TraceFlags::SAMPLED,
-                false,
-                self.state,
-            ),
+            span_context: super::span::exported_context(self.trace_id, self.span_id, self.state),
             parent_span_id: SpanId::from(self.parent),
             parent_span_is_remote: false,
             span_kind: SpanKind::Client,

@@ -9,6 +9,24 @@ use crate::request::{
 };
 use crate::trace::TraceContext;
 
+/// The context of a span opskit exports (server, child or client span): its
+/// ids, sampled (only sampled spans are exported), local, with the trace's
+/// `tracestate`.
+pub(super) fn exported_context(
+    trace_id: u128,
+    span_id: u64,
+    state: opentelemetry::trace::TraceState,
+) -> opentelemetry::trace::SpanContext {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+    SpanContext::new(
+        TraceId::from(trace_id),
+        SpanId::from(span_id),
+        TraceFlags::SAMPLED,
+        false,
+        state,
+    )
+}
+
 /// The OpenTelemetry server span of a finished request, built in one go
 /// (semantic conventions for HTTP servers): name `{method} {route}`, the
 /// request's trace and span ids, the caller's span as parent, status Error
@@ -23,9 +41,7 @@ pub(crate) fn server_span(
     started_at: std::time::Instant,
     elapsed: std::time::Duration,
 ) -> opentelemetry_sdk::trace::SpanData {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-    };
+    use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
     use opentelemetry::KeyValue;
     let now = std::time::SystemTime::now();
     let start = now.checked_sub(started_at.elapsed()).unwrap_or(now);
@@ -143,13 +159,7 @@ pub(crate) fn server_span(
         .and_then(|t| t.parse::<TraceState>().ok())
         .unwrap_or_default();
     opentelemetry_sdk::trace::SpanData {
-        span_context: SpanContext::new(
-            TraceId::from(trace_id),
-            SpanId::from(span_id),
-            TraceFlags::SAMPLED,
-            false,
-            state,
-        ),
+        span_context: exported_context(trace_id, span_id, state),
         parent_span_id: parent.map_or(SpanId::INVALID, SpanId::from),
         parent_span_is_remote: parent.is_some(),
         span_kind: SpanKind::Server,
