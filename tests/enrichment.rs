@@ -89,18 +89,7 @@ fn the_user_id_reaches_sentry_only_with_send_pii() {
                 s.wait_exit(Duration::from_secs(60)).unwrap().code(),
                 Some(0)
             );
-            let event = eventually_every(
-                "Bugsink stores the event",
-                Duration::from_secs(10),
-                Duration::from_millis(200),
-                || {
-                    let stored = bugsink.events();
-                    stored
-                        .into_iter()
-                        .find(|e| e["data"]["tags"].to_string().contains(&rid))
-                        .ok_or(rid.clone())
-                },
-            );
+            let event = bugsink.wait_for_tagged(&rid, Duration::from_secs(10));
             let data = &event["data"];
             assert!(data["tags"].to_string().contains("acme"), "{data}");
             if pii {

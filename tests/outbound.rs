@@ -10,8 +10,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use opskit_conformance::{
-    closed_port, eventually_every, promtool_check_metrics, series_value, Bugsink, ExportedSpan,
-    Kind, OtlpReceiver, Rotel, Starter,
+    closed_port, promtool_check_metrics, series_value, Bugsink, ExportedSpan, Kind, OtlpReceiver,
+    Rotel, Starter,
 };
 use std::time::Duration;
 
@@ -176,19 +176,7 @@ fn reported_502(kind: Kind, downstream: &str, rid: &str) -> (String, OtlpReceive
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("downstream"), "{}", r.text());
     let trace = trace_of(&r);
-    let event = eventually_every(
-        "Bugsink stores the 502's event",
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-        || {
-            let events = bugsink.events();
-            events
-                .iter()
-                .find(|e| e["data"]["tags"].to_string().contains(rid))
-                .cloned()
-                .ok_or(events.len())
-        },
-    );
+    let event = bugsink.wait_for_tagged(rid, Duration::from_secs(60));
     assert_eq!(
         event["data"]["contexts"]["trace"]["trace_id"], trace,
         "{event}"

@@ -76,6 +76,25 @@ impl Bugsink {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+
+    /// Waits up to `timeout` for the stored event whose tags hold `tag` (a
+    /// request id, say) and returns it.
+    #[track_caller]
+    pub fn wait_for_tagged(&self, tag: &str, timeout: Duration) -> serde_json::Value {
+        eventually_every(
+            &format!("Bugsink stores the event tagged {tag}"),
+            timeout,
+            Duration::from_millis(200),
+            || {
+                let stored = self.events();
+                let count = stored.len();
+                stored
+                    .into_iter()
+                    .find(|e| e["data"]["tags"].to_string().contains(tag))
+                    .ok_or(count)
+            },
+        )
+    }
 }
 
 impl Drop for Bugsink {
