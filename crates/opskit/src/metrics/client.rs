@@ -147,48 +147,45 @@ fn new_series(series: &ClientSeries, call: &ClientCall<'_>, seconds: f64) {
         s.record(seconds, series);
         return;
     }
+    let error_type = crate::request::client_error_type(call.status, call.error);
     let mut labels = vec![
-        ("http_request_method", call.method.to_owned()),
-        ("server_address", address.to_owned()),
+        metrics::Label::new("http_request_method", call.method),
+        metrics::Label::new("server_address", address.to_owned()),
     ];
     if let Some(p) = port {
-        labels.push(("server_port", p.to_string()));
+        labels.push(metrics::Label::new("server_port", p.to_string()));
     }
     if let Some(s) = call.status {
-        labels.push(("http_response_status_code", s.to_string()));
+        labels.push(metrics::Label::new("http_response_status_code", s.to_string()));
     }
-    if let Some(e) = crate::request::client_error_type(call.status, call.error) {
-        labels.push(("error_type", e.into_owned()));
+    if let Some(e) = &error_type {
+        labels.push(metrics::Label::new("error_type", e.clone()));
     }
-    let metric_labels: Vec<metrics::Label> = labels
-        .iter()
-        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
-        .collect();
     let slot = Slot {
         method: call.method,
         port,
         status: call.status,
         error: call.error,
-        histogram: metrics::histogram!(CLIENT_REQUEST_DURATION, metric_labels.iter()),
+        histogram: metrics::histogram!(CLIENT_REQUEST_DURATION, labels.iter()),
+        // The same labels under their OpenTelemetry names and types.
         #[cfg(otlp)]
-        attributes: labels
-            .iter()
-            .map(|(k, v)| {
-                use opentelemetry::KeyValue;
-                match *k {
-                    "server_port" => {
-                        KeyValue::new("server.port", v.parse::<i64>().unwrap_or_default())
-                    }
-                    "http_response_status_code" => KeyValue::new(
-                        "http.response.status_code",
-                        v.parse::<i64>().unwrap_or_default(),
-                    ),
-                    "server_address" => KeyValue::new("server.address", v.clone()),
-                    "error_type" => KeyValue::new("error.type", v.clone()),
-                    _ => KeyValue::new("http.request.method", v.clone()),
-                }
-            })
-            .collect(),
+        attributes: {
+            use opentelemetry::KeyValue;
+            let mut a = vec![
+                KeyValue::new("http.request.method", call.method),
+                KeyValue::new("server.address", address.to_owned()),
+            ];
+            if let Some(p) = port {
+                a.push(KeyValue::new("server.port", i64::from(p)));
+            }
+            if let Some(s) = call.status {
+                a.push(KeyValue::new("http.response.status_code", i64::from(s)));
+            }
+            if let Some(e) = error_type {
+                a.push(KeyValue::new("error.type", e));
+            }
+            a
+        },
     };
     slot.record(seconds, series);
     slots.push(slot);
