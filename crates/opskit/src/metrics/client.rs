@@ -156,7 +156,10 @@ fn new_series(series: &ClientSeries, call: &ClientCall<'_>, seconds: f64) {
         labels.push(metrics::Label::new("server_port", p.to_string()));
     }
     if let Some(s) = call.status {
-        labels.push(metrics::Label::new("http_response_status_code", s.to_string()));
+        labels.push(metrics::Label::new(
+            "http_response_status_code",
+            s.to_string(),
+        ));
     }
     if let Some(e) = &error_type {
         labels.push(metrics::Label::new("error_type", e.clone()));
