@@ -263,10 +263,9 @@ fn metrics_can_have_a_port_of_their_own(kind: Kind) {
             .status,
         404
     );
-    assert_eq!(
-        request(addr, "POST", "/metrics", &[], b"").unwrap().status,
-        405
-    );
+    // RFC 9110 §15.5.6: a 405 names the methods that are allowed.
+    let post = request(addr, "POST", "/metrics", &[], b"").unwrap();
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET")));
     // A port that is taken: a clear error and exit 70.
     let (status, _, err) = opskit_conformance::run_to_exit(
         kind,

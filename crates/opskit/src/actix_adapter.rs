@@ -2,10 +2,7 @@
 //! and the operational routes (the server is [`Ops::serve_actix`]).
 
 use crate::health::ProbeResponse;
-use crate::pipeline::{
-    Begun, BodyBound, BodyCounter, Failure, Head, InFlight, Kept, Next, Pipeline, Stop,
-};
-use crate::shutdown::CutSignal;
+use crate::pipeline::{Begun, BodyBound, BodyCounter, Head, Kept, Pipeline, Run};
 use crate::Ops;
 use actix_web::body::BodySize;
 use actix_web::body::MessageBody;
@@ -18,27 +15,20 @@ use actix_web::http::StatusCode;
 use actix_web::http::{Method, Uri};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::{ready, Ready};
-use futures_util::FutureExt;
 use std::borrow::Cow;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
-use tracing::Instrument;
 
 fn to_response(p: ProbeResponse) -> HttpResponse {
     let mut res = HttpResponse::build(
         StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
     );
-    if let Some(challenge) = p.www_authenticate {
-        res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, challenge));
+    for header in p.headers() {
+        res.insert_header(header);
     }
-    if let Some(allow) = p.allow {
-        res.insert_header((actix_web::http::header::ALLOW, allow));
-    }
-    res.content_type(p.content_type).body(p.body)
+    res.body(p.body)
 }
 
 /// An operational endpoint's body, up to [`MAX_BODY`](crate::operational::MAX_BODY)
@@ -178,8 +168,6 @@ impl Kept for ActixKept {
     }
 }
 
-type Flight = InFlight<HeaderMap, ActixKept>;
-
 impl<S, B> Service<ServiceRequest> for OpsActixService<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
@@ -227,97 +215,45 @@ where
         if let Some(n) = flight.nonce() {
             req.extensions_mut().insert(n.clone());
         }
-        let span = flight.started().span.clone();
         let service = self.service.clone();
-        Box::pin(
-            async move {
-                let admitted = match next {
-                    Next::Call => Ok(req),
-                    Next::Answer(answer) => Err(Stop::Answer(answer)),
-                    Next::Limit(check) => match flight.admit(check.await) {
-                        Some(answer) => Err(Stop::Answer(answer)),
-                        None => Ok(req),
-                    },
-                };
-                let ended = match admitted.and_then(|req| flight.call(|| service.call(req))) {
-                    Ok(fut) => run(fut, &flight).await,
-                    Err(stop) => Err(stop),
-                };
-                // An answer of opskit's is an `Err` that Actix renders through
-                // `ResponseError`. (Keeping a clone of the `HttpRequest` to build
-                // a `ServiceResponse` would break Actix's router, which needs the
-                // request uniquely owned while it matches.)
-                let result: Result<ServiceResponse<B>, actix_web::Error> = match ended {
-                    Ok(Ok(res)) => {
-                        flight.kept_mut().matched = Some(res.request().match_pattern());
-                        let empty = res.response().body().size().is_eof();
-                        match flight.replacement(res.status().as_u16(), empty) {
-                            Some(p) => Err(p.into()),
-                            None => Ok(res),
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        let status = e.as_response_error().status_code().as_u16();
-                        Err(flight.replacement(status, false).map_or(e, Into::into))
-                    }
-                    Err(stop) => Err(flight.answer(stop).into()),
-                };
-                match result {
-                    Ok(mut res) => {
-                        let (status, size) = (res.status().as_u16(), res.response().body().size());
-                        // Actix sends no trailers: a gRPC call answered
-                        // without a status in its headers ends here.
-                        if let Some(call) = flight.finish(res.headers_mut(), status, sized(size)) {
-                            call.end_stream(None);
-                        }
-                        Ok(res)
-                    }
-                    Err(e) => {
-                        let mut res = e.error_response();
-                        let (status, size) = (res.status().as_u16(), res.body().size());
-                        if let Some(call) = flight.finish(res.headers_mut(), status, sized(size)) {
-                            call.end_stream(None);
-                        }
-                        Err(InternalError::from_response(e, res).into())
+        let start = move |req| service.call(req);
+        Box::pin(async move {
+            let mut run = std::pin::pin!(Run::new(&flight, next, req, &start));
+            let ended = poll_fn(|cx| run.as_mut().poll_run(cx, &mut flight, &start)).await;
+            // An answer of opskit's is an `Err` that Actix renders through
+            // `ResponseError`. (Keeping a clone of the `HttpRequest` to build
+            // a `ServiceResponse` would break Actix's router, which needs the
+            // request uniquely owned while it matches.)
+            let result: Result<ServiceResponse<B>, actix_web::Error> = match ended {
+                Ok(Ok(res)) => {
+                    flight.kept_mut().matched = Some(res.request().match_pattern());
+                    let empty = res.response().body().size().is_eof();
+                    match flight.replacement(res.status().as_u16(), empty) {
+                        Some(p) => Err(p.into()),
+                        None => Ok(res),
                     }
                 }
+                Ok(Err(e)) => {
+                    let status = e.as_response_error().status_code().as_u16();
+                    Err(flight.replacement(status, false).map_or(e, Into::into))
+                }
+                Err(stop) => Err(flight.answer(stop).into()),
+            };
+            match result {
+                Ok(mut res) => {
+                    let (status, size) = (res.status().as_u16(), res.response().body().size());
+                    flight.finish_without_trailers(res.headers_mut(), status, sized(size));
+                    Ok(res)
+                }
+                Err(e) => {
+                    let mut res = e.error_response();
+                    let (status, size) = (res.status().as_u16(), res.body().size());
+                    flight.finish_without_trailers(res.headers_mut(), status, sized(size));
+                    Err(InternalError::from_response(e, res).into())
+                }
             }
-            .instrument(span),
-        )
+        })
     }
-}
-
-/// Runs the handler's future in the request's trace context, catching a
-/// panic, within the request timeout.
-async fn run<F: Future>(fut: F, flight: &Flight) -> Result<F::Output, Stop> {
-    let guarded = AssertUnwindSafe(crate::pipeline::InRequestFuture {
-        inner: fut,
-        trace: Some(flight.started().trace.clone()),
-        enriched: &flight.started().enriched,
-    })
-    .catch_unwind();
-    let bounded = async {
-        match flight.timeout() {
-            Some(t) => match actix_web::rt::time::timeout(t, guarded).await {
-                Ok(caught) => caught.map_err(|payload| Stop::Failed(Failure::Panicked(payload))),
-                Err(_elapsed) => Err(Stop::Failed(Failure::TimedOut)),
-            },
-            None => guarded
-                .await
-                .map_err(|payload| Stop::Failed(Failure::Panicked(payload))),
-        }
-    };
-    let mut bounded = std::pin::pin!(bounded);
-    let mut cut = std::pin::pin!(CutSignal::default());
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(ended) = bounded.as_mut().poll(cx) {
-            return Poll::Ready(ended);
-        }
-        flight
-            .poll_cut(cut.as_mut(), cx)
-            .map(|()| Err(Stop::Failed(Failure::Cut)))
-    })
-    .await
 }
 
 /// Replaces the request's payload with one that fails with

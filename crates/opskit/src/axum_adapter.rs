@@ -1,27 +1,11 @@
 //! Axum's operational routes (the per-request stack is the tower
 //! [layer](crate::layer); the server is [`Ops::serve`]).
 
-use crate::health::ProbeResponse;
 use crate::operational::{Call, MAX_BODY};
 use crate::Ops;
 use axum::extract::{Path, RawQuery, Request};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-
-fn to_response(p: ProbeResponse) -> Response {
-    let challenge = p.www_authenticate.map(|c| [(header::WWW_AUTHENTICATE, c)]);
-    let allow = p.allow.map(|a| [(header::ALLOW, a)]);
-    (
-        StatusCode::from_u16(p.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-        [(header::CONTENT_TYPE, p.content_type)],
-        challenge,
-        allow,
-        p.body,
-    )
-        .into_response()
-}
 
 impl<C: Send + Sync + 'static> Ops<C> {
     /// The operational endpoints: `/livez`, `/readyz`, `/startupz` (each also
@@ -49,7 +33,7 @@ impl<C: Send + Sync + 'static> Ops<C> {
                             peer,
                             body: body.as_deref(),
                         };
-                        to_response(endpoint.answer(call).await)
+                        endpoint.answer(call).await.into_http::<axum::body::Body>()
                     }
                 };
             router = router.route(&path, any(handler));

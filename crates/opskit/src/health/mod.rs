@@ -340,6 +340,33 @@ impl ProbeResponse {
         }
     }
 
+    /// The headers the answer carries: `Content-Type`, and
+    /// `WWW-Authenticate` and `Allow` when set. Every adapter sends these.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        [
+            ("content-type", Some(self.content_type)),
+            ("www-authenticate", self.www_authenticate),
+            ("allow", self.allow),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// The answer as an `http` response (Axum's, hyper's).
+    pub fn into_http<B: From<String>>(self) -> http::Response<B> {
+        let mut res = http::Response::builder().status(
+            http::StatusCode::from_u16(self.status)
+                .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
+        );
+        for (name, value) in self.headers() {
+            res = res.header(name, value);
+        }
+        match res.body(B::from(self.body)) {
+            Ok(res) => res,
+            Err(_) => unreachable!("the status and headers are valid"),
+        }
+    }
+
     /// An RFC 9457 problem as the answer.
     #[cfg(any(feature = "axum", feature = "actix"))]
     pub(crate) fn problem(problem: &crate::Problem) -> Self {

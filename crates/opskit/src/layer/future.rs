@@ -2,9 +2,7 @@
 //! timeout) and hands how it ended to the pipeline.
 
 use super::body::{OpsBody, RequestBody};
-use crate::pipeline::{Failure, InFlight, Kept, Next, Stop};
-use crate::ratelimit::LimitCheck;
-use crate::shutdown::CutSignal;
+use crate::pipeline::{InFlight, Kept, Next, Run};
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use http_body::Body;
@@ -12,7 +10,6 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use std::borrow::Cow;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tower_service::Service;
@@ -51,27 +48,15 @@ pin_project! {
         S: Service<Request<RequestBody<B>>>,
     {
         #[pin]
-        kind: Kind<S::Future, S, Request<RequestBody<B>>>,
+        run: Run<S::Future, Request<RequestBody<B>>>,
+        // The service that takes a request admitted after the (Redis)
+        // rate limit.
+        service: Option<S>,
         // Boxed: the request's state is most of the future's size, and
         // routers box the future (Axum does): a future over ~1 KiB takes
         // glibc's slow allocation path and is copied on each move, while a
         // separate box of the state stays in the per-thread cache.
         flight: Option<Box<Flight>>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, S, R> {
-        Running {
-            #[pin] future: F,
-            #[pin] deadline: Option<tokio::time::Sleep>,
-            #[pin] cut: CutSignal,
-        },
-        /// Waiting for the (Redis) rate limit; then the service is called.
-        Limited { check: LimitCheck, call: Option<(S, R)> },
-        /// Answered without the handler, or the handler failed to start.
-        Stopped { stop: Option<Stop> },
     }
 }
 
@@ -81,18 +66,6 @@ where
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-/// Calls the service, within the request timeout.
-fn call<S: Service<R>, R>(inner: &mut S, req: R, flight: &Flight) -> Kind<S::Future, S, R> {
-    match flight.call(|| inner.call(req)) {
-        Ok(future) => Kind::Running {
-            future,
-            deadline: flight.timeout().map(tokio::time::sleep),
-            cut: CutSignal::default(),
-        },
-        Err(stop) => Kind::Stopped { stop: Some(stop) },
     }
 }
 
@@ -107,22 +80,16 @@ where
         inner: &mut S,
         req: Request<RequestBody<B>>,
     ) -> Self {
-        let kind = match next {
-            Next::Call => call(inner, req, &flight),
-            Next::Answer(answer) => Kind::Stopped {
-                stop: Some(Stop::Answer(answer)),
-            },
-            // The service that was made ready takes this request once
-            // admitted; the clone waits for the next one (tower's rule for
-            // moving a call into a future).
-            Next::Limit(check) => {
-                let clone = inner.clone();
-                let call = Some((std::mem::replace(inner, clone), req));
-                Kind::Limited { check, call }
-            }
-        };
+        // The service that was made ready takes a request that waits for
+        // the limit; the clone waits for the next one (tower's rule for
+        // moving a call into a future).
+        let service = matches!(next, Next::Limit(_)).then(|| {
+            let clone = inner.clone();
+            std::mem::replace(inner, clone)
+        });
         Self {
-            kind,
+            run: Run::new(&flight, next, req, |req| inner.call(req)),
+            service,
             flight: Some(flight),
         }
     }
@@ -137,55 +104,17 @@ where
     type Output = Result<Response<OpsBody<ResB>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let Some(flight) = this.flight.as_mut() else {
             panic!("`ResponseFuture` polled after it completed");
         };
-        let ended = loop {
-            match this.kind.as_mut().project() {
-                KindProj::Running {
-                    future,
-                    deadline,
-                    cut,
-                } => {
-                    let _scope = flight.scope();
-                    match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                        Ok(Poll::Ready(result)) => break Ok(result),
-                        Err(payload) => break Err(Stop::Failed(Failure::Panicked(payload))),
-                        Ok(Poll::Pending) => {
-                            if let Some(Poll::Ready(())) = deadline.as_pin_mut().map(|d| d.poll(cx))
-                            {
-                                break Err(Stop::Failed(Failure::TimedOut));
-                            }
-                            if flight.poll_cut(cut, cx).is_ready() {
-                                break Err(Stop::Failed(Failure::Cut));
-                            }
-                            return Poll::Pending;
-                        }
-                    }
-                }
-                KindProj::Limited { check, call: next } => {
-                    let checked = {
-                        let _scope = flight.scope();
-                        ready!(check.as_mut().poll(cx))
-                    };
-                    let Some((mut inner, req)) = next.take() else {
-                        unreachable!("the call is taken once, when the check ends")
-                    };
-                    let kind = match flight.admit(checked) {
-                        Some(answer) => Kind::Stopped {
-                            stop: Some(Stop::Answer(answer)),
-                        },
-                        None => call(&mut inner, req, flight),
-                    };
-                    this.kind.set(kind);
-                }
-                KindProj::Stopped { stop } => match stop.take() {
-                    Some(stop) => break Err(stop),
-                    None => unreachable!("a stop is taken once, with the flight"),
-                },
-            }
-        };
+        let service = this.service;
+        let ended = ready!(this.run.poll_run(cx, flight, |req| {
+            let Some(mut service) = service.take() else {
+                unreachable!("the service is kept for a request that waits for the limit")
+            };
+            service.call(req)
+        }));
         let Some(mut flight) = this.flight.take() else {
             panic!("`ResponseFuture` polled after it completed");
         };

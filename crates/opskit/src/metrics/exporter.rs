@@ -212,7 +212,10 @@ fn answer_scrape(
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
         .map(|(_, v)| v.trim().as_bytes().to_vec());
     let answer = if method != "GET" {
-        crate::health::ProbeResponse::text(405, "only GET\n".to_owned())
+        crate::health::ProbeResponse {
+            allow: Some("GET"),
+            ..crate::health::ProbeResponse::text(405, "only GET\n".to_owned())
+        }
     } else if target.split('?').next() != Some(path) {
         crate::health::ProbeResponse::text(404, format!("metrics are at {path}\n"))
     } else {
@@ -224,15 +227,14 @@ fn answer_scrape(
         404 => "Not Found",
         _ => "Method Not Allowed",
     };
-    let challenge = answer
-        .www_authenticate
-        .map(|c| format!("www-authenticate: {c}\r\n"))
-        .unwrap_or_default();
+    let headers: String = answer
+        .headers()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
         answer.status,
-        answer.content_type,
         answer.body.len()
     )?;
     stream.write_all(answer.body.as_bytes())?;

@@ -16,9 +16,11 @@
 //!                                      client address through trusted proxies
 //!                                      rate limit in memory, or Next::Limit
 //!            ◀── Begun { flight, next, body counter } ──
-//! Next::Limit: await it ───────────▶ InFlight::admit → Call or 429
-//! Next::Call: run the handler in InFlight::scope, catching panics,
-//!             within InFlight::timeout, until InFlight::poll_cut
+//! poll Run (the handler's part) ───▶ Run::poll_run: Next::Limit awaited,
+//!                                      InFlight::admit → handler or 429;
+//!                                      the handler polled in its scope,
+//!                                      catching panics, within the timeout,
+//!                                      until the shutdown's cut
 //! handler stopped ─────────────────▶ InFlight::answer: panic 500, timeout,
 //!                                      shutdown 503 (gRPC UNAVAILABLE)
 //! handler ended ───────────────────▶ InFlight::replacement: body cut off
@@ -30,15 +32,15 @@
 //! ```
 
 mod answer;
+mod run;
 mod scan;
 mod scope;
 
 pub(crate) use answer::Answer;
 use answer::Rpc;
+pub(crate) use run::Run;
 use scan::{Names, Wanted};
 
-#[cfg(feature = "actix")]
-pub(crate) use scope::InRequestFuture;
 pub(crate) use scope::{install_panic_hook, panic_message, panic_problem, RequestScope};
 
 use crate::grpc;
@@ -366,12 +368,6 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
         self.nonce.as_ref()
     }
 
-    /// The request's log span, trace context and timers.
-    #[cfg(feature = "actix")]
-    pub(crate) fn started(&self) -> &Started {
-        &self.started
-    }
-
     /// What the adapter kept of the request.
     #[cfg(feature = "actix")]
     pub(crate) fn kept_mut(&mut self) -> &mut K {
@@ -379,28 +375,28 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
     }
 
     /// The request's context on this thread: the handler runs inside it.
-    pub(crate) fn scope(&self) -> RequestScope<'_> {
+    fn scope(&self) -> RequestScope<'_> {
         RequestScope::enter(&self.started)
     }
 
     /// Calls the handler (`call` makes its future) inside the request's
     /// scope, catching a panic.
-    pub(crate) fn call<T>(&self, call: impl FnOnce() -> T) -> Result<T, Stop> {
+    fn call<T>(&self, call: impl FnOnce() -> T) -> Result<T, Stop> {
         let _scope = self.scope();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
             .map_err(|payload| Stop::Failed(Failure::Panicked(payload)))
     }
 
     /// How long the handler may run.
-    pub(crate) fn timeout(&self) -> Option<Duration> {
+    fn timeout(&self) -> Option<Duration> {
         self.limits.timeout
     }
 
     /// Whether the handler must stop because the drain's deadline has
     /// passed ([`Failure::Cut`]); registers the task to be woken when it
-    /// does. Adapters poll it (with their own `cut`) while the handler is
-    /// pending, beside the timeout.
-    pub(crate) fn poll_cut(&self, cut: Pin<&mut CutSignal>, cx: &mut Context<'_>) -> Poll<()> {
+    /// does. [`Run`] polls it while the handler is pending, beside the
+    /// timeout.
+    fn poll_cut(&self, cut: Pin<&mut CutSignal>, cx: &mut Context<'_>) -> Poll<()> {
         cut.poll_cut(self.pipeline.recorder.shutdown(), cx)
     }
 
@@ -533,6 +529,15 @@ impl<M: HeaderMapLike, K: Kept> InFlight<M, K> {
         self.done = true;
         self.record(status, false, response_size, rpc.as_ref());
         None
+    }
+
+    /// [`Self::finish`] for a framework that sends no trailers (Actix): a
+    /// gRPC call answered without a status in its headers ends here.
+    #[cfg(feature = "actix")]
+    pub(crate) fn finish_without_trailers(self, headers: &mut M, status: u16, size: Option<u64>) {
+        if let Some(call) = self.finish(headers, status, size) {
+            call.end_stream(None);
+        }
     }
 
     /// Ends a gRPC call handed back by [`Self::finish`] when its response

@@ -74,44 +74,6 @@ impl Drop for Enriched<'_> {
     }
 }
 
-#[cfg(feature = "actix")]
-pub(crate) use in_request::InRequestFuture;
-
-/// For adapters whose handler future is already inside the request's log
-/// span (Actix's, instrumented as a whole).
-#[cfg(feature = "actix")]
-mod in_request {
-    use super::{Enriched, InRequest};
-    use pin_project_lite::pin_project;
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::sync::atomic::AtomicBool;
-    use std::task::{Context, Poll};
-
-    pin_project! {
-        /// Marks the thread as running request code, in the request's trace
-        /// context, around every poll of `F` (for adapters whose future is
-        /// already inside the request's log span).
-        pub(crate) struct InRequestFuture<'a, F> {
-            #[pin]
-            pub(crate) inner: F,
-            pub(crate) trace: Option<crate::trace::TraceContext>,
-            pub(crate) enriched: &'a AtomicBool,
-        }
-    }
-
-    impl<F: Future> Future for InRequestFuture<'_, F> {
-        type Output = F::Output;
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-            let _in_request = InRequest::enter();
-            let this = self.project();
-            let _enriched = Enriched::enter(this.enriched);
-            let _trace = this.trace.as_ref().map(crate::trace::Entered::enter);
-            this.inner.poll(cx)
-        }
-    }
-}
-
 /// The message of a panic payload (`&str` or `String`), for the log.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
     payload
