@@ -133,7 +133,7 @@ pub fn run(variant: &str, n: usize) {
     } else {
         "opskit-core+spans"
     };
-    let (rec, security, limiter) = crate::variants::opskit_parts(core, &sink);
+    let (rec, security, limiter) = opskit_benches::opskit_parts(core, &sink);
     let app = router
         .layer(opskit::layer::OpsLayer::with_rate_limiter(
             rec, security, limiter,

@@ -38,16 +38,12 @@
 use crate::tonic_call;
 
 use opskit::layer::OpsLayer;
-use opskit::metrics::{HttpMetrics, MetricsSettings};
 use opskit::ratelimit::{LimitSettings, Limiter, Quota};
-use opskit::recorder::Recorder;
-use opskit::security::{SecurityPolicy, SecuritySettings};
-use opskit_benches::{bare_router, opskit_sink_writer, request, sink_writer};
+use opskit_benches::{
+    bare_router, opskit_parts, opskit_sink_writer, request, sink_writer, UNREACHABLE_DSN,
+};
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
-
-/// A DSN nothing listens on (error events would fail to send; none occur).
-const UNREACHABLE_DSN: &str = "http://public@127.0.0.1:9/1";
 
 /// The peer's Sentry transport (this build of `sentry` has none): drops
 /// envelopes, as an unreachable server would; none is sent without errors.
@@ -86,75 +82,6 @@ fn opskit_variant(variant: &str, sink: &opskit::otel::SpanSink) -> axum::Router 
         bare_router()
     };
     router.layer(OpsLayer::with_rate_limiter(rec, security, limiter))
-}
-
-/// The recorder, security policy and limiter of an opskit variant (above).
-pub(crate) fn opskit_parts(
-    variant: &str,
-    sink: &opskit::otel::SpanSink,
-) -> (Recorder, SecurityPolicy, Option<Limiter>) {
-    let variant = variant.strip_prefix("actix-").unwrap_or(variant);
-    // `opskit+lean`: the full stack with OPSKIT_SECURITY_HEADERS=lean (the
-    // handler's text answer is not a document: OWASP's REST set only).
-    let lean = variant == "opskit+lean";
-    let all = variant == "opskit" || lean;
-    let on =
-        |part: &str| (all && part != "unsampled") || variant.split('+').skip(1).any(|p| p == part);
-    let mut access = opskit::config::AccessLogSettings::default();
-    access.enabled = on("log");
-    let unsampled = on("unsampled");
-    let sampler = opskit::trace::Sampler {
-        parent_based: !unsampled,
-        ratio: if unsampled { 0.0 } else { 1.0 },
-    };
-    if on("metrics") {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        metrics::set_global_recorder(recorder).expect("recorder");
-    }
-    // `+routes`: the quiet operational routes of `init` (probes, `/health`,
-    // `/metrics`) and three route limits, none of which the request matches.
-    let routes = variant.split('+').any(|p| p == "routes");
-    // `+labels`: `tenant` (set by `+enrich`) is a declared metric label.
-    let mut metrics_settings = MetricsSettings::default();
-    if variant.split('+').any(|p| p == "labels") {
-        metrics_settings.labels =
-            vec![opskit::metrics::MetricLabel::new("tenant").values(["acme", "globex"])];
-    }
-    let mut rec = Recorder::new(access, "x-request-id")
-        .with_trace_context(sampler, opskit::trace::Propagation::default())
-        .with_metrics(on("metrics").then(|| HttpMetrics::new(&metrics_settings)))
-        .with_spans((on("spans") || unsampled).then(|| sink.clone()));
-    if on("sentry") {
-        rec = rec.with_reporter(opskit::report::Reporter::from_settings(
-            &opskit::config::SentrySettings::with_dsn(opskit::Secret::new(UNREACHABLE_DSN)),
-            &opskit::ServiceInfo {
-                name: "bench".into(),
-                version: "1".into(),
-                environment: "bench".into(),
-            },
-        ));
-    }
-    let mut security = SecuritySettings::default();
-    security.enabled = on("headers");
-    security.lean = lean;
-    if routes {
-        let operational: Vec<String> = ["/livez", "/readyz", "/startupz", "/health", "/metrics"]
-            .map(String::from)
-            .to_vec();
-        rec = rec.with_quiet_routes(&operational, false, &["/favicon.ico".to_owned()]);
-        security.route_limits = vec![
-            opskit::limits::RouteLimit::new("/upload/*").body_limit(100 << 20),
-            opskit::limits::RouteLimit::new("/export").timeout(std::time::Duration::from_secs(300)),
-            opskit::limits::RouteLimit::new("/reports/*")
-                .timeout(std::time::Duration::from_secs(60)),
-        ];
-    }
-    let limiter = on("limit").then(|| {
-        let mut limits = LimitSettings::default();
-        limits.default = Some(Quota::parse("1000000000/1m").expect("quota"));
-        Limiter::new(limits)
-    });
-    (rec, SecurityPolicy::new(&security), limiter)
 }
 
 /// The realistic request, for Actix's test service (peer address set: the

@@ -920,15 +920,6 @@ pub(crate) fn metrics_cardinality(e: &Exchange, max_series: usize, probe_path: &
     )
 }
 
-/// The quota `q` of the first `RateLimit-Policy` item, if any.
-pub(crate) fn policy_quota(page: &Exchange) -> Option<usize> {
-    let v = page.header("ratelimit-policy")?;
-    v.split(',').next()?.split(';').find_map(|p| {
-        let (k, val) = p.trim().split_once('=')?;
-        (k == "q").then(|| val.trim().parse().ok())?
-    })
-}
-
 pub(crate) fn ratelimit_headers(page: &Exchange) -> Finding {
     const A: &str = "rate limit";
     let fix = "rate-limit clients and announce it (opskit: OPSKIT_RATE_LIMIT=100/1m)";
@@ -1405,7 +1396,7 @@ mod tests {
             ("ratelimit-policy", "\"default\";q=10;w=60"),
         ]);
         assert_eq!(ratelimit_headers(&rl).status, Pass);
-        assert_eq!(policy_quota(&rl), Some(10));
+        assert_eq!(rl.policy_quota(), Some(10));
         assert_eq!(
             ratelimit_headers(&page(&[("x-ratelimit-limit", "10")])).status,
             Warn

@@ -281,7 +281,7 @@ pub(crate) fn gather(opts: &Options) -> Result<Observations, String> {
             ),
             &body,
         ));
-        let quota = crate::checks::policy_quota(&obs.page);
+        let quota = obs.page.policy_quota();
         // One more than the quota the service announces (plus a margin for
         // the requests already made), else a fixed burst; never more than asked.
         let n = quota

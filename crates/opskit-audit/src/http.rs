@@ -40,6 +40,15 @@ impl Exchange {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The quota `q` of the first `RateLimit-Policy` item, if any.
+    pub(crate) fn policy_quota(&self) -> Option<usize> {
+        let v = self.header("ratelimit-policy")?;
+        v.split(',').next()?.split(';').find_map(|p| {
+            let (k, val) = p.trim().split_once('=')?;
+            (k == "q").then(|| val.trim().parse().ok())?
+        })
+    }
+
     /// Whether any answer came.
     pub(crate) fn answered(&self) -> bool {
         self.status != 0

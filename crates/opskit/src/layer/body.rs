@@ -1,6 +1,6 @@
 //! The request body the inner service sees, and the response body it answers.
 
-use super::future::Flight;
+use super::kept::Flight;
 use crate::pipeline::BodyCounter;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

@@ -2,44 +2,17 @@
 //! timeout) and hands how it ended to the pipeline.
 
 use super::body::{OpsBody, RequestBody};
-use crate::pipeline::{InFlight, Kept, Next, Run};
+use super::kept::Flight;
+use crate::pipeline::{Next, Run};
 use bytes::Bytes;
-use http::{Method, Request, Response, Uri};
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use pin_project_lite::pin_project;
-use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tower_service::Service;
-
-/// The route template type the layer can read from request extensions.
-#[cfg(feature = "axum")]
-pub(super) type Route = axum::extract::MatchedPath;
-
-/// What the pipeline keeps of a tower request: reference-counted clones.
-#[derive(Debug)]
-pub(super) struct TowerKept {
-    pub(super) method: Method,
-    pub(super) uri: Uri,
-    #[cfg(feature = "axum")]
-    pub(super) route: Option<Route>,
-}
-
-impl Kept for TowerKept {
-    fn target(&self) -> (&str, &str) {
-        (self.method.as_str(), self.uri.path())
-    }
-    fn route(&self) -> Option<Cow<'_, str>> {
-        #[cfg(feature = "axum")]
-        return self.route.as_ref().map(|r| Cow::Borrowed(r.as_str()));
-        #[cfg(not(feature = "axum"))]
-        None
-    }
-}
-
-pub(super) type Flight = InFlight<http::HeaderMap, TowerKept>;
 
 pin_project! {
     /// The future of [`OpsService`](super::OpsService).

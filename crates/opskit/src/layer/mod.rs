@@ -6,7 +6,8 @@
 //! of single-purpose layers: fewer allocations, one pass over the request. The
 //! files split as tower-http splits a middleware: this layer, the
 //! [`OpsService`] (translation into the pipeline), its [`ResponseFuture`]
-//! (running the handler) and the bodies ([`RequestBody`], [`OpsBody`]).
+//! (running the handler) and the bodies ([`RequestBody`], [`OpsBody`]); and
+//! what the pipeline keeps of a tower request (`kept.rs`).
 //!
 //! ```
 //! use tower::{Layer, Service, ServiceExt};
@@ -28,6 +29,7 @@
 
 mod body;
 mod future;
+mod kept;
 mod service;
 
 pub use body::{BodyTooLarge, OpsBody, RequestBody};

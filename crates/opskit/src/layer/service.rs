@@ -1,7 +1,8 @@
 //! [`OpsService`]: translates a tower request into the pipeline's terms.
 
 use super::body::{OpsBody, RequestBody};
-use super::future::{ResponseFuture, TowerKept};
+use super::future::ResponseFuture;
+use super::kept::TowerKept;
 use crate::pipeline::{Begun, BodyBound, Head, Pipeline};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -12,7 +13,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 #[cfg(feature = "axum")]
-use super::future::Route;
+use super::kept::Route;
 
 /// The per-request service; see [`OpsLayer`](super::OpsLayer).
 #[derive(Debug, Clone)]
