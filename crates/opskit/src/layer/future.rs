@@ -1,5 +1,5 @@
-//! [`ResponseFuture`]: runs the handler (catching panics, within the
-//! timeout) and hands how it ended to the pipeline.
+//! [`ResponseFuture`]: polls the pipeline's [`Run`] (the handler's part of
+//! the request) and hands how it ended back to the pipeline.
 
 use super::body::{OpsBody, RequestBody};
 use super::kept::Flight;
