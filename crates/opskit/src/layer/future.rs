@@ -20,16 +20,15 @@ pin_project! {
     where
         S: Service<Request<RequestBody<B>>>,
     {
+        // The request's state is boxed: it is most of the future's size,
+        // and routers box the future (Axum does): a future over ~1 KiB takes
+        // glibc's slow allocation path and is copied on each move, while a
+        // separate box of the state stays in the per-thread cache.
         #[pin]
-        run: Run<S::Future, Request<RequestBody<B>>>,
+        run: Run<S::Future, Request<RequestBody<B>>, Box<Flight>>,
         // The service that takes a request admitted after the (Redis)
         // rate limit.
         service: Option<S>,
-        // Boxed: the request's state is most of the future's size, and
-        // routers box the future (Axum does): a future over ~1 KiB takes
-        // glibc's slow allocation path and is copied on each move, while a
-        // separate box of the state stays in the per-thread cache.
-        flight: Option<Box<Flight>>,
     }
 }
 
@@ -61,9 +60,8 @@ where
             std::mem::replace(inner, clone)
         });
         Self {
-            run: Run::new(&flight, next, req, |req| inner.call(req)),
+            run: Run::new(flight, next, req, |req| inner.call(req)),
             service,
-            flight: Some(flight),
         }
     }
 }
@@ -78,19 +76,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Some(flight) = this.flight.as_mut() else {
-            panic!("`ResponseFuture` polled after it completed");
-        };
         let service = this.service;
-        let ended = ready!(this.run.poll_run(cx, flight, |req| {
+        let (ended, mut flight) = ready!(this.run.poll_run(cx, |req| {
             let Some(mut service) = service.take() else {
                 unreachable!("the service is kept for a request that waits for the limit")
             };
             service.call(req)
         }));
-        let Some(mut flight) = this.flight.take() else {
-            panic!("`ResponseFuture` polled after it completed");
-        };
         let mut res = match ended {
             Ok(Ok(res)) => {
                 let empty = res.body().size_hint().exact() == Some(0);

@@ -33,6 +33,8 @@
 
 mod answer;
 mod run;
+#[cfg(test)]
+mod run_tests;
 mod scan;
 mod scope;
 

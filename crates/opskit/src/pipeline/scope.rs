@@ -11,6 +11,12 @@ thread_local! {
     static IN_REQUEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Whether this thread runs request code now.
+#[cfg(test)]
+pub(crate) fn in_request() -> bool {
+    IN_REQUEST.with(std::cell::Cell::get)
+}
+
 /// Marks the current thread as running request code (so the panic hook knows
 /// a panic will be caught and reported by the adapter) until dropped.
 pub(crate) struct InRequest(bool);
