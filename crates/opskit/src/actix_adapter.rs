@@ -203,7 +203,11 @@ where
                 http2: req.version() >= actix_web::http::Version::HTTP_2,
             },
         };
-        let Begun { flight, next, body } = self.pipeline.begin(&head, kept);
+        let Begun {
+            mut flight,
+            next,
+            body,
+        } = self.pipeline.begin(&head, kept);
         if let Some(counter) = body {
             limit_payload(&mut req, counter);
         }
@@ -214,8 +218,10 @@ where
         let service = self.service.clone();
         let start = move |req| service.call(req);
         Box::pin(async move {
-            let mut run = std::pin::pin!(Run::new(flight, next, req, &start));
-            let (ended, mut flight) = poll_fn(|cx| run.as_mut().poll_run(cx, &start)).await;
+            let ended = {
+                let mut run = std::pin::pin!(Run::new(&mut flight, next, req, &start));
+                poll_fn(|cx| run.as_mut().poll_run(cx, &start)).await.0
+            };
             // An answer of opskit's is an `Err` that Actix renders through
             // `ResponseError`. (Keeping a clone of the `HttpRequest` to build
             // a `ServiceResponse` would break Actix's router, which needs the

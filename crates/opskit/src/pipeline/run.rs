@@ -15,16 +15,17 @@ use std::task::{ready, Context, Poll};
 use tokio::task::Unconstrained;
 use tokio::time::Sleep;
 
-/// How an adapter holds a request's [`InFlight`]: the state itself (Actix,
-/// whose whole future is boxed) or a box of it (tower, whose future a
-/// router boxes: the state is moved on as a pointer).
+/// How an adapter holds a request's [`InFlight`] while the handler runs: a
+/// box of it (tower, whose future a router boxes: the state is moved on as
+/// a pointer), or a borrow of it (Actix, whose whole future is boxed: the
+/// state stays where it is).
 pub(crate) trait Holds {
     type Map: HeaderMapLike;
     type Kept: Kept;
     fn flight(&mut self) -> &mut InFlight<Self::Map, Self::Kept>;
 }
 
-impl<M: HeaderMapLike, K: Kept> Holds for InFlight<M, K> {
+impl<M: HeaderMapLike, K: Kept> Holds for &mut InFlight<M, K> {
     type Map = M;
     type Kept = K;
     fn flight(&mut self) -> &mut InFlight<M, K> {

@@ -63,7 +63,7 @@ async fn busy() {
 #[tokio::test]
 async fn a_handler_that_spends_its_whole_budget_still_times_out() {
     let (flight, next) = begin(Duration::from_millis(50));
-    let mut run = std::pin::pin!(Run::new(flight, next, (), |()| busy()));
+    let mut run = std::pin::pin!(Run::new(Box::new(flight), next, (), |()| busy()));
     let polled = poll_fn(|cx| run.as_mut().poll_run(cx, |()| busy()));
     let (ended, _flight) = tokio::time::timeout(Duration::from_secs(10), polled)
         .await
@@ -87,10 +87,13 @@ async fn waits_forever(dropped_in_request: Arc<AtomicBool>) {
 
 #[tokio::test]
 async fn the_handlers_future_is_dropped_in_the_requests_scope() {
-    // Dropped with the `Run`, before the end (the client went away).
+    // Dropped with the `Run`, before the end (the client went away); the
+    // request's state held as Actix holds it, by a borrow.
     let seen = Arc::new(AtomicBool::new(false));
-    let (flight, next) = begin(Duration::from_secs(30));
-    let mut run = Box::pin(Run::new(flight, next, (), |()| waits_forever(seen.clone())));
+    let (mut flight, next) = begin(Duration::from_secs(30));
+    let mut run = Box::pin(Run::new(&mut flight, next, (), |()| {
+        waits_forever(seen.clone())
+    }));
     poll_fn(|cx| {
         assert!(run.as_mut().poll_run(cx, |()| unreachable!()).is_pending());
         Poll::Ready(())
@@ -102,10 +105,11 @@ async fn the_handlers_future_is_dropped_in_the_requests_scope() {
         "dropped outside the request's scope"
     );
 
-    // Dropped when it timed out, before the request's state is handed back.
+    // Dropped when it timed out, before the request's state is handed back;
+    // the state held as tower holds it, boxed.
     let seen = Arc::new(AtomicBool::new(false));
     let (flight, next) = begin(Duration::from_millis(20));
-    let mut run = std::pin::pin!(Run::new(flight, next, (), |()| {
+    let mut run = std::pin::pin!(Run::new(Box::new(flight), next, (), |()| {
         waits_forever(seen.clone())
     }));
     let (ended, _flight) = poll_fn(|cx| run.as_mut().poll_run(cx, |()| unreachable!())).await;
@@ -118,13 +122,13 @@ async fn the_handlers_future_is_dropped_in_the_requests_scope() {
 
 #[tokio::test]
 async fn a_panic_while_waiting_for_the_limit_is_the_requests_panic() {
-    let (flight, _) = begin(Duration::from_secs(30));
+    let (mut flight, _) = begin(Duration::from_secs(30));
     let check: crate::ratelimit::LimitCheck = Box::pin(async {
         let in_request = in_request();
         panic!("the limit check failed (in request code: {in_request})")
     });
     let mut run = std::pin::pin!(Run::new(
-        flight,
+        &mut flight,
         super::Next::Limit(check),
         (),
         |()| async { unreachable!("a request whose limit check panicked is not handled") }
