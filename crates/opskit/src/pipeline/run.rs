@@ -9,6 +9,7 @@ use crate::response_headers::HeaderMapLike;
 use crate::shutdown::CutSignal;
 use pin_project_lite::pin_project;
 use std::future::Future;
+use std::ops::DerefMut;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -25,15 +26,7 @@ pub(crate) trait Holds {
     fn flight(&mut self) -> &mut InFlight<Self::Map, Self::Kept>;
 }
 
-impl<M: HeaderMapLike, K: Kept> Holds for &mut InFlight<M, K> {
-    type Map = M;
-    type Kept = K;
-    fn flight(&mut self) -> &mut InFlight<M, K> {
-        self
-    }
-}
-
-impl<M: HeaderMapLike, K: Kept> Holds for Box<InFlight<M, K>> {
+impl<M: HeaderMapLike, K: Kept, P: DerefMut<Target = InFlight<M, K>>> Holds for P {
     type Map = M;
     type Kept = K;
     fn flight(&mut self) -> &mut InFlight<M, K> {
@@ -131,6 +124,9 @@ impl<F: Future, R, H: Holds> Run<F, R, H> {
                     deadline,
                     cut,
                 } => {
+                    // One scope for the poll and, when the handler has
+                    // ended, for dropping its future (`InFlight::call`
+                    // would enter a second).
                     let _scope = flight.scope();
                     let stopped = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                         Ok(Poll::Ready(output)) => Ok(output),
@@ -151,15 +147,9 @@ impl<F: Future, R, H: Holds> Run<F, R, H> {
                     break stopped.map_err(Stop::Failed);
                 }
                 StateProj::Limited { check, req } => {
-                    let checked = {
-                        let _scope = flight.scope();
-                        match catch_unwind(AssertUnwindSafe(|| check.as_mut().poll(cx))) {
-                            Ok(polled) => ready!(polled),
-                            Err(payload) => {
-                                this.state.set(State::Stopped { stop: None });
-                                break Err(Stop::Failed(Failure::Panicked(payload)));
-                            }
-                        }
+                    let checked = match flight.call(|| check.as_mut().poll(cx)) {
+                        Ok(polled) => ready!(polled),
+                        Err(panicked) => break Err(panicked),
                     };
                     let (Some(req), Some(start)) = (req.take(), start.take()) else {
                         unreachable!("a limited request is admitted once")
